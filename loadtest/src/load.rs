@@ -1,0 +1,334 @@
+//! The load runner: N concurrent synthetic calls with a ramp, at real-time pace, while
+//! sampling the server's CPU/RSS and metrics. Writes a JSON result and a Markdown summary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::audio::Audio;
+use crate::cli::Format;
+use crate::proc_stats::{self, ProcSample};
+use crate::{pcm, twilio, ws};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Server base URL, e.g. ws://127.0.0.1:8080
+    #[arg(long, default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, value_enum, default_value = "twilio")]
+    pub format: Format,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 10)]
+    pub calls: usize,
+    /// Seconds over which calls are started.
+    #[arg(long, default_value_t = 10.0)]
+    pub ramp: f64,
+    /// Seconds each call streams (the WAV is looped to fill it).
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Mono or stereo WAV.
+    #[arg(long)]
+    pub wav: PathBuf,
+    #[arg(long, default_value = "demo")]
+    pub tenant: String,
+    #[arg(long, default_value = "demo")]
+    pub token: String,
+    /// PID of the server, to sample its CPU and RSS.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Where to write the JSON result (a .md summary is written beside it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Fail (exit 1) if any call saw an error or the server dropped recording audio.
+    #[arg(long)]
+    pub slo: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connected: AtomicU64,
+    connect_errors: AtomicU64,
+    media_errors: AtomicU64,
+    closed_early: AtomicU64,
+    completed: AtomicU64,
+    frames_sent: AtomicU64,
+    active: AtomicU64,
+    max_lag_ms: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunResult {
+    pub format: String,
+    pub calls: usize,
+    pub duration_s: f64,
+    pub ramp_s: f64,
+    pub connected: u64,
+    pub connect_errors: u64,
+    pub media_errors: u64,
+    pub closed_early: u64,
+    pub completed: u64,
+    pub frames_sent: u64,
+    pub sender_max_lag_ms: u64,
+    pub server: Option<ServerUsage>,
+    pub server_metrics: BTreeMap<String, f64>,
+    pub close_codes: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerUsage {
+    pub baseline_rss_mb: f64,
+    pub peak_rss_mb: f64,
+    pub rss_per_call_kb: f64,
+    /// Average CPU (cores) while all calls were active.
+    pub cpu_cores_at_full_load: f64,
+    pub cpu_ms_per_call_second: f64,
+    pub threads: u64,
+    pub fds_at_peak: u64,
+}
+
+async fn scrape(base: &str) -> Option<String> {
+    let hostport = base.trim_start_matches("ws://").trim_start_matches("http://").split('/').next()?.to_string();
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&hostport)).await.ok()?.ok()?;
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {hostport}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// Sums every series of `name` whose labels contain all of `must`.
+pub fn metric_sum(text: &str, name: &str, must: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' ')))
+        .filter(|l| must.iter().all(|m| l.contains(m)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn tile(audio: &Audio, secs: f64) -> Audio {
+    let want = (secs * audio.sample_rate as f64) as usize;
+    let channels = audio.channels.iter().map(|c| c.iter().copied().cycle().take(want).collect()).collect();
+    Audio { sample_rate: audio.sample_rate, channels }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
+    let audio = tile(&Audio::load_wav(&args.wav)?, args.duration);
+    let counters = Arc::new(Counters::default());
+    let codes: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Default::default();
+    let base = args.url.trim_end_matches('/').to_string();
+    enum Script {
+        Twilio(twilio::TwilioScript),
+        Pcm(pcm::PcmScript),
+    }
+    let script = Arc::new(match args.format {
+        Format::Twilio => {
+            let mut params = BTreeMap::new();
+            params.insert("token".to_string(), args.token.clone());
+            params.insert("campaign".to_string(), "loadtest".to_string());
+            Script::Twilio(twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })?)
+        }
+        Format::Pcm => Script::Pcm(pcm::render(&audio, serde_json::json!({"tenant": args.tenant, "campaign": "loadtest"}))),
+    });
+    let baseline = args.server_pid.and_then(proc_stats::sample);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.calls);
+    let gap = if args.calls > 1 { args.ramp / (args.calls - 1) as f64 } else { 0.0 };
+    let sampler_counters = counters.clone();
+    let pid = args.server_pid;
+    let full_at = Duration::from_secs_f64(args.ramp + 2.0);
+    let full_until = Duration::from_secs_f64(args.ramp + args.duration - 2.0);
+    let sampler = tokio::spawn(async move {
+        let mut samples: Vec<(Duration, ProcSample)> = Vec::new();
+        let mut last_print = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = started.elapsed();
+            if let Some(s) = pid.and_then(proc_stats::sample) {
+                samples.push((now, s));
+            }
+            if last_print.elapsed() >= Duration::from_secs(5) {
+                last_print = Instant::now();
+                let c = &sampler_counters;
+                let (rss, cores) = match samples.len() {
+                    n if n >= 6 => (
+                        samples[n - 1].1.rss_bytes as f64 / 1e6,
+                        proc_stats::cores_between(&samples[n - 6].1, &samples[n - 1].1),
+                    ),
+                    n if n >= 1 => (samples[n - 1].1.rss_bytes as f64 / 1e6, 0.0),
+                    _ => (0.0, 0.0),
+                };
+                eprintln!(
+                    "[{:>5.0}s] active {:>5} connected {:>5} completed {:>5} frames {:>9} errors {}/{} server rss {:.0} MB cpu {:.2} cores",
+                    now.as_secs_f64(),
+                    c.active.load(Ordering::Relaxed),
+                    c.connected.load(Ordering::Relaxed),
+                    c.completed.load(Ordering::Relaxed),
+                    c.frames_sent.load(Ordering::Relaxed),
+                    c.connect_errors.load(Ordering::Relaxed),
+                    c.media_errors.load(Ordering::Relaxed),
+                    rss,
+                    cores,
+                );
+            }
+            if now > full_until + Duration::from_secs(60) {
+                break;
+            }
+            if sampler_counters.active.load(Ordering::Relaxed) == 0 && now > full_until {
+                break;
+            }
+        }
+        samples
+    });
+    for i in 0..args.calls {
+        let due = started + Duration::from_secs_f64(gap * i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let counters = counters.clone();
+        let codes = codes.clone();
+        let script = script.clone();
+        let base = base.clone();
+        let tenant = args.tenant.clone();
+        let token = args.token.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = match &*script {
+                Script::Twilio(_) => ws::connect(&format!("{base}/fork/twilio/{tenant}"), &[], None).await,
+                Script::Pcm(_) => {
+                    ws::connect(&format!("{base}/fork/pcm"), &[("authorization".into(), format!("Bearer {token}"))], None).await
+                }
+            };
+            let mut conn = match conn {
+                Ok(c) => c,
+                Err(_) => {
+                    counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            counters.connected.fetch_add(1, Ordering::Relaxed);
+            counters.active.fetch_add(1, Ordering::Relaxed);
+            let res = match &*script {
+                Script::Twilio(s) => twilio::send(&mut conn, s, 1.0).await,
+                Script::Pcm(s) => pcm::send(&mut conn, s, 1.0).await,
+            };
+            counters.active.fetch_sub(1, Ordering::Relaxed);
+            match res {
+                Ok(r) => {
+                    counters.frames_sent.fetch_add(r.media_sent, Ordering::Relaxed);
+                    counters.max_lag_ms.fetch_max(r.max_lag_ms, Ordering::Relaxed);
+                    if r.closed_early {
+                        counters.closed_early.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        counters.completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let key = r.closing.code.map_or("none".to_string(), |c| c.to_string());
+                    *codes.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+                }
+                Err(_) => {
+                    counters.media_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let samples = sampler.await.unwrap_or_default();
+    // Give the server a moment to finalise the last recordings before scraping.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = scrape(&base).await.unwrap_or_default();
+    let mut server_metrics = BTreeMap::new();
+    let source = match args.format {
+        Format::Twilio => "source=\"twilio\"",
+        Format::Pcm => "source=\"pcm\"",
+    };
+    server_metrics.insert("frames_received".into(), metric_sum(&text, "earshot_media_frames_received_total", &[source]));
+    server_metrics.insert("frames_dropped".into(), metric_sum(&text, "earshot_media_frames_dropped_total", &[source]));
+    server_metrics.insert("frames_gap_filled".into(), metric_sum(&text, "earshot_media_frames_gap_filled_total", &[source]));
+    server_metrics.insert("recorder_errors".into(), metric_sum(&text, "earshot_errors_total", &["stage=\"recorder\""]));
+    server_metrics.insert("calls_storage_error".into(), metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]));
+    server_metrics.insert("calls_completed".into(), metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"completed\"", source]));
+    server_metrics.insert("recorded_bytes".into(), metric_sum(&text, "earshot_recorded_bytes_total", &[]));
+    server_metrics.insert("ring_fill_p_gt_0_5".into(), {
+        let count = metric_sum(&text, "earshot_ring_fill_ratio_count", &[]);
+        let le05 = metric_sum(&text, "earshot_ring_fill_ratio_bucket", &["le=\"0.5\""]);
+        count - le05
+    });
+    let server = baseline.and_then(|b| {
+        let full: Vec<&(Duration, ProcSample)> = samples.iter().filter(|(t, _)| *t >= full_at && *t <= full_until).collect();
+        let first = full.first()?;
+        let last = full.last()?;
+        let peak = samples.iter().map(|(_, s)| s.rss_bytes).max().unwrap_or(0);
+        let cores = proc_stats::cores_between(&first.1, &last.1);
+        Some(ServerUsage {
+            baseline_rss_mb: b.rss_bytes as f64 / 1e6,
+            peak_rss_mb: peak as f64 / 1e6,
+            rss_per_call_kb: (peak.saturating_sub(b.rss_bytes)) as f64 / 1024.0 / args.calls.max(1) as f64,
+            cpu_cores_at_full_load: cores,
+            cpu_ms_per_call_second: cores * 1000.0 / args.calls.max(1) as f64,
+            threads: last.1.threads,
+            fds_at_peak: full.iter().map(|(_, s)| s.fds).max().unwrap_or(0),
+        })
+    });
+    let c = &counters;
+    let result = RunResult {
+        format: format!("{:?}", args.format).to_lowercase(),
+        calls: args.calls,
+        duration_s: args.duration,
+        ramp_s: args.ramp,
+        connected: c.connected.load(Ordering::Relaxed),
+        connect_errors: c.connect_errors.load(Ordering::Relaxed),
+        media_errors: c.media_errors.load(Ordering::Relaxed),
+        closed_early: c.closed_early.load(Ordering::Relaxed),
+        completed: c.completed.load(Ordering::Relaxed),
+        frames_sent: c.frames_sent.load(Ordering::Relaxed),
+        sender_max_lag_ms: c.max_lag_ms.load(Ordering::Relaxed),
+        server,
+        server_metrics,
+        close_codes: codes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    };
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&result)?).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out.with_extension("md"), summary(&result))?;
+    }
+    Ok(result)
+}
+
+pub fn summary(r: &RunResult) -> String {
+    let mut s = format!(
+        "| metric | value |\n|---|---|\n| format | {} |\n| concurrent calls | {} |\n| call duration | {:.0} s (ramp {:.0} s) |\n| connected / completed / closed early | {} / {} / {} |\n| connect errors / media errors | {} / {} |\n| frames sent / received by server | {} / {} |\n| frames dropped / gap-filled (server) | {} / {} |\n| recorder errors / storage_error calls | {} / {} |\n| sender max lag behind real time | {} ms |\n",
+        r.format, r.calls, r.duration_s, r.ramp_s, r.connected, r.completed, r.closed_early, r.connect_errors, r.media_errors,
+        r.frames_sent, r.server_metrics.get("frames_received").copied().unwrap_or(0.0),
+        r.server_metrics.get("frames_dropped").copied().unwrap_or(0.0),
+        r.server_metrics.get("frames_gap_filled").copied().unwrap_or(0.0),
+        r.server_metrics.get("recorder_errors").copied().unwrap_or(0.0),
+        r.server_metrics.get("calls_storage_error").copied().unwrap_or(0.0),
+        r.sender_max_lag_ms,
+    );
+    if let Some(u) = &r.server {
+        s.push_str(&format!(
+            "| server RSS baseline / peak | {:.1} MB / {:.1} MB |\n| server RSS per call | {:.0} KiB |\n| server CPU at full load | {:.2} cores ({:.3} ms CPU per call-second) |\n| server threads / fds at peak | {} / {} |\n",
+            u.baseline_rss_mb, u.peak_rss_mb, u.rss_per_call_kb, u.cpu_cores_at_full_load, u.cpu_ms_per_call_second, u.threads, u.fds_at_peak
+        ));
+    }
+    s
+}
+
+impl RunResult {
+    /// True when every call completed and the server lost nothing.
+    pub fn clean(&self) -> bool {
+        let m = |k: &str| self.server_metrics.get(k).copied().unwrap_or(0.0);
+        self.connect_errors == 0
+            && self.media_errors == 0
+            && self.closed_early == 0
+            && self.completed as usize == self.calls
+            && m("recorder_errors") == 0.0
+            && m("calls_storage_error") == 0.0
+            && m("frames_dropped") == 0.0
+    }
+}

@@ -1,0 +1,629 @@
+//! Configuration: one TOML file, every key overridable by `EARSHOT__SECTION__KEY`
+//! (tenants by id: `EARSHOT__TENANTS__<ID>__KEY`), every secret also readable from a
+//! file (`<key>_file`). Loading is pure given the file text and the environment, so it
+//! is unit-tested without touching the process environment.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use toml::{Table, Value};
+
+use crate::call::is_valid_tenant_id;
+
+pub const ENV_PREFIX: &str = "EARSHOT__";
+/// Keys that hold secrets: they also accept `<key>_file`, and env values for them are
+/// always taken as strings.
+pub const SECRET_KEYS: &[&str] = &["fork_secret", "twilio_auth_token", "signing_secret"];
+/// The well-known secret of the shipped demo tenant.
+pub const DEMO_SECRET: &str = "demo";
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: TOML syntax error: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("key `{key}`: cannot read secret file {path}: {source}")]
+    SecretFile { key: String, path: PathBuf, source: std::io::Error },
+    #[error("key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub recorder: RecorderConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the one HTTP(S) listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Serve HTTPS/WSS natively with this certificate and key (PEM).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Public base URL as seen by senders (e.g. `wss://earshot.example.com`), used to
+    /// check `X-Twilio-Signature` behind a proxy. Without it, the Host header is used.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("valid literal")
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: default_listen(), tls: None, public_url: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default = "default_storage_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_storage_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { dir: default_storage_dir() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecorderConfig {
+    /// Seconds of audio the recorder's ring holds before a stalled disk ends the call
+    /// as `storage_error` (at least 10).
+    #[serde(default = "default_ring_seconds")]
+    pub ring_seconds: u32,
+    /// How often the WAV header is fixed up: what a `kill -9` can lose at most.
+    #[serde(default = "default_checkpoint", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// Recorder OS threads (disk writes never run on the async runtime).
+    #[serde(default = "default_recorder_threads")]
+    pub threads: usize,
+    /// Also `fdatasync` at each checkpoint (survives power loss, costs IOPS).
+    #[serde(default)]
+    pub fsync: bool,
+}
+
+fn default_ring_seconds() -> u32 {
+    10
+}
+fn default_checkpoint() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_recorder_threads() -> usize {
+    1
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            ring_seconds: default_ring_seconds(),
+            checkpoint_interval: default_checkpoint(),
+            threads: default_recorder_threads(),
+            fsync: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Frames a track may run ahead of a missing frame before the gap is filled.
+    #[serde(default = "default_reorder_window")]
+    pub reorder_window_frames: usize,
+    /// How far one channel may run ahead of the other before the lagging one is padded.
+    #[serde(default = "default_max_skew", with = "humantime_serde")]
+    pub max_channel_skew: Duration,
+    /// Longest gap filled with silence in one go (larger jumps are treated as a discontinuity).
+    #[serde(default = "default_max_gap", with = "humantime_serde")]
+    pub max_gap: Duration,
+    /// A fork connection with no frame for this long is closed (`timeout`).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_reorder_window() -> usize {
+    10
+}
+fn default_max_skew() -> Duration {
+    Duration::from_millis(1000)
+}
+fn default_max_gap() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            reorder_window_frames: default_reorder_window(),
+            max_channel_skew: default_max_skew(),
+            max_gap: default_max_gap(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent calls; a fork beyond it is closed with 1013 (try again later).
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+}
+
+fn default_max_calls() -> usize {
+    2000
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_calls: default_max_calls() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// On SIGTERM/SIGINT: how long in-flight calls may go on before they are closed
+    /// (`shutdown`) and their recordings finalised.
+    #[serde(default = "default_drain", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { drain_timeout: default_drain() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Capacity of the in-process event bus; a subscriber further behind is told it lagged.
+    #[serde(default = "default_bus_capacity")]
+    pub bus_capacity: usize,
+}
+
+fn default_bus_capacity() -> usize {
+    4096
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { bus_capacity: default_bus_capacity() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `earshot=debug` (RUST_LOG wins when set).
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: default_log_level() }
+    }
+}
+
+/// Which Twilio track carries the rep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepTrack {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelSide {
+    Left,
+    Right,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Shared secret machine forks (Twilio `token` parameter, PCM Bearer/Basic) present.
+    #[serde(default)]
+    pub fork_secret: Option<String>,
+    /// Twilio account auth token: lets `/fork/twilio/{tenant}` accept `X-Twilio-Signature`.
+    #[serde(default)]
+    pub twilio_auth_token: Option<String>,
+    /// Which Twilio track is the rep (the other is the customer). A stream may override
+    /// it with the `rep_track` custom parameter.
+    #[serde(default = "default_rep_track")]
+    pub rep_track: RepTrack,
+    /// Which channel of a stereo PCM fork is the rep, unless its metadata says.
+    #[serde(default = "default_rep_channel")]
+    pub pcm_rep_channel: ChannelSide,
+    /// Record audio at all. Off: calls are still accepted (later: transcribed), no audio is written.
+    #[serde(default = "default_true")]
+    pub recording: bool,
+}
+
+fn default_rep_track() -> RepTrack {
+    RepTrack::Inbound
+}
+fn default_rep_channel() -> ChannelSide {
+    ChannelSide::Left
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads, overrides from the process environment and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml_with_env(&text, path, std::env::vars())
+    }
+
+    /// Pure core of `load`: file text plus an environment.
+    pub fn from_toml_with_env(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        env.sort();
+        for (var, value) in env {
+            apply_env_override(&mut table, &var, &value)?;
+        }
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        resolve_secret_files(&mut table, "", base_dir)?;
+        let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(if key == "." { "(root)".into() } else { key }, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.recorder.ring_seconds < 10 {
+            return Err(invalid("recorder.ring_seconds", "must be at least 10 (seconds of audio the recorder buffers)"));
+        }
+        if self.recorder.threads == 0 || self.recorder.threads > 64 {
+            return Err(invalid("recorder.threads", "must be between 1 and 64"));
+        }
+        if self.recorder.checkpoint_interval < Duration::from_millis(50)
+            || self.recorder.checkpoint_interval > Duration::from_secs(10)
+        {
+            return Err(invalid("recorder.checkpoint_interval", "must be between 50ms and 10s"));
+        }
+        if self.media.reorder_window_frames > 500 {
+            return Err(invalid("media.reorder_window_frames", "must be at most 500 frames"));
+        }
+        if self.media.idle_timeout < Duration::from_millis(100) {
+            return Err(invalid("media.idle_timeout", "must be at least 100ms"));
+        }
+        if self.limits.max_calls == 0 {
+            return Err(invalid("limits.max_calls", "must be at least 1"));
+        }
+        if self.events.bus_capacity < 16 {
+            return Err(invalid("events.bus_capacity", "must be at least 16"));
+        }
+        if let Some(url) = &self.http.public_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://") || url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid("http.public_url", "must start with ws://, wss://, http:// or https://"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            let key = format!("tenants[{i}]");
+            if !is_valid_tenant_id(&t.id) {
+                return Err(invalid(
+                    format!("{key}.id"),
+                    format!("{:?} is not a valid tenant id (1-64 of a-z, 0-9, '-', '_')", t.id),
+                ));
+            }
+            if !seen.insert(t.id.as_str()) {
+                return Err(invalid(format!("{key}.id"), format!("duplicate tenant id {:?}", t.id)));
+            }
+            if t.fork_secret.as_deref().is_none_or(str::is_empty) && t.twilio_auth_token.is_none() {
+                return Err(invalid(
+                    format!("{key}.fork_secret"),
+                    format!("tenant {:?} has neither fork_secret nor twilio_auth_token: no fork could authenticate", t.id),
+                ));
+            }
+            if let Some(s) = &t.fork_secret {
+                if s != DEMO_SECRET && s.len() < 16 {
+                    return Err(invalid(format!("{key}.fork_secret"), "must be at least 16 characters"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// Tenants still using the well-known demo secret.
+    pub fn demo_secret_tenants(&self) -> Vec<&str> {
+        self.tenants
+            .iter()
+            .filter(|t| t.fork_secret.as_deref() == Some(DEMO_SECRET))
+            .map(|t| t.id.as_str())
+            .collect()
+    }
+}
+
+fn env_value(key: &str, raw: &str) -> Value {
+    let base = key.strip_suffix("_file").unwrap_or(key);
+    if SECRET_KEYS.contains(&base) {
+        return Value::String(raw.to_string());
+    }
+    // TOML literals (numbers, booleans, arrays, quoted strings) are taken as such;
+    // anything else is a plain string.
+    match format!("v = {raw}").parse::<Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_string())),
+        Err(_) => Value::String(raw.to_string()),
+    }
+}
+
+fn apply_env_override(table: &mut Table, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let env_err = |message: String| ConfigError::Env { var: var.to_string(), message };
+    let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(env_err("empty key segment (use double underscores only between levels)".into()));
+    }
+    let (mut cursor, rest): (&mut Table, &[String]) = if path[0] == "tenants" {
+        if path.len() < 3 {
+            return Err(env_err("tenant overrides are EARSHOT__TENANTS__<ID>__<KEY>".into()));
+        }
+        let wanted = &path[1];
+        let tenants = table.entry("tenants").or_insert_with(|| Value::Array(Vec::new()));
+        let Value::Array(list) = tenants else {
+            return Err(env_err("`tenants` in the file is not a list".into()));
+        };
+        // Env names cannot hold '-': match it as '_'.
+        let norm = |s: &str| s.replace('-', "_");
+        let idx = list.iter().position(|t| {
+            t.get("id").and_then(Value::as_str).is_some_and(|id| norm(id) == norm(wanted))
+        });
+        let idx = match idx {
+            Some(i) => i,
+            None => {
+                let mut t = Table::new();
+                t.insert("id".into(), Value::String(wanted.clone()));
+                list.push(Value::Table(t));
+                list.len() - 1
+            }
+        };
+        let Value::Table(t) = &mut list[idx] else {
+            return Err(env_err("tenant entry is not a table".into()));
+        };
+        (t, &path[2..])
+    } else {
+        (table, &path[..])
+    };
+    for (i, seg) in rest.iter().enumerate() {
+        if i + 1 == rest.len() {
+            cursor.insert(seg.clone(), env_value(seg, raw));
+            return Ok(());
+        }
+        let next = cursor.entry(seg.clone()).or_insert_with(|| Value::Table(Table::new()));
+        cursor = match next {
+            Value::Table(t) => t,
+            _ => return Err(env_err(format!("`{seg}` is not a section"))),
+        };
+    }
+    Ok(())
+}
+
+/// Replaces every `<secret>_file = "path"` by `<secret> = <file contents, trimmed>`.
+fn resolve_secret_files(table: &mut Table, prefix: &str, base_dir: &Path) -> Result<(), ConfigError> {
+    let keys: Vec<String> = table.keys().cloned().collect();
+    for key in keys {
+        let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        if let Some(base) = key.strip_suffix("_file").filter(|b| SECRET_KEYS.contains(b)) {
+            let Some(Value::String(p)) = table.get(&key) else {
+                return Err(invalid(full, "must be a path string"));
+            };
+            if table.contains_key(base) {
+                return Err(invalid(full, format!("give either `{base}` or `{key}`, not both")));
+            }
+            let path = base_dir.join(p);
+            let secret = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::SecretFile { key: full.clone(), path: path.clone(), source })?;
+            table.remove(&key);
+            table.insert(base.to_string(), Value::String(secret.trim_end_matches(['\n', '\r']).to_string()));
+            continue;
+        }
+        match table.get_mut(&key) {
+            Some(Value::Table(t)) => resolve_secret_files(t, &full, base_dir)?,
+            Some(Value::Array(list)) => {
+                for (i, item) in list.iter_mut().enumerate() {
+                    if let Value::Table(t) = item {
+                        resolve_secret_files(t, &format!("{full}[{i}]"), base_dir)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[http]
+listen = "127.0.0.1:8080"
+
+[[tenants]]
+id = "demo"
+fork_secret = "demo"
+
+[[tenants]]
+id = "acme-sales"
+fork_secret = "0123456789abcdef0123"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(
+            text,
+            Path::new("/nonexistent/earshot.toml"),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = load(BASE, &[]).unwrap();
+        assert_eq!(c.storage.dir, PathBuf::from("./data"));
+        assert_eq!(c.recorder.ring_seconds, 10);
+        assert_eq!(c.tenants[0].rep_track, RepTrack::Inbound);
+        assert!(c.tenants[1].recording);
+        assert_eq!(c.demo_secret_tenants(), vec!["demo"]);
+    }
+
+    #[test]
+    fn env_overrides_sections_and_tenants_by_id() {
+        let c = load(BASE, &[
+            ("EARSHOT__HTTP__LISTEN", "127.0.0.1:18080"),
+            ("EARSHOT__STORAGE__DIR", "/var/lib/earshot"),
+            ("EARSHOT__RECORDER__RING_SECONDS", "20"),
+            ("EARSHOT__SHUTDOWN__DRAIN_TIMEOUT", "5s"),
+            ("EARSHOT__TENANTS__ACME_SALES__RECORDING", "false"),
+            ("EARSHOT__TENANTS__DEMO__FORK_SECRET", "12345678901234567890"),
+            ("EARSHOT__TENANTS__NEWCO__FORK_SECRET", "abcdefabcdefabcdef"),
+            ("OTHER_VAR", "ignored"),
+        ])
+        .unwrap();
+        assert_eq!(c.http.listen.port(), 18080);
+        assert_eq!(c.storage.dir, PathBuf::from("/var/lib/earshot"));
+        assert_eq!(c.recorder.ring_seconds, 20);
+        assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(5));
+        assert!(!c.tenant("acme-sales").unwrap().recording);
+        // A numeric-looking secret stays a string.
+        assert_eq!(c.tenant("demo").unwrap().fork_secret.as_deref(), Some("12345678901234567890"));
+        assert!(c.tenant("newco").is_some());
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let e = load("[http]\nlisten = 5\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("http.listen"), "{e}");
+        let e = load("[http]\nlisen = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load(&format!("{BASE}\n[[tenants]]\nid = \"demo\"\nfork_secret = \"demo\"\n"), &[]).unwrap_err().to_string();
+        assert!(e.contains("tenants[2].id") && e.contains("duplicate"), "{e}");
+        let e = load("[[tenants]]\nid = \"x\"\nfork_secret = \"demo\"\nrep_track = \"sideways\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("tenants[0].rep_track"), "{e}");
+        let e = load("[recorder]\nring_seconds = 3\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("recorder.ring_seconds") && e.contains("at least 10"), "{e}");
+        let e = load("[shutdown]\ndrain_timeout = \"soon\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("shutdown.drain_timeout"), "{e}");
+        let e = load("[[tenants]]\nid = \"x\"\nfork_secret = \"short\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("tenants[0].fork_secret") && e.contains("16"), "{e}");
+        let e = load("[[tenants]]\nid = \"Bad/Id\"\nfork_secret = \"demo\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("tenants[0].id"), "{e}");
+        let e = load("[http\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("syntax"), "{e}");
+        let e = load(BASE, &[("EARSHOT__HTTP____LISTEN", "x")]).unwrap_err().to_string();
+        assert!(e.contains("EARSHOT__HTTP____LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "from-a-file-0123456789\n").unwrap();
+        let cfg_path = dir.path().join("earshot.toml");
+        let text = "[[tenants]]\nid = \"acme\"\nfork_secret_file = \"secret.txt\"\n";
+        let c = Config::from_toml_with_env(text, &cfg_path, std::iter::empty()).unwrap();
+        assert_eq!(c.tenants[0].fork_secret.as_deref(), Some("from-a-file-0123456789"));
+        // Via env too, by tenant id.
+        let c = Config::from_toml_with_env(
+            "[[tenants]]\nid = \"acme\"\nfork_secret = \"demo\"\n",
+            &cfg_path,
+            [("EARSHOT__TENANTS__ACME__TWILIO_AUTH_TOKEN_FILE".to_string(), dir.path().join("secret.txt").display().to_string())],
+        )
+        .unwrap();
+        assert_eq!(c.tenants[0].twilio_auth_token.as_deref(), Some("from-a-file-0123456789"));
+        let e = Config::from_toml_with_env("[[tenants]]\nid = \"a\"\nfork_secret_file = \"missing\"\n", &cfg_path, std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenants[0].fork_secret_file"), "{e}");
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/earshot.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::from_toml_with_env(&text, &path, std::iter::empty()).unwrap();
+        assert_eq!(c.demo_secret_tenants(), vec!["demo"]);
+        assert!(c.http.listen.ip().is_loopback());
+    }
+}

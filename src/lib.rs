@@ -1,0 +1,55 @@
+//! Earshot: a self-hosted, real-time telephony sidecar.
+//!
+//! Layers: pure protocol and policy cores (`ingest`, `media`, `config`, `events`,
+//! `manifest`, `store`, `recorder::wav`) that take bytes and time in and give decisions
+//! out; and, with the `server` feature, the IO edge (`server`, `recorder::pool`,
+//! `metrics`) that owns sockets, threads and files.
+
+pub mod call;
+pub mod config;
+pub mod events;
+pub mod ingest;
+pub mod manifest;
+pub mod media;
+pub mod recorder;
+pub mod store;
+
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod server;
+
+/// Entry points for fuzz targets: thin, always compiled, never panicking.
+pub mod fuzzing {
+    /// Twilio Media Streams text frame.
+    pub fn twilio_message(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let mut s = crate::ingest::twilio_stream::TwilioStream::new();
+            if let Ok(crate::ingest::twilio_stream::TwilioMessage::Media { payload, .. }) = s.on_text(text) {
+                let mut out = Vec::new();
+                let _ = crate::ingest::twilio_stream::decode_payload(&payload, &mut out);
+            }
+        }
+    }
+
+    /// PCM fork metadata frame followed by binary data.
+    pub fn pcm_fork(data: &[u8]) {
+        let split = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+        if let Ok(text) = std::str::from_utf8(&data[..split]) {
+            if let Ok(meta) = crate::ingest::pcm_fork::parse_metadata(text) {
+                let mut framer = crate::ingest::pcm_fork::PcmFramer::new(meta.channels, meta.rep_channel == Some(1));
+                let mut out = Vec::new();
+                for chunk in data[split..].chunks(7) {
+                    framer.push(chunk, &mut out);
+                }
+            }
+        }
+    }
+
+    /// Configuration file text.
+    pub fn config(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = crate::config::Config::from_toml_with_env(text, std::path::Path::new("fuzz.toml"), std::iter::empty());
+        }
+    }
+}

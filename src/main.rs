@@ -1,0 +1,182 @@
+//! `earshot`: the server and its operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use earshot::config::Config;
+use earshot::server::{ServeOptions, Server};
+
+#[derive(Parser)]
+#[command(name = "earshot", version, about = "Self-hosted real-time telephony sidecar")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP/WSS listener, fork endpoints, recorder).
+    Serve {
+        /// Config file (default: config/earshot.toml in the working directory).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Allow the demo tenant's well-known secret on a non-loopback address.
+        #[arg(long)]
+        allow_demo_secrets: bool,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Stream a WAV file into a running server as a fork, at real-time pace.
+    Replay(earshot_loadtest::cli::ReplayArgs),
+    /// Read stored calls back.
+    Calls {
+        #[command(subcommand)]
+        command: CallsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file (and EARSHOT__* overrides) without starting.
+    Check { file: Option<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum CallsCommand {
+    /// List a tenant's calls.
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Print a call's manifest.
+    Show {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        call_id: String,
+    },
+    /// Write a call's recording to a WAV file.
+    GetAudio {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        call_id: String,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+
+fn default_config_path(p: Option<PathBuf>) -> PathBuf {
+    p.unwrap_or_else(|| PathBuf::from("config/earshot.toml"))
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, allow_demo_secrets } => serve(default_config_path(config), allow_demo_secrets),
+        Command::Config { command: ConfigCommand::Check { file } } => config_check(default_config_path(file)),
+        Command::Replay(args) => {
+            init_logging("info");
+            tokio_main(async move { earshot_loadtest::cli::replay(args).await })
+        }
+        Command::Calls { command } => calls(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("earshot: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tokio_main<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?.block_on(f)
+}
+
+fn config_check(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    println!(
+        "{}: OK ({} tenant(s), listen {}, storage {})",
+        path.display(),
+        config.tenants.len(),
+        config.http.listen,
+        config.storage.dir.display()
+    );
+    for t in config.demo_secret_tenants() {
+        println!("warning: tenant {t:?} uses the demo fork secret");
+    }
+    Ok(())
+}
+
+fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    init_logging(&config.log.level);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
+    tokio_main(async move {
+        let server = Server::start(config, ServeOptions { allow_demo_secrets }).await?;
+        wait_for_signal().await;
+        server.drain(wait_for_signal()).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
+    let storage = |config: Option<PathBuf>| -> anyhow::Result<earshot::store::StoreReader> {
+        let c = Config::load(&default_config_path(config))?;
+        Ok(earshot::store::StoreReader::new(c.storage.dir))
+    };
+    let parse_id = |s: &str| earshot::call::CallId::parse(s).with_context(|| format!("{s:?} is not a call id (UUIDv7)"));
+    match cmd {
+        CallsCommand::List { config, tenant } => {
+            for id in storage(config)?.list_calls(&tenant) {
+                println!("{id}");
+            }
+        }
+        CallsCommand::Show { config, call_id } => {
+            let m = storage(config)?.manifest(parse_id(&call_id)?)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        CallsCommand::GetAudio { config, call_id, out } => {
+            let rec = storage(config)?.audio(parse_id(&call_id)?)?;
+            let spec = hound::WavSpec {
+                channels: rec.channels,
+                sample_rate: rec.sample_rate,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut w = hound::WavWriter::create(&out, spec)?;
+            for s in &rec.samples {
+                w.write_sample(*s)?;
+            }
+            w.finalize()?;
+            println!("{} ({} ms, {} ch, {} Hz)", out.display(), rec.duration_ms(), rec.channels, rec.sample_rate);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Media cores: codecs, reordering, channel alignment, and (with `server`) resampling
+//! and the recogniser feed. Pure except where noted.
+
+pub mod channel_aligner;
+pub mod g711;
+#[cfg(feature = "server")]
+pub mod recogniser_feed;
+pub mod reorder_buffer;

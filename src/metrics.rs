@@ -1,0 +1,183 @@
+//! Prometheus metrics. Names follow `earshot_<noun>_<unit>[_total]`; labels are
+//! low-cardinality (never a call id). Every label set that can occur is registered at
+//! zero up front, so dashboards and alerts see a series before the first event.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::call::{Outcome, Source};
+use crate::events::EventBody;
+use crate::ingest::IngestError;
+
+pub const ENDPOINTS: [&str; 2] = ["twilio", "pcm"];
+pub const DROP_REASONS: [&str; 2] = ["late", "duplicate"];
+pub const STAGES: [(&str, &[&str]); 3] = [
+    ("ingest", &IngestError::CODES),
+    ("recorder", &["io", "ring_full", "start_failed"]),
+    ("events", &["no_subscriber"]),
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub calls_active: IntGaugeVec,
+    pub calls_started: IntCounterVec,
+    pub calls_ended: IntCounterVec,
+    pub frames_received: IntCounterVec,
+    pub frames_reordered: IntCounterVec,
+    pub frames_gap_filled: IntCounterVec,
+    pub frames_dropped: IntCounterVec,
+    pub samples_gap_filled: IntCounterVec,
+    pub ring_fill: HistogramVec,
+    pub recorded_bytes: IntCounter,
+    pub recorder_write_seconds: Histogram,
+    pub ws_connections_active: IntGaugeVec,
+    pub ws_connections: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub events_published: IntCounterVec,
+    pub recovered_calls: IntCounter,
+    pub draining: IntGauge,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let sources: Vec<&str> = Source::ALL.iter().map(Source::as_str).collect();
+        let m = Metrics {
+            calls_active: gauge_vec(&r, "earshot_calls_active", "Calls in progress, by ingest source.", &["source"]),
+            calls_started: counter_vec(&r, "earshot_calls_started_total", "Calls started, by ingest source.", &["source"]),
+            calls_ended: counter_vec(&r, "earshot_calls_ended_total", "Calls ended, by source and outcome.", &["source", "outcome"]),
+            frames_received: counter_vec(&r, "earshot_media_frames_received_total", "Media frames received.", &["source"]),
+            frames_reordered: counter_vec(&r, "earshot_media_frames_reordered_total", "Media frames that arrived out of order and were put back in place.", &["source"]),
+            frames_gap_filled: counter_vec(&r, "earshot_media_frames_gap_filled_total", "Media frames that never arrived and were filled with silence.", &["source"]),
+            frames_dropped: counter_vec(&r, "earshot_media_frames_dropped_total", "Media frames discarded, by reason.", &["source", "reason"]),
+            samples_gap_filled: counter_vec(&r, "earshot_media_gap_filled_samples_total", "Samples of silence inserted for gaps and lagging channels.", &["source"]),
+            ring_fill: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new("earshot_ring_fill_ratio", "Fill level of per-call audio rings seen by their consumer.")
+                        .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]),
+                    &["consumer"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            recorded_bytes: {
+                let c = IntCounter::new("earshot_recorded_bytes_total", "Audio bytes written to recordings.").expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            recorder_write_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new("earshot_recorder_pass_duration_seconds", "Time a recorder thread spends on one pass over its calls.")
+                        .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            ws_connections_active: gauge_vec(&r, "earshot_ws_connections_active", "Open fork websocket connections, by endpoint.", &["endpoint"]),
+            ws_connections: counter_vec(&r, "earshot_ws_connections_total", "Fork websocket connections accepted, by endpoint.", &["endpoint"]),
+            errors: counter_vec(&r, "earshot_errors_total", "Errors by stage and stable code.", &["stage", "code"]),
+            events_published: counter_vec(&r, "earshot_events_published_total", "Events put on the in-process bus, by type.", &["type"]),
+            recovered_calls: {
+                let c = IntCounter::new("earshot_recovered_calls_total", "Calls found open after a crash and closed at start-up.").expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            draining: {
+                let g = IntGauge::new("earshot_draining", "1 while the server drains for shutdown.").expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            registry: r,
+        };
+        for s in &sources {
+            m.calls_active.with_label_values(&[s]);
+            m.calls_started.with_label_values(&[s]);
+            m.frames_received.with_label_values(&[s]);
+            m.frames_reordered.with_label_values(&[s]);
+            m.frames_gap_filled.with_label_values(&[s]);
+            m.samples_gap_filled.with_label_values(&[s]);
+            for o in Outcome::LABELS {
+                m.calls_ended.with_label_values(&[s, o]);
+            }
+            for reason in DROP_REASONS {
+                m.frames_dropped.with_label_values(&[s, reason]);
+            }
+        }
+        for e in ENDPOINTS {
+            m.ws_connections_active.with_label_values(&[e]);
+            m.ws_connections.with_label_values(&[e]);
+        }
+        for (stage, codes) in STAGES {
+            for code in codes {
+                m.errors.with_label_values(&[stage, code]);
+            }
+        }
+        for t in EventBody::TYPE_NAMES {
+            m.events_published.with_label_values(&[t]);
+        }
+        m.ring_fill.with_label_values(&["recorder"]);
+        let build = IntGaugeVec::new(Opts::new("earshot_build_info", "Build information; always 1."), &["version"]).expect("valid metric");
+        r_register(&m.registry, &build);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = m.registry.register(Box::new(pc));
+        }
+        m
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        enc.encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("text format is UTF-8")
+    }
+
+    pub fn ingest_error(&self, err: &IngestError) {
+        self.errors.with_label_values(&["ingest", err.code()]).inc();
+    }
+}
+
+fn r_register(r: &Registry, g: &IntGaugeVec) {
+    r.register(Box::new(g.clone())).expect("unique metric");
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_series_exist_at_zero() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(text.contains(r#"earshot_calls_ended_total{outcome="storage_error",source="twilio"} 0"#));
+        assert!(text.contains(r#"earshot_errors_total{code="bad_base64",stage="ingest"} 0"#));
+        assert!(text.contains("earshot_build_info"));
+        assert!(text.contains("process_resident_memory_bytes"));
+    }
+}

@@ -1,0 +1,162 @@
+//! The IO side of one call, owned by the call's task: admission, the recorder handle,
+//! event numbering, and the end-of-call bookkeeping shared by every ingest.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::AppState;
+use crate::call::{CallInfo, Outcome};
+use crate::events::{CallEndedPayload, CallStartedPayload, EventBody, EventSequencer};
+use crate::manifest::{DtmfEvent, Manifest, MediaStats};
+use crate::recorder::pool::{CallEnd, RecorderError, RecorderHandle};
+
+/// A reserved place among `limits.max_calls`; released on drop.
+pub struct CallSlot {
+    app: Arc<AppState>,
+}
+
+impl CallSlot {
+    /// `None` when draining or at the call limit.
+    pub fn try_acquire(app: &Arc<AppState>) -> Option<CallSlot> {
+        if app.is_draining() {
+            return None;
+        }
+        let max = app.config.limits.max_calls;
+        let mut cur = app.active_calls.load(Ordering::Relaxed);
+        loop {
+            if cur >= max {
+                return None;
+            }
+            match app.active_calls.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(CallSlot { app: app.clone() }),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+impl Drop for CallSlot {
+    fn drop(&mut self) {
+        self.app.active_calls.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+const MAX_DTMF_KEPT: usize = 1000;
+
+pub struct CallSession {
+    app: Arc<AppState>,
+    info: CallInfo,
+    recorder: Option<RecorderHandle>,
+    sequencer: EventSequencer,
+    dtmf: Vec<DtmfEvent>,
+    dtmf_count: u64,
+    storage_failed: bool,
+    _slot: CallSlot,
+}
+
+impl CallSession {
+    /// Opens the recording (blocking IO on a blocking thread) and announces the call.
+    pub async fn start(app: Arc<AppState>, slot: CallSlot, info: CallInfo, recording: bool) -> Result<Self, RecorderError> {
+        let app2 = app.clone();
+        let info2 = info.clone();
+        let handle = tokio::task::spawn_blocking(move || app2.recorder.open(&info2, recording))
+            .await
+            .map_err(|_| RecorderError::Closed)?;
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                app.metrics.errors.with_label_values(&["recorder", "start_failed"]).inc();
+                return Err(e);
+            }
+        };
+        let source = info.source.as_str();
+        app.metrics.calls_started.with_label_values(&[source]).inc();
+        app.metrics.calls_active.with_label_values(&[source]).inc();
+        let mut sequencer = EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at);
+        let event = sequencer.stamp(
+            Utc::now(),
+            EventBody::CallStarted(CallStartedPayload {
+                source: info.source,
+                campaign: info.campaign.clone(),
+                rep_id: info.rep_id.clone(),
+                layout: info.layout,
+                channels: info.layout.roles(),
+                sample_rate: info.sample_rate,
+                recording,
+                source_ids: info.source_ids.clone(),
+                participants: info.participants.clone(),
+            }),
+        );
+        app.publish(event);
+        tracing::info!(call_id = %info.call_id, tenant = %info.tenant, source, layout = ?info.layout, rate = info.sample_rate, "call started");
+        Ok(Self {
+            app,
+            info,
+            recorder: Some(handle),
+            sequencer,
+            dtmf: Vec::new(),
+            dtmf_count: 0,
+            storage_failed: false,
+            _slot: slot,
+        })
+    }
+
+    pub fn info(&self) -> &CallInfo {
+        &self.info
+    }
+
+    /// Queues interleaved audio in the call's encoding for the recorder. Never waits.
+    /// Err means storage cannot keep up or failed: the caller ends the call.
+    pub fn write_audio(&mut self, bytes: &[u8]) -> Result<(), RecorderError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(rec) = self.recorder.as_mut() else { return Ok(()) };
+        match rec.write(bytes) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if !self.storage_failed {
+                    self.storage_failed = true;
+                    let code = if matches!(e, RecorderError::RingFull) { "ring_full" } else { "io" };
+                    self.app.metrics.errors.with_label_values(&["recorder", code]).inc();
+                    tracing::error!(call_id = %self.info.call_id, error = %e, "ending call: storage");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn record_dtmf(&mut self, digit: String, track: Option<&str>) {
+        self.dtmf_count += 1;
+        if self.dtmf.len() < MAX_DTMF_KEPT {
+            let offset_ms = (Utc::now() - self.info.started_at).num_milliseconds().max(0) as u64;
+            self.dtmf.push(DtmfEvent { digit, offset_ms, track: track.map(str::to_string) });
+        }
+    }
+
+    /// Finalises the recording and manifest, publishes `call.ended`, updates metrics.
+    pub async fn end(mut self, outcome: Outcome, mut stats: MediaStats) -> Option<Manifest> {
+        let outcome = if self.storage_failed { Outcome::StorageError } else { outcome };
+        stats.dtmf_events = self.dtmf_count;
+        let end = CallEnd { outcome: outcome.clone(), ended_at: Utc::now(), stats, dtmf: std::mem::take(&mut self.dtmf) };
+        let rx = self.recorder.take().expect("end is called once").finish(end);
+        let manifest = rx.await.ok().map(|f| f.manifest);
+        let final_outcome = manifest.as_ref().and_then(|m| m.outcome.clone()).unwrap_or_else(|| outcome.manifest_str());
+        let source = self.info.source.as_str();
+        let label = if final_outcome.starts_with("storage_error") { "storage_error" } else { outcome.label() };
+        self.app.metrics.calls_ended.with_label_values(&[source, label]).inc();
+        self.app.metrics.calls_active.with_label_values(&[source]).dec();
+        let duration_ms = manifest.as_ref().and_then(|m| m.audio.as_ref().map(|a| a.duration_ms)).unwrap_or_else(|| {
+            (Utc::now() - self.info.started_at).num_milliseconds().max(0) as u64
+        });
+        let event = self.sequencer.stamp(
+            Utc::now(),
+            EventBody::CallEnded(CallEndedPayload { outcome: final_outcome.clone(), duration_ms, stats }),
+        );
+        self.app.publish(event);
+        tracing::info!(call_id = %self.info.call_id, outcome = %final_outcome, duration_ms, "call ended");
+        manifest
+    }
+}

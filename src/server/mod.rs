@@ -1,0 +1,255 @@
+//! The IO edge: one HTTP(S) listener serving health, metrics and the websocket fork
+//! endpoints; shared state; start-up recovery; graceful drain on SIGTERM/SIGINT.
+
+pub mod auth;
+pub mod call_session;
+pub mod fork_common;
+pub mod fork_pcm;
+pub mod fork_twilio;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use thiserror::Error;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::events::Event;
+use crate::ingest::MAX_FRAME_BYTES;
+use crate::metrics::Metrics;
+use crate::recorder::pool::{RecorderPool, RecorderSettings};
+use crate::store::{recover_inflight, StoreLayout};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("storage directory {path}: {source}")]
+    Storage { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS certificate/key: {0}")]
+    Tls(std::io::Error),
+    #[error("refusing to listen on non-loopback {addr} while tenant(s) {tenants} use the demo secret (pass --allow-demo-secrets to override)")]
+    DemoSecretExposed { addr: SocketAddr, tenants: String },
+    #[error("recorder threads: {0}")]
+    Recorder(std::io::Error),
+}
+
+/// Shared by every connection. Hot-path state lives in the call tasks, not here.
+pub struct AppState {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub bus: broadcast::Sender<Arc<Event>>,
+    pub recorder: RecorderPool,
+    pub layout: StoreLayout,
+    pub active_calls: AtomicUsize,
+    draining: AtomicBool,
+    /// Cancelled when the drain timeout expires: calls still open close as `shutdown`.
+    pub force_close: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for their recordings.
+    pub tracker: TaskTracker,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.metrics.draining.set(1);
+    }
+
+    /// Puts an event on the in-process bus. Never waits: the bus is a bounded broadcast
+    /// ring; a subscriber that falls behind is told by its receiver that it lagged.
+    pub fn publish(&self, event: Event) {
+        self.metrics.events_published.with_label_values(&[event.type_name()]).inc();
+        let _ = self.bus.send(Arc::new(event));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.bus.subscribe()
+    }
+
+    /// URLs a Twilio signature may have been computed over for `path`.
+    pub fn signature_urls(&self, headers: &HeaderMap, path: &str) -> Vec<String> {
+        let mut urls = Vec::new();
+        if let Some(base) = &self.config.http.public_url {
+            urls.push(format!("{}{}", base.trim_end_matches('/'), path));
+        }
+        if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            for scheme in ["wss", "https", "ws", "http"] {
+                urls.push(format!("{scheme}://{host}{path}"));
+            }
+        }
+        urls
+    }
+}
+
+/// Websocket settings for forks: small buffers (memory per call matters at 1000s of
+/// calls) and a frame limit just above what a fork may legitimately send.
+pub(crate) fn configure_ws(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(MAX_FRAME_BYTES * 4)
+        .max_frame_size(MAX_FRAME_BYTES * 4)
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/fork/twilio/{tenant}", get(fork_twilio::handler))
+        .route("/fork/pcm", get(fork_pcm::handler))
+        .route("/fork/pcm/{tenant}", get(fork_pcm::handler_with_tenant))
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    if app.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    let layout = app.layout.clone();
+    let writable = tokio::task::spawn_blocking(move || layout.is_writable()).await.unwrap_or(false);
+    if !writable {
+        return (StatusCode::SERVICE_UNAVAILABLE, "storage not writable\n");
+    }
+    (StatusCode::OK, "ready\n")
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
+}
+
+pub struct ServeOptions {
+    pub allow_demo_secrets: bool,
+}
+
+/// A running server.
+pub struct Server {
+    pub app: Arc<AppState>,
+    pub local_addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    serve_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Validates the deployment, recovers crashed recordings, binds and starts serving.
+    pub async fn start(config: Config, opts: ServeOptions) -> Result<Server, ServerError> {
+        let demo = config.demo_secret_tenants();
+        if !demo.is_empty() {
+            tracing::warn!(tenants = ?demo, "!!! tenant(s) use the well-known demo fork secret `demo`: anyone who can reach this port can push calls. Set a real fork_secret before exposing Earshot.");
+            if !config.http.listen.ip().is_loopback() && !opts.allow_demo_secrets {
+                return Err(ServerError::DemoSecretExposed { addr: config.http.listen, tenants: demo.join(", ") });
+            }
+        }
+        let root = config.storage.dir.clone();
+        std::fs::create_dir_all(&root).map_err(|source| ServerError::Storage { path: root.clone(), source })?;
+        let layout = StoreLayout::new(root);
+        let metrics = Metrics::new();
+        let recovery_layout = layout.clone();
+        let recovered = tokio::task::spawn_blocking(move || recover_inflight(&recovery_layout)).await.unwrap_or_default();
+        for r in recovered {
+            match r {
+                Ok(c) => {
+                    metrics.recovered_calls.inc();
+                    metrics.calls_ended.with_label_values(&[c.source.as_str(), "recovered_after_crash"]).inc();
+                    tracing::warn!(call_id = %c.call_id, dir = %c.dir.display(), audio_bytes = ?c.audio_bytes, "recovered a call left open by a crash");
+                }
+                Err(e) => tracing::error!(error = %e, "could not recover a call left open by a crash"),
+            }
+        }
+        let recorder = RecorderPool::start(
+            layout.clone(),
+            RecorderSettings {
+                ring_seconds: config.recorder.ring_seconds,
+                checkpoint_interval: config.recorder.checkpoint_interval,
+                threads: config.recorder.threads,
+                fsync: config.recorder.fsync,
+            },
+            metrics.clone(),
+        )
+        .map_err(ServerError::Recorder)?;
+        let (bus, _) = broadcast::channel(config.events.bus_capacity);
+        let listen = config.http.listen;
+        let tls = config.http.tls.clone();
+        let app = Arc::new(AppState {
+            config,
+            metrics,
+            bus,
+            recorder,
+            layout,
+            active_calls: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            force_close: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let handle = axum_server::Handle::new();
+        let make = router(app.clone()).into_make_service();
+        // Bind here so that a taken port is an error now, not later in the task.
+        let std_listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind { addr: listen, source })?;
+        std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let local_addr = std_listener.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let serve_task = match tls {
+            Some(tls) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let cfg = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_path, &tls.key_path)
+                    .await
+                    .map_err(ServerError::Tls)?;
+                let server = axum_server::from_tcp_rustls(std_listener, cfg)
+                    .map_err(|source| ServerError::Bind { addr: listen, source })?
+                    .handle(handle.clone());
+                tokio::spawn(async move { server.serve(make).await })
+            }
+            None => {
+                let server = axum_server::from_tcp(std_listener)
+                    .map_err(|source| ServerError::Bind { addr: listen, source })?
+                    .handle(handle.clone());
+                tokio::spawn(async move { server.serve(make).await })
+            }
+        };
+        let scheme = if app.config.http.tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{local_addr}");
+        Ok(Server { app, local_addr, handle, serve_task })
+    }
+
+    /// Graceful drain: refuse new calls, let open calls go on for up to `drain_timeout`
+    /// (or until `force` fires), then close them as `shutdown`, finalise every
+    /// recording and stop the listener.
+    pub async fn drain(self, force: impl std::future::Future<Output = ()>) {
+        let app = self.app.clone();
+        app.begin_drain();
+        let open = app.active_calls.load(Ordering::Relaxed);
+        let timeout = app.config.shutdown.drain_timeout;
+        tracing::info!(open_calls = open, ?timeout, "draining: new calls are refused");
+        app.tracker.close();
+        tokio::select! {
+            _ = app.tracker.wait() => {}
+            _ = tokio::time::sleep(timeout) => tracing::warn!("drain timeout: closing the remaining calls"),
+            _ = force => tracing::warn!("second signal: closing the remaining calls now"),
+        }
+        app.force_close.cancel();
+        // Closing is quick (close frame + recorder finalise); bound it anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(10), app.tracker.wait()).await;
+        self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.serve_task).await;
+        let app2 = app.clone();
+        let _ = tokio::task::spawn_blocking(move || app2.recorder.shutdown()).await;
+        tracing::info!(open_recordings = app.recorder.open_recordings(), "stopped");
+    }
+}
