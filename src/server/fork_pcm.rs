@@ -79,7 +79,11 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, path_tenant: Option<Stri
             f = recv_frame(&mut socket, idle) => f,
         };
         let result = match frame {
-            Frame::Closed => break (Outcome::Completed, None),
+            Frame::Closed => {
+                // tungstenite queued the reply to the peer's close: send it.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), futures_util::SinkExt::flush(&mut socket)).await;
+                break (Outcome::Completed, None);
+            }
             Frame::Lost(code) => break (Outcome::ClientError(code), None),
             Frame::Error(e) => Err(e),
             Frame::Text(text) => match call.as_mut() {

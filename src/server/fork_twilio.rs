@@ -106,7 +106,11 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, tenant_id: String, pre_a
         };
         let text = match frame {
             Frame::Text(t) => t,
-            Frame::Closed => break (Outcome::Completed, None),
+            Frame::Closed => {
+                // tungstenite queued the reply to the peer's close: send it.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), futures_util::SinkExt::flush(&mut socket)).await;
+                break (Outcome::Completed, None);
+            }
             Frame::Lost(code) => break (Outcome::ClientError(code), None),
             Frame::Error(e) => break (Outcome::ClientError(e.code()), Some((e.close_code(), e.close_reason()))),
             Frame::Binary(_) => {

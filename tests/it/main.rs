@@ -1,1 +1,5 @@
+//! One integration-test binary (links once): the real server on 127.0.0.1.
 
+mod bad_input;
+mod common;
+mod media_forks;

@@ -1,0 +1,320 @@
+//! Test harness: the real `earshot` binary on 127.0.0.1 with a random port and a
+//! private storage directory, generated speech, and helpers to read results back
+//! through the library's store reader (never by opening recordings directly).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use earshot::call::CallId;
+use earshot::manifest::Manifest;
+use earshot::store::{Recording, StoreReader};
+use earshot_loadtest::audio::Audio;
+
+pub const SECRET: &str = "it-secret-0123456789abcdef";
+pub const TENANT: &str = "acme";
+
+/// Fails the test with a clear message when a real part is missing (never skips).
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success());
+    assert!(
+        matches!(found, Ok(true)),
+        "`{tool}` is required for this test (install the test dependencies: scripts/install-test-deps.sh)"
+    );
+}
+
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    env: Vec<(String, String)>,
+    pub log: Arc<Mutex<String>>,
+}
+
+fn base_config(data: &Path) -> String {
+    format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+
+[storage]
+dir = "{}"
+
+[recorder]
+checkpoint_interval = "250ms"
+
+[media]
+idle_timeout = "3s"
+
+[shutdown]
+drain_timeout = "2s"
+
+[[tenants]]
+id = "{TENANT}"
+name = "Acme Sales"
+fork_secret = "{SECRET}"
+rep_track = "inbound"
+
+[[tenants]]
+id = "norec"
+fork_secret = "{SECRET}"
+recording = false
+"#,
+        data.display()
+    )
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with("", &[])
+    }
+
+    /// `extra` TOML is appended to the base config; `env` adds EARSHOT__ overrides.
+    pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("earshot.toml");
+        std::fs::write(&config_path, format!("{}\n{extra}", base_config(&dir.path().join("data")))).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = TestServer {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            config_path,
+            env,
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_earshot"));
+        cmd.arg("serve").arg("--config").arg(&self.config_path);
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn earshot");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http").nth(1) {
+                    let addr = rest.trim_start_matches('s').trim_start_matches("://").trim().to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start; log:\n{}", self.log.lock().unwrap());
+            }
+        };
+        self.addr = addr.parse().unwrap_or_else(|_| panic!("bad listen line {addr:?}"));
+        self.child = Some(child);
+    }
+
+    pub fn ws(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn store(&self) -> StoreReader {
+        StoreReader::new(self.data_dir())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        c.kill().unwrap(); // SIGKILL
+        c.wait().unwrap();
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let t0 = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return (st, t0.elapsed());
+            }
+            assert!(t0.elapsed() < limit, "server did not exit within {limit:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.http_get("/metrics");
+        assert_eq!(code, 200);
+        body
+    }
+
+    /// Every stored call of `tenant` with its manifest.
+    pub fn manifests(&self, tenant: &str) -> Vec<Manifest> {
+        let store = self.store();
+        // A call whose directory exists but whose first manifest is not written yet is skipped.
+        store.list_calls(tenant).into_iter().filter_map(|id| store.manifest(id).ok()).collect()
+    }
+
+    /// Waits until the call with this campaign has a final manifest.
+    pub fn wait_call(&self, tenant: &str, campaign: &str, limit: Duration) -> Manifest {
+        let t0 = Instant::now();
+        loop {
+            if let Some(m) = self.manifests(tenant).into_iter().find(|m| m.campaign.as_deref() == Some(campaign)) {
+                if m.outcome.is_some() {
+                    return m;
+                }
+            }
+            assert!(t0.elapsed() < limit, "no finished call for campaign {campaign}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn audio(&self, id: CallId) -> Recording {
+        self.store().audio(id).unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 GET against loopback.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// Sum of a metric's series whose label text contains every `must`.
+pub fn metric(text: &str, name: &str, must: &[&str]) -> f64 {
+    earshot_loadtest::load::metric_sum(text, name, must)
+}
+
+fn speech_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("earshot-it-speech-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// Synthesised speech (espeak-ng, resampled by sox) at `rate`, peak-normalised to -6 dBFS.
+pub fn speech(voice: &str, text: &str, rate: u32) -> Vec<i16> {
+    require_tool("espeak-ng");
+    require_tool("sox");
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (voice, text, rate).hash(&mut h);
+        format!("{:x}", h.finish())
+    };
+    let raw = speech_dir().join(format!("{key}-{}.raw.wav", voice.replace('+', "_")));
+    let out = speech_dir().join(format!("{key}-{}-{rate}.wav", voice.replace('+', "_")));
+    let st = Command::new("espeak-ng").args(["-v", voice, "-s", "170", "-w"]).arg(&raw).arg(text).status().unwrap();
+    assert!(st.success(), "espeak-ng failed");
+    let st = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", &rate.to_string(), "-c", "1", "-b", "16"])
+        .arg(&out)
+        .args(["gain", "-n", "-6"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "sox failed");
+    Audio::load_wav(&out).unwrap().channels.remove(0)
+}
+
+/// A two-party call at `rate`: rep speaks, then customer, with a full-scale 50 ms
+/// marker burst at `marker_s` on both channels. Returns (audio, marker sample index).
+pub fn two_party_call(rate: u32, marker_s: f64) -> (Audio, usize) {
+    let rep = speech("en-us", "Hello, this is Alex from Acme. This call is recorded.", rate);
+    let cust = speech("en-gb+f3", "Hi Alex, we already use Globex.", rate);
+    let gap = rate as usize / 4;
+    let total = rep.len() + cust.len() + 3 * gap;
+    let mut left = vec![0i16; total];
+    let mut right = vec![0i16; total];
+    left[..rep.len()].copy_from_slice(&rep);
+    right[rep.len() + gap..rep.len() + gap + cust.len()].copy_from_slice(&cust);
+    let marker = (marker_s * rate as f64) as usize;
+    for ch in [&mut left, &mut right] {
+        for (i, s) in ch[marker..marker + rate as usize / 20].iter_mut().enumerate() {
+            *s = if (i / 4) % 2 == 0 { 32000 } else { -32000 };
+        }
+    }
+    (Audio { sample_rate: rate, channels: vec![left, right] }, marker)
+}
+
+/// First sample index at or after `from` whose magnitude exceeds `thresh`.
+pub fn onset(samples: &[i16], from: usize, thresh: i16) -> Option<usize> {
+    samples.iter().skip(from).position(|s| s.unsigned_abs() > thresh as u16).map(|p| p + from)
+}
+
+pub fn write_wav(path: &Path, audio: &Audio) {
+    let spec = hound::WavSpec {
+        channels: audio.channels.len() as u16,
+        sample_rate: audio.sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..audio.frames() {
+        for c in &audio.channels {
+            w.write_sample(c[i]).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
