@@ -299,22 +299,6 @@ pub fn onset(samples: &[i16], from: usize, thresh: i16) -> Option<usize> {
     samples.iter().skip(from).position(|s| s.unsigned_abs() > thresh as u16).map(|p| p + from)
 }
 
-pub fn write_wav(path: &Path, audio: &Audio) {
-    let spec = hound::WavSpec {
-        channels: audio.channels.len() as u16,
-        sample_rate: audio.sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..audio.frames() {
-        for c in &audio.channels {
-            w.write_sample(c[i]).unwrap();
-        }
-    }
-    w.finalize().unwrap();
-}
-
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }

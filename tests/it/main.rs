@@ -2,4 +2,6 @@
 
 mod bad_input;
 mod common;
+mod events;
+mod lifecycle;
 mod media_forks;
