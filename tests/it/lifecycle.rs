@@ -146,6 +146,24 @@ fn metrics_match_what_was_sent_and_pass_promtool() {
     assert_eq!(m("earshot_ws_connections_total", &[]), 2.0);
     assert_eq!(m("earshot_events_published_total", &["type=\"call.ended\""]), 2.0);
     assert!(text.contains("process_resident_memory_bytes"));
+    // Every metric the shipped dashboards query exists in a live scrape.
+    for dash in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/dashboards")).unwrap() {
+        let body = std::fs::read_to_string(dash.unwrap().path()).unwrap();
+        let mut names: Vec<&str> = Vec::new();
+        for prefix in ["earshot_", "process_"] {
+            let mut rest = body.as_str();
+            while let Some(i) = rest.find(prefix) {
+                let tail = &rest[i..];
+                let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+                names.push(&tail[..end]);
+                rest = &tail[end..];
+            }
+        }
+        assert!(!names.is_empty());
+        for n in names {
+            assert!(text.contains(n), "dashboard queries {n}, which /metrics does not export");
+        }
+    }
     // promtool's linter on a live scrape.
     let path = server.dir.path().join("scrape.txt");
     std::fs::write(&path, &text).unwrap();
