@@ -113,12 +113,24 @@ impl<T: Copy> ChannelAligner<T> {
             return;
         }
         out.reserve(n * self.queues.len());
-        if self.queues.len() == 1 {
-            out.extend(self.queues[0].drain(..n));
-        } else {
-            for _ in 0..n {
-                for q in &mut self.queues {
-                    out.push(q.pop_front().expect("n <= len"));
+        match self.queues.as_mut_slice() {
+            [q] => out.extend(q.drain(..n)),
+            [a, b] => {
+                // Zip the two queues once, then drop the consumed heads (profiled: popping
+                // sample by sample was the largest cost of our own code at 1000 calls).
+                for (x, y) in a.iter().zip(b.iter()).take(n) {
+                    out.push(*x);
+                    out.push(*y);
+                }
+                a.drain(..n);
+                b.drain(..n);
+            }
+            qs => {
+                for i in 0..n {
+                    out.extend(qs.iter().map(|q| q[i]));
+                }
+                for q in qs.iter_mut() {
+                    q.drain(..n);
                 }
             }
         }

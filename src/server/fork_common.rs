@@ -11,6 +11,7 @@ use crate::ingest::twilio_media::TwilioMedia;
 use crate::ingest::{IngestError, MAX_FRAME_BYTES};
 use crate::manifest::MediaStats;
 use crate::metrics::Metrics;
+use prometheus::IntCounter;
 
 pub enum Frame {
     Text(Utf8Bytes),
@@ -47,39 +48,55 @@ pub async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(Message::Close(Some(frame)))).await;
 }
 
-/// Adds a call's media counters to the process-wide metrics as they grow.
+/// Adds a call's media counters to the process-wide metrics as they grow. Counter
+/// handles are resolved once per call, not per frame.
 pub struct StatsReporter {
-    source: Source,
+    received: IntCounter,
+    reordered: IntCounter,
+    gap_filled: IntCounter,
+    samples_gap_filled: IntCounter,
+    dropped_late: IntCounter,
+    dropped_duplicate: IntCounter,
     last: MediaStats,
     last_drops: (u64, u64),
     ticks: u32,
 }
 
 impl StatsReporter {
-    pub fn new(source: Source) -> Self {
-        Self { source, last: MediaStats::default(), last_drops: (0, 0), ticks: 0 }
-    }
-
-    /// Cheap per-frame call; reports every 25 frames (half a second of Twilio audio).
-    pub fn tick(&mut self, metrics: &Metrics, media: &TwilioMedia) {
-        self.ticks += 1;
-        if self.ticks % 25 == 0 {
-            self.report(metrics, media);
+    pub fn new(metrics: &Metrics, source: Source) -> Self {
+        let s = [source.as_str()];
+        Self {
+            received: metrics.frames_received.with_label_values(&s),
+            reordered: metrics.frames_reordered.with_label_values(&s),
+            gap_filled: metrics.frames_gap_filled.with_label_values(&s),
+            samples_gap_filled: metrics.samples_gap_filled.with_label_values(&s),
+            dropped_late: metrics.frames_dropped.with_label_values(&[s[0], "late"]),
+            dropped_duplicate: metrics.frames_dropped.with_label_values(&[s[0], "duplicate"]),
+            last: MediaStats::default(),
+            last_drops: (0, 0),
+            ticks: 0,
         }
     }
 
-    pub fn report(&mut self, metrics: &Metrics, media: &TwilioMedia) {
-        self.report_stats(metrics, media.stats(), media.drop_reasons());
+    /// Cheap per-frame call; reports every 25 frames (half a second of Twilio audio).
+    pub fn tick(&mut self, media: &TwilioMedia) {
+        self.ticks += 1;
+        if self.ticks % 25 == 0 {
+            self.report(media);
+        }
     }
 
-    pub fn report_stats(&mut self, metrics: &Metrics, now: MediaStats, drops: (u64, u64)) {
-        let s = [self.source.as_str()];
-        metrics.frames_received.with_label_values(&s).inc_by(now.frames_received - self.last.frames_received);
-        metrics.frames_reordered.with_label_values(&s).inc_by(now.frames_reordered - self.last.frames_reordered);
-        metrics.frames_gap_filled.with_label_values(&s).inc_by(now.frames_gap_filled - self.last.frames_gap_filled);
-        metrics.samples_gap_filled.with_label_values(&s).inc_by(now.samples_gap_filled - self.last.samples_gap_filled);
-        metrics.frames_dropped.with_label_values(&[s[0], "late"]).inc_by(drops.0 - self.last_drops.0);
-        metrics.frames_dropped.with_label_values(&[s[0], "duplicate"]).inc_by(drops.1 - self.last_drops.1);
+    pub fn report(&mut self, media: &TwilioMedia) {
+        self.report_stats(media.stats(), media.drop_reasons());
+    }
+
+    pub fn report_stats(&mut self, now: MediaStats, drops: (u64, u64)) {
+        self.received.inc_by(now.frames_received - self.last.frames_received);
+        self.reordered.inc_by(now.frames_reordered - self.last.frames_reordered);
+        self.gap_filled.inc_by(now.frames_gap_filled - self.last.frames_gap_filled);
+        self.samples_gap_filled.inc_by(now.samples_gap_filled - self.last.samples_gap_filled);
+        self.dropped_late.inc_by(drops.0 - self.last_drops.0);
+        self.dropped_duplicate.inc_by(drops.1 - self.last_drops.1);
         self.last = now;
         self.last_drops = drops;
     }

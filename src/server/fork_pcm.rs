@@ -98,7 +98,7 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, path_tenant: Option<Stri
                     live.stats.frames_received += 1;
                     out.clear();
                     live.framer.push(&data, &mut out);
-                    live.reporter.report_stats(&metrics, live.stats, (0, 0));
+                    live.reporter.report_stats(live.stats, (0, 0));
                     if live.session.write_audio(&out).is_err() {
                         break (Outcome::StorageError, Some((close_code::INTERNAL_ERROR, "storage error".into())));
                     }
@@ -203,6 +203,6 @@ async fn start_call(
         session,
         framer: PcmFramer::new(meta.channels, rep_channel == 1),
         stats: MediaStats::default(),
-        reporter: StatsReporter::new(Source::Pcm),
+        reporter: StatsReporter::new(&app.metrics, Source::Pcm),
     })
 }

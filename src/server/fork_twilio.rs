@@ -144,7 +144,7 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, tenant_id: String, pre_a
         live.media.finish(&mut out);
         let _ = live.session.write_audio(&out);
         let stats = live.media.stats();
-        live.reporter.report(&metrics, &live.media);
+        live.reporter.report(&live.media);
         live.session.end(outcome, stats).await;
     }
     active.dec();
@@ -193,7 +193,7 @@ async fn handle_text(
             let session = CallSession::start(app.clone(), slot, info, tenant.recording)
                 .await
                 .map_err(|_| IngestError::StorageUnavailable)?;
-            *call = Some(LiveCall { session, media, reporter: StatsReporter::new(Source::Twilio) });
+            *call = Some(LiveCall { session, media, reporter: StatsReporter::new(&app.metrics, Source::Twilio) });
             Ok(Step::Continue)
         }
         TwilioMessage::Media { track, chunk, timestamp_ms, payload: b64 } => {
@@ -208,7 +208,7 @@ async fn handle_text(
             }
             out.clear();
             live.media.push(track, chunk, timestamp_ms, std::mem::take(payload), out);
-            live.reporter.tick(&app.metrics, &live.media);
+            live.reporter.tick(&live.media);
             live.session.write_audio(out).map_err(|_| StepError::Storage)?;
             Ok(Step::Continue)
         }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Media-plane benchmark: N concurrent two-track Twilio-format calls at real-time pace
+# against one `earshot serve` (release build, ASR off), load generator on the same
+# machine. Usage: scripts/bench-media.sh CALLS [DURATION_S] [RAMP_S] [FORMAT]
+# Writes target/bench/media-<format>-<calls>.{json,md}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+calls=${1:?usage: bench-media.sh CALLS [DURATION_S] [RAMP_S] [FORMAT]}
+duration=${2:-60}
+ramp=${3:-20}
+format=${4:-twilio}
+cargo build --release --locked -p earshot -p earshot-loadtest >/dev/null
+out=target/bench
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+wav="$work/call.wav"
+scripts/make-sample-call.sh "$wav" 8000 >/dev/null
+port=$((20000 + RANDOM % 20000))
+ulimit -n 65536 2>/dev/null || true
+EARSHOT__HTTP__LISTEN=127.0.0.1:$port EARSHOT__STORAGE__DIR="$work/data" EARSHOT__LIMITS__MAX_CALLS=100000 \
+  EARSHOT__LOG__LEVEL=warn target/release/earshot serve --config config/earshot.toml 2>"$out/server.log" &
+pid=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+target/release/earshot-loadtest run --url "ws://127.0.0.1:$port" --format "$format" --calls "$calls" \
+  --duration "$duration" --ramp "$ramp" --wav "$wav" --server-pid "$pid" \
+  --out "$out/media-$format-$calls.json" --slo
+echo "disk used by recordings: $(du -sh "$work/data" | cut -f1)"
