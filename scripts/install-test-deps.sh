@@ -10,6 +10,7 @@ command -v soxi >/dev/null || need+=(sox)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+command -v unshare >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(build-essential)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

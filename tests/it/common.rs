@@ -33,6 +33,8 @@ pub struct TestServer {
     pub config_path: PathBuf,
     env: Vec<(String, String)>,
     pub log: Arc<Mutex<String>>,
+    /// Size of a private tmpfs mounted over the storage directory (disk-full tests).
+    tmpfs: Option<String>,
 }
 
 fn base_config(data: &Path) -> String {
@@ -86,14 +88,53 @@ impl TestServer {
             config_path,
             env,
             log: Arc::new(Mutex::new(String::new())),
+            tmpfs: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// The server runs in its own mount namespace with a `size` tmpfs (e.g. "1m") as its
+    /// storage directory, so a test can fill the disk without touching the machine.
+    /// Needs root (CI runs as root). Read its files through `data_dir()`.
+    pub fn start_on_small_disk(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("earshot.toml");
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(&config_path, base_config(&dir.path().join("data"))).unwrap();
+        let mut s = TestServer {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            config_path,
+            env: Vec::new(),
+            log: Arc::new(Mutex::new(String::new())),
+            tmpfs: Some(size.to_string()),
         };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_earshot"));
-        cmd.arg("serve").arg("--config").arg(&self.config_path);
+        let mut cmd = match &self.tmpfs {
+            None => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_earshot"));
+                c.arg("serve").arg("--config").arg(&self.config_path);
+                c
+            }
+            Some(size) => {
+                require_tool("unshare");
+                let script = format!(
+                    "mount --make-rprivate / && mount -t tmpfs -o size={size} earshot-test {} && exec {} serve --config {}",
+                    self.data_dir_outside().display(),
+                    env!("CARGO_BIN_EXE_earshot"),
+                    self.config_path.display()
+                );
+                let mut c = Command::new("unshare");
+                c.args(["-m", "sh", "-c", &script]);
+                c
+            }
+        };
         cmd.env("RUST_LOG", "info");
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -132,8 +173,19 @@ impl TestServer {
         format!("ws://{}", self.addr)
     }
 
-    pub fn data_dir(&self) -> PathBuf {
+    fn data_dir_outside(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The storage directory as the server sees it (through its mount namespace when
+    /// it runs on a private tmpfs).
+    pub fn data_dir(&self) -> PathBuf {
+        match (&self.tmpfs, &self.child) {
+            (Some(_), Some(c)) => PathBuf::from(format!("/proc/{}/root", c.id())).join(
+                self.data_dir_outside().strip_prefix("/").unwrap(),
+            ),
+            _ => self.data_dir_outside(),
+        }
     }
 
     pub fn store(&self) -> StoreReader {

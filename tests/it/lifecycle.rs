@@ -243,3 +243,41 @@ fn demo_secret_on_a_public_address_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-demo-secrets"));
 }
+
+#[test]
+fn full_disk_ends_the_call_as_storage_error_and_keeps_what_fitted() {
+    let server = TestServer::start_on_small_disk("1m");
+    // 16 kHz stereo PCM = 64 KB/s: the 1 MiB disk fills after ~15 s of audio.
+    let (audio, _) = two_party_call(16000, 1.0);
+    let long = earshot_loadtest::audio::Audio {
+        sample_rate: 16000,
+        channels: audio.channels.iter().map(|c| c.iter().copied().cycle().take(16000 * 40).collect()).collect(),
+    };
+    let script = pcm::render(&long, serde_json::json!({"campaign": "disk-full"}));
+    let url = format!("{}/fork/pcm/{TENANT}", server.ws());
+    let report = rt().block_on(async {
+        let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+        pcm::send(&mut c, &script, 10.0).await.unwrap()
+    });
+    assert!(report.closed_early, "the server must end the call when storage fails");
+    assert_eq!(report.closing.code, Some(1011), "{:?}", report.closing);
+    let t0 = Instant::now();
+    let text = loop {
+        let text = server.metrics();
+        if metric(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]) >= 1.0 || t0.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(metric(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]), 1.0);
+    assert!(metric(&text, "earshot_errors_total", &["stage=\"recorder\"", "code=\"io\""]) >= 1.0);
+    // The process is fine: it still answers, and says it is not ready (storage full).
+    assert_eq!(server.http_get("/healthz").0, 200);
+    assert_eq!(server.http_get("/readyz").0, 503);
+    // What fitted on the disk is a readable recording.
+    let store = server.store();
+    let id = store.list_calls(TENANT)[0];
+    let wav = store.find_call(id).unwrap().join("audio.wav");
+    let len = std::fs::metadata(&wav).unwrap().len();
+    assert!(len > 512 * 1024, "kept {len} bytes");
+}
