@@ -130,7 +130,7 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
     tokio_main(async move {
-        let server = Server::start(config, ServeOptions { allow_demo_secrets }).await?;
+        let server = Server::start(config, ServeOptions { allow_demo_secrets, ..Default::default() }).await?;
         wait_for_signal().await;
         server.drain(wait_for_signal()).await;
         Ok(())

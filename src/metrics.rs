@@ -3,7 +3,7 @@
 //! zero up front, so dashboards and alerts see a series before the first event.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
@@ -38,6 +38,7 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub events_published: IntCounterVec,
     pub recovered_calls: IntCounter,
+    pub recogniser_dropped_seconds: CounterVec,
     pub draining: IntGauge,
 }
 
@@ -99,6 +100,15 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            recogniser_dropped_seconds: {
+                let c = CounterVec::new(
+                    Opts::new("earshot_recogniser_dropped_seconds_total", "Audio the recogniser never saw: skipped because it was behind, or dropped because its ring was full."),
+                    &["reason"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             draining: {
                 let g = IntGauge::new("earshot_draining", "1 while the server drains for shutdown.").expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
@@ -133,6 +143,9 @@ impl Metrics {
             m.events_published.with_label_values(&[t]);
         }
         m.ring_fill.with_label_values(&["recorder"]);
+        for reason in ["behind", "ring_full"] {
+            m.recogniser_dropped_seconds.with_label_values(&[reason]);
+        }
         let build = IntGaugeVec::new(Opts::new("earshot_build_info", "Build information; always 1."), &["version"]).expect("valid metric");
         r_register(&m.registry, &build);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);

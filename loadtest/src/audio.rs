@@ -24,7 +24,7 @@ impl Audio {
             (hound::SampleFormat::Int, 16) => reader.into_samples::<i16>().collect::<Result<_, _>>()?,
             (hound::SampleFormat::Int, b) if b <= 32 => reader
                 .into_samples::<i32>()
-                .map(|s| s.map(|v| (v >> (b - 16).max(0)) as i16))
+                .map(|s| s.map(|v| if b >= 16 { (v >> (b - 16)) as i16 } else { (v << (16 - b)) as i16 }))
                 .collect::<Result<_, _>>()?,
             (hound::SampleFormat::Float, _) => reader
                 .into_samples::<f32>()

@@ -22,17 +22,42 @@ pub enum FeedError {
     Resampler(u32, String),
 }
 
-/// Samples dropped, by reason; shared between both sides for metrics.
-#[derive(Debug, Default)]
-pub struct FeedDrops {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
     /// Oldest audio skipped by the consumer because it was too far behind.
-    pub behind: AtomicU64,
+    Behind,
     /// Newest audio dropped because the ring was full.
+    RingFull,
+}
+
+/// Called with every drop as it happens (e.g. to count it in a metric).
+pub type DropObserver = Box<dyn Fn(DropReason, u64) + Send + Sync>;
+
+/// Samples dropped, by reason; shared between both sides.
+#[derive(Default)]
+pub struct FeedDrops {
+    pub behind: AtomicU64,
     pub ring_full: AtomicU64,
+    observer: Option<DropObserver>,
+}
+
+impl FeedDrops {
+    fn add(&self, reason: DropReason, samples: u64) {
+        match reason {
+            DropReason::Behind => self.behind.fetch_add(samples, Ordering::Relaxed),
+            DropReason::RingFull => self.ring_full.fetch_add(samples, Ordering::Relaxed),
+        };
+        if let Some(f) = &self.observer {
+            f(reason, samples);
+        }
+    }
 }
 
 struct ChannelFeed {
     resampler: Option<FftFixedIn<f32>>,
+    /// Leading output samples still to discard: the resampler's delay, so that sample
+    /// `n` of the ring is at `n / 16000` s into the call (transcript offsets rely on it).
+    skip_delay: usize,
     pending: Vec<f32>,
     out: Vec<Vec<f32>>,
     prod: HeapProd<f32>,
@@ -58,8 +83,9 @@ impl RecogniserFeed {
         channels: usize,
         ring_seconds: f32,
         max_lag_seconds: f32,
+        observer: Option<DropObserver>,
     ) -> Result<(Self, Vec<RecogniserTap>), FeedError> {
-        let drops = Arc::new(FeedDrops::default());
+        let drops = Arc::new(FeedDrops { observer, ..Default::default() });
         let mut feeds = Vec::new();
         let mut taps = Vec::new();
         let cap = (ring_seconds * RECOGNISER_RATE as f32) as usize;
@@ -75,8 +101,9 @@ impl RecogniserFeed {
                 )
             };
             let out = vec![vec![0f32; resampler.as_ref().map_or(0, |r| r.output_frames_max())]];
+            let skip_delay = resampler.as_ref().map_or(0, |r| r.output_delay());
             let (prod, cons) = HeapRb::<f32>::new(cap.max(1)).split();
-            feeds.push(ChannelFeed { resampler, pending: Vec::new(), out, prod });
+            feeds.push(ChannelFeed { resampler, skip_delay, pending: Vec::new(), out, prod });
             taps.push(RecogniserTap { cons, max_lag, drops: drops.clone() });
         }
         Ok((Self { channels: feeds, drops }, taps))
@@ -105,7 +132,9 @@ impl RecogniserFeed {
                     let input = [&feed.pending[..need]];
                     match r.process_into_buffer(&input, &mut feed.out, None) {
                         Ok((_, produced)) => {
-                            let produced = &feed.out[0][..produced];
+                            let skip = feed.skip_delay.min(produced);
+                            feed.skip_delay -= skip;
+                            let produced = &feed.out[0][skip..produced];
                             push_or_count(&mut feed.prod, produced, &self.drops);
                         }
                         Err(e) => {
@@ -122,7 +151,7 @@ impl RecogniserFeed {
 fn push_or_count(prod: &mut HeapProd<f32>, samples: &[f32], drops: &FeedDrops) {
     let pushed = prod.push_slice(samples);
     if pushed < samples.len() {
-        drops.ring_full.fetch_add((samples.len() - pushed) as u64, Ordering::Relaxed);
+        drops.add(DropReason::RingFull, (samples.len() - pushed) as u64);
     }
 }
 
@@ -134,7 +163,7 @@ impl RecogniserTap {
         let skipped = occupied.saturating_sub(self.max_lag);
         if skipped > 0 {
             self.cons.skip(skipped);
-            self.drops.behind.fetch_add(skipped as u64, Ordering::Relaxed);
+            self.drops.add(DropReason::Behind, skipped as u64);
         }
         let (a, b) = self.cons.as_slices();
         out.extend_from_slice(a);
@@ -146,6 +175,11 @@ impl RecogniserTap {
 
     pub fn queued(&self) -> usize {
         self.cons.occupied_len()
+    }
+
+    /// True once the call has ended (the producer is gone) and everything was read.
+    pub fn is_finished(&self) -> bool {
+        !self.cons.write_is_held() && self.cons.occupied_len() == 0
     }
 }
 
@@ -165,7 +199,7 @@ mod tests {
 
     #[test]
     fn eight_khz_is_resampled_to_sixteen_keeping_pitch() {
-        let (mut feed, mut taps) = RecogniserFeed::new(8000, 1, 5.0, 5.0).unwrap();
+        let (mut feed, mut taps) = RecogniserFeed::new(8000, 1, 5.0, 5.0, None).unwrap();
         let input = sine(8000, 440.0, 1.0);
         // In 20 ms frames, as a fork delivers them.
         for frame in input.chunks(160) {
@@ -173,8 +207,8 @@ mod tests {
         }
         let mut out = vec![];
         taps[0].read(&mut out);
-        // Resampler delay holds back a little of the tail.
-        assert!((15_000..=16_000).contains(&out.len()), "{}", out.len());
+        // The resampler's delay is trimmed from the start; its last chunk is still pending.
+        assert!((15_700..=16_000).contains(&out.len()), "{}", out.len());
         // 440 Hz: ~880 zero crossings per second of audio.
         let steady = &out[2000..out.len() - 100];
         let per_sec = zero_crossings(steady) as f32 * 16000.0 / steady.len() as f32;
@@ -183,7 +217,7 @@ mod tests {
 
     #[test]
     fn sixteen_khz_passes_through() {
-        let (mut feed, mut taps) = RecogniserFeed::new(16000, 2, 1.0, 1.0).unwrap();
+        let (mut feed, mut taps) = RecogniserFeed::new(16000, 2, 1.0, 1.0, None).unwrap();
         feed.push(1, &[16384, -16384]);
         let mut out = vec![];
         taps[1].read(&mut out);
@@ -194,7 +228,7 @@ mod tests {
 
     #[test]
     fn consumer_that_falls_behind_skips_oldest_and_counts() {
-        let (mut feed, mut taps) = RecogniserFeed::new(16000, 1, 2.0, 0.5).unwrap();
+        let (mut feed, mut taps) = RecogniserFeed::new(16000, 1, 2.0, 0.5, None).unwrap();
         let samples: Vec<i16> = (0..16000).map(|i| (i % 30000) as i16).collect();
         feed.push(0, &samples); // 1 s queued, max lag 0.5 s
         let mut out = vec![];

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::AppState;
-use crate::call::{CallInfo, Outcome};
+use crate::call::{CallInfo, Outcome, SampleEncoding};
+use crate::media::g711;
+use crate::media::recogniser_feed::{DropObserver, DropReason, RecogniserFeed, RECOGNISER_RATE};
 use crate::events::{CallEndedPayload, CallStartedPayload, EventBody, EventSequencer};
 use crate::manifest::{DtmfEvent, Manifest, MediaStats};
 use crate::recorder::pool::{CallEnd, RecorderError, RecorderHandle};
@@ -53,7 +55,35 @@ pub struct CallSession {
     dtmf: Vec<DtmfEvent>,
     dtmf_count: u64,
     storage_failed: bool,
+    recogniser: Option<RecogniserPath>,
     _slot: CallSlot,
+}
+
+/// Decode + deinterleave + resample into the recogniser's rings (only when one is registered).
+struct RecogniserPath {
+    feed: RecogniserFeed,
+    channels: usize,
+    encoding: SampleEncoding,
+    linear: Vec<i16>,
+    per_channel: Vec<i16>,
+}
+
+impl RecogniserPath {
+    fn push(&mut self, bytes: &[u8]) {
+        self.linear.clear();
+        match self.encoding {
+            SampleEncoding::Mulaw => g711::decode_ulaw_into(bytes, &mut self.linear),
+            SampleEncoding::Alaw => g711::decode_alaw_into(bytes, &mut self.linear),
+            SampleEncoding::L16 => {
+                self.linear.extend(bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
+            }
+        }
+        for ch in 0..self.channels {
+            self.per_channel.clear();
+            self.per_channel.extend(self.linear.iter().skip(ch).step_by(self.channels));
+            self.feed.push(ch, &self.per_channel);
+        }
+    }
 }
 
 impl CallSession {
@@ -90,6 +120,33 @@ impl CallSession {
             }),
         );
         app.publish(event);
+        let recogniser = app.recogniser.as_ref().and_then(|(hub, settings)| {
+            let channels = info.layout.channels();
+            let counters = [
+                app.metrics.recogniser_dropped_seconds.with_label_values(&["behind"]),
+                app.metrics.recogniser_dropped_seconds.with_label_values(&["ring_full"]),
+            ];
+            let observer: DropObserver = Box::new(move |reason, samples| {
+                let c = &counters[usize::from(reason == DropReason::RingFull)];
+                c.inc_by(samples as f64 / RECOGNISER_RATE as f64);
+            });
+            match RecogniserFeed::new(info.sample_rate, channels, settings.ring_seconds, settings.max_lag_seconds, Some(observer)) {
+                Ok((feed, taps)) => {
+                    hub.attach(&info, taps, feed.drops().clone());
+                    Some(RecogniserPath {
+                        feed,
+                        channels,
+                        encoding: info.encoding,
+                        linear: Vec::new(),
+                        per_channel: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(call_id = %info.call_id, error = %e, "no recogniser feed for this call");
+                    None
+                }
+            }
+        });
         tracing::info!(call_id = %info.call_id, tenant = %info.tenant, source, layout = ?info.layout, rate = info.sample_rate, "call started");
         Ok(Self {
             app,
@@ -99,6 +156,7 @@ impl CallSession {
             dtmf: Vec::new(),
             dtmf_count: 0,
             storage_failed: false,
+            recogniser,
             _slot: slot,
         })
     }
@@ -112,6 +170,9 @@ impl CallSession {
     pub fn write_audio(&mut self, bytes: &[u8]) -> Result<(), RecorderError> {
         if bytes.is_empty() {
             return Ok(());
+        }
+        if let Some(r) = self.recogniser.as_mut() {
+            r.push(bytes);
         }
         let Some(rec) = self.recorder.as_mut() else { return Ok(()) };
         match rec.write(bytes) {
@@ -142,6 +203,8 @@ impl CallSession {
         stats.dtmf_events = self.dtmf_count;
         let end = CallEnd { outcome: outcome.clone(), ended_at: Utc::now(), stats, dtmf: std::mem::take(&mut self.dtmf) };
         let rx = self.recorder.take().expect("end is called once").finish(end);
+        // Dropping the feed closes the rings: the recogniser sees the call's end.
+        self.recogniser.take();
         let manifest = rx.await.ok().map(|f| f.manifest);
         let final_outcome = manifest.as_ref().and_then(|m| m.outcome.clone()).unwrap_or_else(|| outcome.manifest_str());
         let source = self.info.source.as_str();

@@ -6,6 +6,7 @@ pub mod call_session;
 pub mod fork_common;
 pub mod fork_pcm;
 pub mod fork_twilio;
+pub mod recogniser;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,6 +58,8 @@ pub struct AppState {
     pub force_close: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for their recordings.
     pub tracker: TaskTracker,
+    /// Where live audio goes for transcription; `None` in media-only deployments.
+    pub recogniser: Option<(Arc<dyn recogniser::RecogniserHub>, recogniser::FeedSettings)>,
 }
 
 impl AppState {
@@ -136,8 +139,11 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }
 
+#[derive(Default)]
 pub struct ServeOptions {
     pub allow_demo_secrets: bool,
+    /// Receives every call's 16 kHz per-channel audio (the ASR feature registers here).
+    pub recogniser: Option<(Arc<dyn recogniser::RecogniserHub>, recogniser::FeedSettings)>,
 }
 
 /// A running server.
@@ -198,6 +204,7 @@ impl Server {
             draining: AtomicBool::new(false),
             force_close: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            recogniser: opts.recogniser,
         });
         let handle = axum_server::Handle::new();
         let make = router(app.clone()).into_make_service();

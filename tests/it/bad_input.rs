@@ -177,8 +177,9 @@ fn each_bad_input_gets_its_close_code_keeps_audio_and_spares_other_calls() {
                 let m = server.wait_call(TENANT, &campaign, Duration::from_secs(10));
                 assert_eq!(m.outcome.as_deref(), Some(outcome), "{b:?}");
                 let rec = server.audio(m.call_id);
-                // Everything received before the error is in the recording.
-                let want = if campaign.starts_with("Pcm") { FRAMES_BEFORE_ERROR * 160 } else { FRAMES_BEFORE_ERROR * 160 };
+                // Everything received before the error is in the recording: 10 Twilio frames
+                // per track, or 10 PCM frames of 160 stereo samples.
+                let want = FRAMES_BEFORE_ERROR * 160;
                 assert_eq!(rec.frames(), want, "{b:?}: frames kept");
             }
             None => {

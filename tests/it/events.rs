@@ -23,7 +23,7 @@ fn call_events_match_the_schema_and_count_seq_per_call() {
     let validator = jsonschema::validator_for(&schema).unwrap();
     let (audio, _) = two_party_call(8000, 1.0);
     rt().block_on(async {
-        let server = Server::start(config, ServeOptions { allow_demo_secrets: false }).await.unwrap();
+        let server = Server::start(config, ServeOptions::default()).await.unwrap();
         let mut rx = server.app.subscribe();
         let url = format!("ws://{}/fork/twilio/{TENANT}", server.local_addr);
         for campaign in ["one", "two"] {

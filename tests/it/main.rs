@@ -6,3 +6,4 @@ mod common;
 mod events;
 mod lifecycle;
 mod media_forks;
+mod recogniser;
