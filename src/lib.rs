@@ -5,6 +5,7 @@
 //! out; and, with the `server` feature, the IO edge (`server`, `recorder::pool`,
 //! `metrics`) that owns sockets, threads and files.
 
+pub mod asr;
 pub mod call;
 pub mod config;
 pub mod events;

@@ -33,6 +33,11 @@ enum Command {
     },
     /// Stream a WAV file into a running server as a fork, at real-time pace.
     Replay(earshot_loadtest::cli::ReplayArgs),
+    /// Whisper models: import and check.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Read stored calls back.
     Calls {
         #[command(subcommand)]
@@ -44,6 +49,19 @@ enum Command {
 enum ConfigCommand {
     /// Validate a config file (and EARSHOT__* overrides) without starting.
     Check { file: Option<PathBuf> },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Convert a CTranslate2 (faster-whisper) model directory into a ggml file.
+    ImportCt2 {
+        dir: PathBuf,
+        /// Output file (default: ./models/ggml-imported.bin).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Validate a ggml model file and load it with whisper.cpp.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -93,6 +111,7 @@ fn main() -> ExitCode {
             tokio_main(async move { earshot_loadtest::cli::replay(args).await })
         }
         Command::Calls { command } => calls(command),
+        Command::Model { command } => model(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +164,34 @@ async fn wait_for_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+fn model(cmd: ModelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::ImportCt2 { dir, out } => {
+            let out = out.unwrap_or_else(|| PathBuf::from("models/ggml-imported.bin"));
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let s = earshot::asr::model_import::import_ct2(&dir, &out)?;
+            println!(
+                "{}: {} tensors, {} vocabulary tokens, {} layers, {}, {:.1} MB",
+                s.out.display(),
+                s.tensors,
+                s.vocab_written,
+                s.hparams.n_audio_layer,
+                if s.multilingual { "multilingual" } else { "English-only" },
+                s.bytes as f64 / 1e6
+            );
+        }
+        ModelCommand::Check { file } => {
+            let summary = earshot::asr::check_model_file(&file)?;
+            #[cfg(feature = "asr")]
+            earshot::asr::engine::Model::load(&file)?;
+            println!("{}: OK ({} tensors, vocabulary {}, {:?})", file.display(), summary.tensors, summary.vocab, summary.hparams);
+        }
+    }
+    Ok(())
 }
 
 fn calls(cmd: CallsCommand) -> anyhow::Result<()> {

