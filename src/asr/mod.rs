@@ -5,8 +5,10 @@ pub mod ct2;
 #[cfg(feature = "asr")]
 pub mod engine;
 pub mod ggml;
+pub mod local_agreement;
 pub mod mel;
 pub mod model_import;
+pub mod vad;
 
 use std::path::{Path, PathBuf};
 
