@@ -33,6 +33,16 @@ enum Command {
     },
     /// Stream a WAV file into a running server as a fork, at real-time pace.
     Replay(earshot_loadtest::cli::ReplayArgs),
+    /// Run a WAV file through the live transcription path; print events as JSON lines.
+    #[cfg(feature = "asr")]
+    Transcribe {
+        file: PathBuf,
+        /// ggml model file (e.g. from `earshot model import-ct2`).
+        #[arg(long, default_value = "models/ggml-tiny.en.bin")]
+        model: PathBuf,
+        #[arg(long, default_value = "en")]
+        language: String,
+    },
     /// Whisper models: import and check.
     Model {
         #[command(subcommand)]
@@ -112,6 +122,8 @@ fn main() -> ExitCode {
         }
         Command::Calls { command } => calls(command),
         Command::Model { command } => model(command),
+        #[cfg(feature = "asr")]
+        Command::Transcribe { file, model, language } => transcribe(file, model, language),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +176,20 @@ async fn wait_for_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+}
+
+#[cfg(feature = "asr")]
+fn transcribe(file: PathBuf, model: PathBuf, language: String) -> anyhow::Result<()> {
+    init_logging("warn");
+    let audio = earshot_loadtest::audio::Audio::load_wav(&file)?.resampled(16000)?;
+    let channels: Vec<Vec<f32>> = audio.channels.iter().map(|c| c.iter().map(|&s| s as f32 / 32768.0).collect()).collect();
+    let names: &[&str] = if channels.len() == 2 { &["rep", "customer"] } else { &["other"] };
+    let m = earshot::asr::engine::Model::load(&model)?;
+    let lines = earshot::asr::file_stream::transcribe_channels(&m, &channels, names, Default::default(), &language)?;
+    for l in lines {
+        println!("{}", serde_json::to_string(&l)?);
+    }
+    Ok(())
 }
 
 fn model(cmd: ModelCommand) -> anyhow::Result<()> {

@@ -43,6 +43,48 @@ impl Model {
         self.ctx.create_state().map_err(|e| ModelError::Inference(e.to_string()))
     }
 
+    /// Decodes one utterance (16 kHz mono) as a single segment, with the encoder's audio
+    /// context trimmed to the audio (whisper.cpp: 50 encoder frames per second; below
+    /// ~64 per second the audio is cut off and the decoder loops). Returns "" when
+    /// Whisper itself judges it not speech.
+    pub fn decode_utterance(&self, state: &mut WhisperState, audio: &[f32], prompt: &str, language: &str) -> Result<String, ModelError> {
+        let secs = audio.len() as f32 / 16000.0;
+        let audio_ctx = ((secs * 64.0).ceil() as i32 + 64).min(1500);
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(1);
+        params.set_language(Some(language));
+        params.set_audio_ctx(audio_ctx);
+        params.set_single_segment(true);
+        params.set_no_context(true);
+        params.set_suppress_blank(true);
+        params.set_suppress_nst(true);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        if !prompt.trim().is_empty() {
+            params.set_initial_prompt(prompt.trim());
+        }
+        // whisper.cpp wants at least 1 s; pad short utterances with silence.
+        let mut padded;
+        let input = if audio.len() < 16000 {
+            padded = audio.to_vec();
+            padded.resize(16000 + 1600, 0.0);
+            &padded[..]
+        } else {
+            audio
+        };
+        state.full(params, input).map_err(|e| ModelError::Inference(e.to_string()))?;
+        let mut text = String::new();
+        for seg in state.as_iter() {
+            if seg.no_speech_probability() > 0.8 {
+                continue;
+            }
+            text.push_str(&seg.to_str_lossy().map_err(|e| ModelError::Inference(e.to_string()))?);
+        }
+        Ok(text.trim().to_string())
+    }
+
     /// Offline transcription of 16 kHz mono audio with greedy decoding on one thread.
     pub fn transcribe(&self, state: &mut WhisperState, audio: &[f32], language: &str) -> Result<Vec<Segment>, ModelError> {
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });

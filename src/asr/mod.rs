@@ -4,10 +4,14 @@
 pub mod ct2;
 #[cfg(feature = "asr")]
 pub mod engine;
+#[cfg(feature = "asr")]
+pub mod file_stream;
 pub mod ggml;
+pub mod guard;
 pub mod local_agreement;
 pub mod mel;
 pub mod model_import;
+pub mod stream_policy;
 pub mod vad;
 
 use std::path::{Path, PathBuf};

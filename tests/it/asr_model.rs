@@ -86,3 +86,76 @@ fn corrupt_or_truncated_model_files_are_clear_errors_naming_the_file() {
     let err = model_import::import_ct2(&ct2, &dir.path().join("x.bin")).unwrap_err().to_string();
     assert!(err.contains("model.bin") && err.contains("truncated"), "{err}");
 }
+
+fn imported_model() -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ggml-tiny.en.bin");
+    model_import::import_ct2(&ct2_dir(), &out).unwrap();
+    let m = Model::load(&out).unwrap();
+    (dir, m)
+}
+
+#[test]
+fn streaming_two_party_call_gives_finals_on_the_right_channel_at_the_right_time() {
+    use earshot::asr::file_stream::transcribe_channels;
+    let (_dir, model) = imported_model();
+    let rep = crate::common::speech("en-us", "Hello, this is Alex from Acme. This call is recorded.", 16000);
+    let cust = crate::common::speech("en-gb+f3", "Hi Alex, we already use another vendor.", 16000);
+    let lead = 8000usize;
+    let gap = 12000usize;
+    let total = lead + rep.len() + gap + cust.len() + 16000;
+    let mut left = vec![0f32; total];
+    let mut right = vec![0f32; total];
+    for (i, s) in rep.iter().enumerate() {
+        left[lead + i] = *s as f32 / 32768.0;
+    }
+    let cust_at = lead + rep.len() + gap;
+    for (i, s) in cust.iter().enumerate() {
+        right[cust_at + i] = *s as f32 / 32768.0;
+    }
+    let lines = transcribe_channels(&model, &[left, right], &["rep", "customer"], Default::default(), "en").unwrap();
+    let finals = |ch: &str| lines.iter().filter(|l| l.kind == "transcript.final" && l.channel == ch).collect::<Vec<_>>();
+    let (rf, cf) = (finals("rep"), finals("customer"));
+    assert!(!rf.is_empty() && !cf.is_empty(), "{lines:#?}");
+    let rep_text = words(&rf.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" "));
+    let cust_text = words(&cf.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" "));
+    for w in ["this", "call", "recorded"] {
+        assert!(rep_text.contains(&w.to_string()), "rep: {rep_text:?}");
+    }
+    for w in ["we", "already"] {
+        assert!(cust_text.contains(&w.to_string()), "customer: {cust_text:?}");
+    }
+    // Offsets within 0.5 s of where the speech is.
+    let ms = |samples: usize| (samples * 1000 / 16000) as u64;
+    assert!(rf[0].start_ms.abs_diff(ms(lead)) <= 500, "{:?}", rf[0]);
+    assert!(rf.last().unwrap().end_ms.abs_diff(ms(lead + rep.len())) <= 500, "{:?}", rf.last());
+    assert!(cf[0].start_ms.abs_diff(ms(cust_at)) <= 500, "{:?}", cf[0]);
+    assert!(cf.last().unwrap().end_ms.abs_diff(ms(cust_at + cust.len())) <= 500, "{:?}", cf.last());
+    // Partials came first, and their stable text never changed afterwards.
+    let partials: Vec<_> = lines.iter().filter(|l| l.kind == "transcript.partial" && l.channel == "rep").collect();
+    assert!(!partials.is_empty(), "the rep's 3 s of speech must give partials");
+    for pair in partials.windows(2) {
+        if pair[0].utterance_id == pair[1].utterance_id {
+            assert!(pair[1].stable.starts_with(&pair[0].stable), "{pair:?}");
+        }
+    }
+}
+
+#[test]
+fn silence_and_line_noise_give_no_text() {
+    use earshot::asr::file_stream::transcribe_channels;
+    let (_dir, model) = imported_model();
+    let silence = vec![0f32; 16000 * 6];
+    let mut seed = 1234u64;
+    let noise: Vec<f32> = (0..16000 * 6)
+        .map(|i| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            0.02 * ((seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+                + 0.05 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16000.0).sin()
+        })
+        .collect();
+    let lines = transcribe_channels(&model, &[silence, noise], &["rep", "customer"], Default::default(), "en").unwrap();
+    assert!(lines.is_empty(), "{lines:#?}");
+}

@@ -1,0 +1,87 @@
+//! Guards against Whisper's known failure modes on live audio: text it invents for
+//! silence or noise, and decoder loops that repeat a phrase. Pure.
+
+/// Phrases tiny/base models emit on non-speech (lower-cased, trimmed of punctuation).
+const HALLUCINATIONS: &[&str] = &[
+    "you",
+    "thank you",
+    "thanks for watching",
+    "thank you for watching",
+    "please subscribe",
+    "bye",
+    "blank_audio",
+    "music",
+    "silence",
+    "applause",
+    "laughter",
+    "inaudible",
+];
+
+fn bare(s: &str) -> String {
+    s.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace() || *c == '_').collect::<String>().to_lowercase().trim().to_string()
+}
+
+/// Returns the text to keep ("" for none).
+pub fn clean(text: &str) -> String {
+    let mut t = text.trim().to_string();
+    // Bracketed/parenthesised annotations: [BLANK_AUDIO], (music), *sigh*.
+    for (open, close) in [('[', ']'), ('(', ')'), ('*', '*')] {
+        while let Some(a) = t.find(open) {
+            let Some(b) = t[a + 1..].find(close) else { break };
+            t.replace_range(a..a + 1 + b + 1, " ");
+        }
+    }
+    let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    if HALLUCINATIONS.contains(&bare(&t).as_str()) {
+        return String::new();
+    }
+    collapse_loops(&t)
+}
+
+/// Cuts a phrase of 1-8 words repeated more than twice in a row down to one.
+fn collapse_loops(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let norm: Vec<String> = words.iter().map(|w| bare(w)).collect();
+    let mut out: Vec<&str> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let mut skipped = false;
+        for n in 1..=8.min(words.len() - i) {
+            let mut reps = 1;
+            while i + (reps + 1) * n <= words.len() && norm[i..i + n] == norm[i + reps * n..i + (reps + 1) * n] {
+                reps += 1;
+            }
+            if reps > 2 {
+                out.extend(&words[i..i + n]);
+                i += reps * n;
+                skipped = true;
+                break;
+            }
+        }
+        if !skipped {
+            out.push(words[i]);
+            i += 1;
+        }
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_hallucinations_are_dropped() {
+        for t in [" Thank you.", "you", "[BLANK_AUDIO]", "(music)", " Thanks for watching!", "*sigh*"] {
+            assert_eq!(clean(t), "", "{t}");
+        }
+        assert_eq!(clean("Thank you for calling Acme."), "Thank you for calling Acme.");
+    }
+
+    #[test]
+    fn repeated_phrases_are_collapsed_but_real_repeats_kept() {
+        assert_eq!(clean("I think I think I think I think we should"), "I think we should");
+        assert_eq!(clean("no no"), "no no");
+        assert_eq!(clean("the the the the the"), "the");
+    }
+}

@@ -1,0 +1,334 @@
+//! Per-channel streaming policy: decides *when* to decode *which* audio, and turns
+//! decode results into partials and finals. Sans-IO: 16 kHz samples and decode
+//! results in, decode requests and transcript updates out; no clock but the sample count.
+//!
+//! While someone speaks, the current utterance is re-decoded from its start every
+//! `step` and LocalAgreement-2 commits the words two consecutive hypotheses agree on
+//! (`Partial`). When the VAD sees `endpoint` of silence, or the utterance reaches
+//! `max_utterance`, one last decode makes the `Final`.
+
+use super::local_agreement::LocalAgreement;
+use super::vad::{Vad, VadEvent, VadSettings, FRAME};
+
+pub const RATE: u64 = 16_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PolicySettings {
+    /// Re-decode cadence while speaking.
+    pub step_ms: u64,
+    /// Audio kept before the VAD's speech start (the onset of the first word).
+    pub preroll_ms: u64,
+    /// Audio kept after the last voiced frame.
+    pub tail_ms: u64,
+    /// Utterances with less voiced audio are not decoded (Whisper invents text for them).
+    pub min_voiced_ms: u64,
+    /// An utterance this long is cut (finalised) and a new one starts.
+    pub max_utterance_ms: u64,
+    pub vad: VadSettings,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            step_ms: 1000,
+            preroll_ms: 200,
+            tail_ms: 150,
+            min_voiced_ms: 500,
+            max_utterance_ms: 15_000,
+            // 20 frames of hangover = the 400 ms endpoint.
+            vad: VadSettings { hangover_frames: 20, ..VadSettings::default() },
+        }
+    }
+}
+
+/// Decode samples `[start, end)` (offsets into the channel) for `utterance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeRequest {
+    pub utterance: u64,
+    pub start: u64,
+    pub end: u64,
+    pub is_final: bool,
+    /// Recent final text of this channel, as the decoder's prompt.
+    pub prompt: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranscriptUpdate {
+    Partial { utterance: u64, stable: String, unstable: String, start_ms: u64, end_ms: u64 },
+    Final { utterance: u64, text: String, start_ms: u64, end_ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Utterance {
+    id: u64,
+    /// First sample to decode (speech start minus preroll).
+    start: u64,
+    /// Where the VAD saw speech begin.
+    speech_start: u64,
+    last_decode_end: u64,
+}
+
+pub struct StreamPolicy {
+    s: PolicySettings,
+    vad: Vad,
+    la: LocalAgreement,
+    seen: u64,
+    next_id: u64,
+    current: Option<Utterance>,
+    in_flight: bool,
+    /// A final that waits for the in-flight decode to come back.
+    queued: Vec<DecodeRequest>,
+    context: String,
+    events: Vec<VadEvent>,
+}
+
+impl StreamPolicy {
+    pub fn new(s: PolicySettings) -> Self {
+        Self {
+            vad: Vad::new(s.vad),
+            s,
+            la: LocalAgreement::new(),
+            seen: 0,
+            next_id: 1,
+            current: None,
+            in_flight: false,
+            queued: Vec::new(),
+            context: String::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Samples seen so far (the channel's clock).
+    pub fn position(&self) -> u64 {
+        self.seen
+    }
+
+    /// Oldest sample a future decode may still need: callers may drop audio before it.
+    pub fn keep_from(&self) -> u64 {
+        let pending = self.queued.iter().map(|r| r.start).min().unwrap_or(u64::MAX);
+        let current = self.current.map_or(u64::MAX, |u| u.start);
+        pending.min(current).min(self.seen.saturating_sub(self.s.preroll_ms * RATE / 1000))
+    }
+
+    fn ms(samples: u64) -> u64 {
+        samples * 1000 / RATE
+    }
+
+    /// Feeds audio; returns decode requests to run (at most one in flight at a time).
+    pub fn push_audio(&mut self, samples: &[f32]) -> Vec<DecodeRequest> {
+        self.events.clear();
+        let mut events = std::mem::take(&mut self.events);
+        self.vad.push(samples, &mut events);
+        self.seen += samples.len() as u64;
+        let mut out = Vec::new();
+        for e in events.drain(..) {
+            match e {
+                VadEvent::SpeechStart { frame } => {
+                    self.begin(frame * FRAME as u64);
+                }
+                VadEvent::SpeechEnd { frame } => {
+                    let last_voiced = (frame + 1) * FRAME as u64;
+                    let end = (last_voiced + self.s.tail_ms * RATE / 1000).min(self.seen);
+                    if let Some(u) = self.current.take() {
+                        self.finalise(u, last_voiced, end, &mut out);
+                    }
+                }
+            }
+        }
+        self.events = events;
+        if let Some(mut u) = self.current {
+            if self.seen - u.start >= self.s.max_utterance_ms * RATE / 1000 {
+                // Too long: cut here and go on with a fresh utterance.
+                self.current = None;
+                let cut = self.seen;
+                self.finalise(u, cut, cut, &mut out);
+                self.begin(cut);
+            } else if self.seen - u.last_decode_end >= self.s.step_ms * RATE / 1000
+                && self.seen - u.speech_start >= self.s.min_voiced_ms * RATE / 1000
+                && !self.in_flight
+            {
+                u.last_decode_end = self.seen;
+                self.current = Some(u);
+                out.push(DecodeRequest { utterance: u.id, start: u.start, end: self.seen, is_final: false, prompt: self.context.clone() });
+            } else {
+                self.current = Some(u);
+            }
+        }
+        self.release(out)
+    }
+
+    /// End of the channel: finalise whatever is open.
+    pub fn flush(&mut self) -> Vec<DecodeRequest> {
+        let mut out = Vec::new();
+        if let Some(u) = self.current.take() {
+            let end = self.seen;
+            self.finalise(u, end, end, &mut out);
+        }
+        self.release(out)
+    }
+
+    fn begin(&mut self, speech_start: u64) {
+        let start = speech_start.saturating_sub(self.s.preroll_ms * RATE / 1000);
+        self.current = Some(Utterance { id: self.next_id, start, speech_start, last_decode_end: start });
+        self.next_id += 1;
+        self.la = LocalAgreement::new();
+    }
+
+    fn finalise(&mut self, u: Utterance, last_voiced: u64, end: u64, out: &mut Vec<DecodeRequest>) {
+        // Too little speech for Whisper to transcribe reliably: it would invent text.
+        if Self::ms(last_voiced.saturating_sub(u.speech_start)) < self.s.min_voiced_ms {
+            return;
+        }
+        out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, prompt: self.context.clone() });
+    }
+
+    /// Finals always go out; a partial only when nothing is in flight.
+    fn release(&mut self, mut out: Vec<DecodeRequest>) -> Vec<DecodeRequest> {
+        self.queued.append(&mut out);
+        let mut ready = Vec::new();
+        if !self.in_flight {
+            if let Some(i) = self.queued.iter().position(|r| r.is_final).or(if self.queued.is_empty() { None } else { Some(0) }) {
+                let r = self.queued.remove(i);
+                // A partial superseded by a queued final of the same utterance is dropped.
+                self.queued.retain(|q| q.is_final || q.utterance != r.utterance);
+                ready.push(r);
+                self.in_flight = true;
+            }
+        }
+        ready
+    }
+
+    /// Takes a decode result; returns the transcript update and any next request.
+    pub fn on_result(&mut self, req: &DecodeRequest, text: &str) -> (Option<TranscriptUpdate>, Vec<DecodeRequest>) {
+        self.in_flight = false;
+        let text = super::guard::clean(text);
+        let (start_ms, end_ms) = (Self::ms(req.start), Self::ms(req.end));
+        let update = if req.is_final {
+            let words = self.la.finish(&text);
+            if self.current.map(|u| u.id) == Some(req.utterance) {
+                self.la = LocalAgreement::new();
+            }
+            if words.is_empty() {
+                None
+            } else {
+                let text = words.join(" ");
+                self.context.push(' ');
+                self.context.push_str(&text);
+                let cut = self.context.len().saturating_sub(200);
+                let cut = (cut..self.context.len()).find(|&i| self.context.is_char_boundary(i)).unwrap_or(0);
+                self.context = self.context[cut..].to_string();
+                Some(TranscriptUpdate::Final { utterance: req.utterance, text, start_ms, end_ms })
+            }
+        } else if self.current.map(|u| u.id) == Some(req.utterance) {
+            let a = self.la.update(&text);
+            (!a.stable.is_empty() || !a.unstable.is_empty()).then(|| TranscriptUpdate::Partial {
+                utterance: req.utterance,
+                stable: a.stable.join(" "),
+                unstable: a.unstable.join(" "),
+                start_ms,
+                end_ms,
+            })
+        } else {
+            None // a partial for an utterance that has since ended
+        };
+        let next = self.release(Vec::new());
+        (update, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn speech(secs: f32) -> Vec<f32> {
+        (0..(secs * 16000.0) as usize)
+            .map(|i| {
+                let t = i as f32 / 16000.0;
+                0.3 * (0.5 + 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).sin()).max(0.2) * (2.0 * std::f32::consts::PI * 200.0 * t).sin()
+            })
+            .collect()
+    }
+
+    fn feed(p: &mut StreamPolicy, x: &[f32]) -> Vec<DecodeRequest> {
+        let mut out = vec![];
+        for c in x.chunks(320) {
+            out.extend(p.push_audio(c));
+        }
+        out
+    }
+
+    #[test]
+    fn partials_every_step_then_one_final_at_the_endpoint() {
+        let mut p = StreamPolicy::new(PolicySettings::default());
+        let mut x = vec![0.0; 16000];
+        x.extend(speech(3.2));
+        x.extend(vec![0.0; 16000]);
+        let mut reqs = vec![];
+        for c in x.chunks(320) {
+            for r in p.push_audio(c) {
+                // The decoder answers at once.
+                let (_, next) = p.on_result(&r, "hello there");
+                reqs.push(r);
+                reqs.extend(next);
+            }
+        }
+        let partials: Vec<_> = reqs.iter().filter(|r| !r.is_final).collect();
+        let finals: Vec<_> = reqs.iter().filter(|r| r.is_final).collect();
+        assert!((2..=3).contains(&partials.len()), "{reqs:?}");
+        assert_eq!(finals.len(), 1, "{reqs:?}");
+        let f = finals[0];
+        // Starts ~200 ms before the speech at 1 s; ends ~150 ms after it stops at 4.2 s.
+        assert!((f.start as i64 - 12_800).abs() <= 480, "{f:?}");
+        assert!((f.end as i64 - 69_600).abs() <= 1_600, "{f:?}");
+        assert!(partials.iter().all(|r| r.start == f.start && r.utterance == f.utterance));
+    }
+
+    #[test]
+    fn silence_and_a_short_click_are_never_decoded() {
+        let mut p = StreamPolicy::new(PolicySettings::default());
+        let mut x = vec![0.0; 32000];
+        x.extend(speech(0.15));
+        x.extend(vec![0.0; 32000]);
+        assert!(feed(&mut p, &x).is_empty());
+        assert!(p.flush().is_empty());
+    }
+
+    #[test]
+    fn long_speech_is_cut_at_max_utterance() {
+        let s = PolicySettings { max_utterance_ms: 4000, ..PolicySettings::default() };
+        let mut p = StreamPolicy::new(s);
+        let mut finals = 0;
+        for c in speech(9.0).chunks(320) {
+            for r in p.push_audio(c) {
+                finals += r.is_final as usize;
+                let _ = p.on_result(&r, "words");
+            }
+        }
+        assert!(finals >= 2, "{finals}");
+    }
+
+    #[test]
+    fn results_become_partials_with_stable_prefix_and_a_final() {
+        let mut p = StreamPolicy::new(PolicySettings::default());
+        let mut x = vec![0.0; 8000];
+        x.extend(speech(2.5));
+        let mut hyps = ["we already", "we already use", "we already use Globex"].into_iter();
+        let mut updates = vec![];
+        for c in x.chunks(320) {
+            for r in p.push_audio(c) {
+                let (u, _) = p.on_result(&r, hyps.next().unwrap_or("we already use Globex"));
+                updates.extend(u);
+            }
+        }
+        for r in p.flush() {
+            let (u, _) = p.on_result(&r, "We already use Globex.");
+            updates.extend(u);
+        }
+        let last_partial = updates.iter().rev().find_map(|u| match u {
+            TranscriptUpdate::Partial { stable, .. } => Some(stable.clone()),
+            _ => None,
+        });
+        assert_eq!(last_partial.as_deref(), Some("we already"));
+        assert!(matches!(updates.last(), Some(TranscriptUpdate::Final { text, .. }) if text == "We already use Globex."));
+    }
+}
