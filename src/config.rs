@@ -60,7 +60,57 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub asr: AsrConfig,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsrConfig {
+    /// Transcribe calls live with Whisper on this machine (off: media-only).
+    #[serde(default)]
+    pub enabled: bool,
+    /// ggml model file (`earshot model import-ct2` makes one offline).
+    #[serde(default = "default_model")]
+    pub model: PathBuf,
+    /// Inference threads; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// Re-decode cadence while someone speaks (partials).
+    #[serde(default = "default_step", with = "humantime_serde")]
+    pub step: Duration,
+    /// Silence that ends an utterance (final).
+    #[serde(default = "default_endpoint", with = "humantime_serde")]
+    pub endpoint: Duration,
+}
+
+fn default_model() -> PathBuf {
+    PathBuf::from("models/ggml-tiny.en.bin")
+}
+fn default_language() -> String {
+    "en".into()
+}
+fn default_step() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_endpoint() -> Duration {
+    Duration::from_millis(400)
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            model: default_model(),
+            workers: 0,
+            language: default_language(),
+            step: default_step(),
+            endpoint: default_endpoint(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -364,6 +414,12 @@ impl Config {
         }
         if self.media.idle_timeout < Duration::from_millis(100) {
             return Err(invalid("media.idle_timeout", "must be at least 100ms"));
+        }
+        if self.asr.step < Duration::from_millis(200) || self.asr.step > Duration::from_secs(10) {
+            return Err(invalid("asr.step", "must be between 200ms and 10s"));
+        }
+        if self.asr.endpoint < Duration::from_millis(100) || self.asr.endpoint > Duration::from_secs(5) {
+            return Err(invalid("asr.endpoint", "must be between 100ms and 5s"));
         }
         if self.limits.max_calls == 0 {
             return Err(invalid("limits.max_calls", "must be at least 1"));

@@ -43,6 +43,23 @@ pub enum EventBody {
     CallStarted(CallStartedPayload),
     #[serde(rename = "call.ended")]
     CallEnded(CallEndedPayload),
+    #[serde(rename = "transcript.partial")]
+    TranscriptPartial(TranscriptPayload),
+    #[serde(rename = "transcript.final")]
+    TranscriptFinal(TranscriptPayload),
+}
+
+/// `transcript.partial` / `transcript.final`: `stable` never changes again within an
+/// utterance; a final replaces the partials of its `utterance_id`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TranscriptPayload {
+    pub channel: Role,
+    pub utterance_id: String,
+    pub text: String,
+    pub stable: String,
+    pub unstable: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
 }
 
 impl EventBody {
@@ -50,10 +67,12 @@ impl EventBody {
         match self {
             EventBody::CallStarted(_) => "call.started",
             EventBody::CallEnded(_) => "call.ended",
+            EventBody::TranscriptPartial(_) => "transcript.partial",
+            EventBody::TranscriptFinal(_) => "transcript.final",
         }
     }
 
-    pub const TYPE_NAMES: [&'static str; 2] = ["call.started", "call.ended"];
+    pub const TYPE_NAMES: [&'static str; 4] = ["call.started", "call.ended", "transcript.partial", "transcript.final"];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

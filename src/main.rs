@@ -160,12 +160,47 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
+    let recogniser = asr_hub(&config)?;
     tokio_main(async move {
-        let server = Server::start(config, ServeOptions { allow_demo_secrets, ..Default::default() }).await?;
+        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser }).await?;
         wait_for_signal().await;
         server.drain(wait_for_signal()).await;
         Ok(())
     })
+}
+
+type Recogniser = Option<(std::sync::Arc<dyn earshot::server::recogniser::RecogniserHub>, earshot::server::recogniser::FeedSettings)>;
+
+#[cfg(feature = "asr")]
+fn asr_hub(config: &Config) -> anyhow::Result<Recogniser> {
+    if !config.asr.enabled {
+        return Ok(None);
+    }
+    let t0 = std::time::Instant::now();
+    let model = earshot::asr::engine::Model::load(&config.asr.model)
+        .with_context(|| "asr.enabled = true needs a model: `earshot model import-ct2 DIR --out <asr.model>`")?;
+    let workers = if config.asr.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.asr.workers };
+    tracing::info!(model = %config.asr.model.display(), workers, load_ms = t0.elapsed().as_millis() as u64, "whisper model loaded");
+    let settings = earshot::server::asr_hub::AsrSettings {
+        workers,
+        language: config.asr.language.clone(),
+        policy: earshot::asr::stream_policy::PolicySettings::with_step_and_endpoint(
+            config.asr.step.as_millis() as u64,
+            config.asr.endpoint.as_millis() as u64,
+        ),
+    };
+    let hub = earshot::server::asr_hub::AsrHub::start(
+        std::sync::Arc::new(model),
+        settings,
+        earshot::store::StoreLayout::new(config.storage.dir.clone()),
+    )?;
+    Ok(Some((std::sync::Arc::new(hub), Default::default())))
+}
+
+#[cfg(not(feature = "asr"))]
+fn asr_hub(config: &Config) -> anyhow::Result<Recogniser> {
+    anyhow::ensure!(!config.asr.enabled, "asr.enabled = true, but this build has no `asr` feature");
+    Ok(None)
 }
 
 async fn wait_for_signal() {

@@ -27,6 +27,14 @@ pub struct PolicySettings {
     pub vad: VadSettings,
 }
 
+impl PolicySettings {
+    /// Settings with the given step and endpoint silence (20 ms VAD frames).
+    pub fn with_step_and_endpoint(step_ms: u64, endpoint_ms: u64) -> Self {
+        let d = Self::default();
+        Self { step_ms, vad: VadSettings { hangover_frames: (endpoint_ms / 20) as u32, ..d.vad }, ..d }
+    }
+}
+
 impl Default for PolicySettings {
     fn default() -> Self {
         Self {

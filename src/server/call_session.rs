@@ -47,11 +47,28 @@ impl Drop for CallSlot {
 
 const MAX_DTMF_KEPT: usize = 1000;
 
+/// Publishes a call's events with its one `seq` counter. Shared by the call's task and
+/// the recogniser (transcripts). The mutex makes "take the next seq" and "put it on
+/// the bus" one step, so subscribers see seq in order; it is held only for that, and
+/// events are a few per second per call.
+pub struct CallPublisher {
+    app: Arc<AppState>,
+    sequencer: std::sync::Mutex<EventSequencer>,
+}
+
+impl CallPublisher {
+    pub fn publish(&self, body: EventBody) {
+        let mut seq = self.sequencer.lock().unwrap_or_else(|e| e.into_inner());
+        let event = seq.stamp(Utc::now(), body);
+        self.app.publish(event);
+    }
+}
+
 pub struct CallSession {
     app: Arc<AppState>,
     info: CallInfo,
     recorder: Option<RecorderHandle>,
-    sequencer: EventSequencer,
+    publisher: Arc<CallPublisher>,
     dtmf: Vec<DtmfEvent>,
     dtmf_count: u64,
     storage_failed: bool,
@@ -104,10 +121,11 @@ impl CallSession {
         let source = info.source.as_str();
         app.metrics.calls_started.with_label_values(&[source]).inc();
         app.metrics.calls_active.with_label_values(&[source]).inc();
-        let mut sequencer = EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at);
-        let event = sequencer.stamp(
-            Utc::now(),
-            EventBody::CallStarted(CallStartedPayload {
+        let publisher = Arc::new(CallPublisher {
+            app: app.clone(),
+            sequencer: std::sync::Mutex::new(EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at)),
+        });
+        publisher.publish(EventBody::CallStarted(CallStartedPayload {
                 source: info.source,
                 campaign: info.campaign.clone(),
                 rep_id: info.rep_id.clone(),
@@ -117,9 +135,7 @@ impl CallSession {
                 recording,
                 source_ids: info.source_ids.clone(),
                 participants: info.participants.clone(),
-            }),
-        );
-        app.publish(event);
+            }));
         let recogniser = app.recogniser.as_ref().and_then(|(hub, settings)| {
             let channels = info.layout.channels();
             let counters = [
@@ -132,7 +148,7 @@ impl CallSession {
             });
             match RecogniserFeed::new(info.sample_rate, channels, settings.ring_seconds, settings.max_lag_seconds, Some(observer)) {
                 Ok((feed, taps)) => {
-                    hub.attach(&info, taps, feed.drops().clone());
+                    hub.attach(&info, taps, feed.drops().clone(), publisher.clone());
                     Some(RecogniserPath {
                         feed,
                         channels,
@@ -152,7 +168,7 @@ impl CallSession {
             app,
             info,
             recorder: Some(handle),
-            sequencer,
+            publisher,
             dtmf: Vec::new(),
             dtmf_count: 0,
             storage_failed: false,
@@ -214,11 +230,7 @@ impl CallSession {
         let duration_ms = manifest.as_ref().and_then(|m| m.audio.as_ref().map(|a| a.duration_ms)).unwrap_or_else(|| {
             (Utc::now() - self.info.started_at).num_milliseconds().max(0) as u64
         });
-        let event = self.sequencer.stamp(
-            Utc::now(),
-            EventBody::CallEnded(CallEndedPayload { outcome: final_outcome.clone(), duration_ms, stats }),
-        );
-        self.app.publish(event);
+        self.publisher.publish(EventBody::CallEnded(CallEndedPayload { outcome: final_outcome.clone(), duration_ms, stats }));
         tracing::info!(call_id = %self.info.call_id, outcome = %final_outcome, duration_ms, "call ended");
         manifest
     }

@@ -1,6 +1,8 @@
 //! The IO edge: one HTTP(S) listener serving health, metrics and the websocket fork
 //! endpoints; shared state; start-up recovery; graceful drain on SIGTERM/SIGINT.
 
+#[cfg(feature = "asr")]
+pub mod asr_hub;
 pub mod auth;
 pub mod call_session;
 pub mod fork_common;

@@ -6,12 +6,15 @@
 
 use std::sync::Arc;
 
+use super::call_session::CallPublisher;
 use crate::call::CallInfo;
 use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
 
 pub trait RecogniserHub: Send + Sync + 'static {
     /// A call started: `taps[i]` carries channel `i` of `call.layout` (rep, customer).
-    fn attach(&self, call: &CallInfo, taps: Vec<RecogniserTap>, drops: Arc<FeedDrops>);
+    /// Transcript events go out through `publisher`, which numbers them in the call's
+    /// own `seq`.
+    fn attach(&self, call: &CallInfo, taps: Vec<RecogniserTap>, drops: Arc<FeedDrops>, publisher: Arc<CallPublisher>);
 }
 
 /// Ring sizing for recogniser feeds.

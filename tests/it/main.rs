@@ -6,5 +6,6 @@ mod bad_input;
 mod common;
 mod events;
 mod lifecycle;
+mod live_asr;
 mod media_forks;
 mod recogniser;

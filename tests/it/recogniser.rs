@@ -21,7 +21,7 @@ struct CollectingHub {
 }
 
 impl RecogniserHub for CollectingHub {
-    fn attach(&self, _call: &CallInfo, taps: Vec<RecogniserTap>, _drops: Arc<FeedDrops>) {
+    fn attach(&self, _call: &CallInfo, taps: Vec<RecogniserTap>, _drops: Arc<FeedDrops>, _p: Arc<earshot::server::call_session::CallPublisher>) {
         let poll = self.poll;
         let got = self.got.clone();
         got.lock().unwrap().resize(taps.len(), Vec::new());

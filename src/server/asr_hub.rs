@@ -1,0 +1,350 @@
+//! Live transcription: the `RecogniserHub` that runs Whisper on every call.
+//!
+//! One scheduler thread owns every live channel stream: it reads the channel's 16 kHz
+//! ring, runs the streaming policy, and hands decode jobs to a fixed pool of worker
+//! threads (one whisper.cpp inference each, one thread inside whisper — measured: two
+//! collapse under contention). Each stream has at most one decode in flight, so the
+//! shared FIFO job queue serves streams fairly. Results come back to the scheduler,
+//! which publishes `transcript.partial` / `transcript.final` through the call's own
+//! publisher and, when the call's channels are done, writes `transcript.json` and
+//! `transcript.txt` beside the recording. Nothing here ever blocks a call's task.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::call_session::CallPublisher;
+use super::recogniser::RecogniserHub;
+use crate::asr::engine::Model;
+use crate::asr::stream_policy::{DecodeRequest, PolicySettings, StreamPolicy, TranscriptUpdate};
+use crate::call::{CallId, CallInfo, Role};
+use crate::events::{EventBody, TranscriptPayload};
+use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
+use crate::store::StoreLayout;
+
+#[derive(Debug, Clone)]
+pub struct AsrSettings {
+    pub workers: usize,
+    pub language: String,
+    pub policy: PolicySettings,
+}
+
+enum Command {
+    Attach { call: CallInfo, taps: Vec<RecogniserTap>, publisher: Arc<CallPublisher> },
+}
+
+struct Job {
+    stream: u64,
+    req: DecodeRequest,
+    audio: Vec<f32>,
+}
+
+struct JobResult {
+    stream: u64,
+    req: DecodeRequest,
+    text: Result<String, String>,
+    seconds: f64,
+}
+
+pub struct AsrHub {
+    tx: SyncSender<Command>,
+}
+
+impl AsrHub {
+    /// Starts the scheduler and `settings.workers` inference threads on `model`.
+    pub fn start(model: Arc<Model>, settings: AsrSettings, layout: StoreLayout) -> std::io::Result<AsrHub> {
+        let (tx, rx) = mpsc::sync_channel(1024);
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(4096);
+        let (res_tx, res_rx) = mpsc::sync_channel::<JobResult>(4096);
+        // Workers share one receiver: the lock is held only to take the next job.
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for i in 0..settings.workers.max(1) {
+            let (model, job_rx, res_tx, lang) = (model.clone(), job_rx.clone(), res_tx.clone(), settings.language.clone());
+            std::thread::Builder::new().name(format!("earshot-asr-{i}")).spawn(move || {
+                let mut state = match model.new_state() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "whisper state");
+                        return;
+                    }
+                };
+                loop {
+                    let job = match job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(j) => j,
+                        Err(_) => return,
+                    };
+                    let t0 = Instant::now();
+                    let text = model.decode_utterance(&mut state, &job.audio, &job.req.prompt, &lang).map_err(|e| e.to_string());
+                    let r = JobResult { stream: job.stream, req: job.req, text, seconds: t0.elapsed().as_secs_f64() };
+                    if res_tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        }
+        let scheduler = Scheduler {
+            rx,
+            jobs: job_tx,
+            results: res_rx,
+            backlog: VecDeque::new(),
+            streams: BTreeMap::new(),
+            next_stream: 0,
+            calls: HashMap::new(),
+            policy: settings.policy,
+            layout,
+        };
+        std::thread::Builder::new().name("earshot-asr-scheduler".into()).spawn(move || scheduler.run())?;
+        Ok(AsrHub { tx })
+    }
+}
+
+impl RecogniserHub for AsrHub {
+    fn attach(&self, call: &CallInfo, taps: Vec<RecogniserTap>, _drops: Arc<FeedDrops>, publisher: Arc<CallPublisher>) {
+        let cmd = Command::Attach { call: call.clone(), taps, publisher };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(cmd) {
+            tracing::error!(call_id = %call.call_id, "ASR scheduler busy: call not transcribed");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct FinalSegment {
+    channel: Role,
+    utterance_id: String,
+    text: String,
+    start_ms: u64,
+    end_ms: u64,
+}
+
+struct CallState {
+    info: CallInfo,
+    publisher: Arc<CallPublisher>,
+    open_streams: usize,
+    finals: Vec<FinalSegment>,
+}
+
+struct Stream {
+    call: CallId,
+    role: Role,
+    tap: RecogniserTap,
+    policy: StreamPolicy,
+    /// Audio from sample `base` on, kept while a decode may still need it.
+    audio: Vec<f32>,
+    base: u64,
+    in_flight: bool,
+    flushed: bool,
+    done: bool,
+}
+
+struct Scheduler {
+    rx: Receiver<Command>,
+    jobs: SyncSender<Job>,
+    results: Receiver<JobResult>,
+    backlog: VecDeque<Job>,
+    /// Keyed by a stable id (jobs in flight refer to it), not by position.
+    streams: BTreeMap<u64, Stream>,
+    next_stream: u64,
+    calls: HashMap<CallId, CallState>,
+    policy: PolicySettings,
+    layout: StoreLayout,
+}
+
+impl Scheduler {
+    fn run(mut self) {
+        let mut buf = Vec::new();
+        loop {
+            while let Ok(Command::Attach { call, taps, publisher }) = self.rx.try_recv() {
+                let roles = call.layout.roles();
+                self.calls.insert(call.call_id, CallState { info: call.clone(), publisher, open_streams: taps.len(), finals: Vec::new() });
+                for (i, tap) in taps.into_iter().enumerate() {
+                    self.next_stream += 1;
+                    self.streams.insert(self.next_stream, Stream {
+                        call: call.call_id,
+                        role: roles.get(i).copied().unwrap_or(Role::Other),
+                        tap,
+                        policy: StreamPolicy::new(self.policy),
+                        audio: Vec::new(),
+                        base: 0,
+                        in_flight: false,
+                        flushed: false,
+                        done: false,
+                    });
+                }
+            }
+            let ids: Vec<u64> = self.streams.keys().copied().collect();
+            for i in ids {
+                let Some(s) = self.streams.get_mut(&i) else { continue };
+                if s.done {
+                    continue;
+                }
+                buf.clear();
+                let skipped = s.tap.read(&mut buf);
+                // Audio the recogniser was too late for is silence to the policy, so the
+                // channel's clock (and every offset after it) stays right.
+                let mut reqs = if skipped > 0 { s.policy.push_audio(&vec![0.0; skipped]) } else { Vec::new() };
+                if skipped > 0 {
+                    s.audio.extend(std::iter::repeat_n(0.0, skipped));
+                }
+                s.audio.extend_from_slice(&buf);
+                reqs.extend(s.policy.push_audio(&buf));
+                if s.tap.is_finished() && !s.flushed {
+                    s.flushed = true;
+                    reqs.extend(s.policy.flush());
+                }
+                self.dispatch(i, reqs);
+                self.trim(i);
+                self.maybe_done(i);
+            }
+            self.pump_backlog();
+            self.streams.retain(|_, s| !s.done);
+            match self.results.recv_timeout(Duration::from_millis(20)) {
+                Ok(r) => {
+                    self.on_result(r);
+                    while let Ok(r) = self.results.try_recv() {
+                        self.on_result(r);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn dispatch(&mut self, i: u64, reqs: Vec<DecodeRequest>) {
+        for req in reqs {
+            let Some(s) = self.streams.get_mut(&i) else { return };
+            let from = (req.start.saturating_sub(s.base)) as usize;
+            let to = ((req.end.saturating_sub(s.base)) as usize).min(s.audio.len());
+            let audio = s.audio[from.min(to)..to].to_vec();
+            s.in_flight = true;
+            self.backlog.push_back(Job { stream: i, req, audio });
+        }
+    }
+
+    fn pump_backlog(&mut self) {
+        while let Some(job) = self.backlog.pop_front() {
+            match self.jobs.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(job)) => {
+                    self.backlog.push_front(job);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+
+    fn trim(&mut self, i: u64) {
+        let Some(s) = self.streams.get_mut(&i) else { return };
+        let keep = s.policy.keep_from();
+        if keep > s.base && !s.in_flight {
+            let n = ((keep - s.base) as usize).min(s.audio.len());
+            s.audio.drain(..n);
+            s.base += n as u64;
+        }
+    }
+
+    fn on_result(&mut self, r: JobResult) {
+        let Some(s) = self.streams.get_mut(&r.stream) else { return };
+        s.in_flight = false;
+        let text = match r.text {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "decode failed");
+                String::new()
+            }
+        };
+        let (update, next) = s.policy.on_result(&r.req, &text);
+        let (call, role) = (s.call, s.role);
+        tracing::debug!(secs = r.seconds, final_ = r.req.is_final, "decode");
+        if let (Some(u), Some(c)) = (update, self.calls.get_mut(&call)) {
+            let channel = match role {
+                Role::Rep => "rep",
+                Role::Customer => "customer",
+                Role::Other => "other",
+            };
+            let body = match u {
+                TranscriptUpdate::Partial { utterance, stable, unstable, start_ms, end_ms } => {
+                    EventBody::TranscriptPartial(TranscriptPayload {
+                        channel: role,
+                        utterance_id: format!("{channel}-{utterance}"),
+                        text: format!("{stable} {unstable}").trim().to_string(),
+                        stable,
+                        unstable,
+                        start_ms,
+                        end_ms,
+                    })
+                }
+                TranscriptUpdate::Final { utterance, text, start_ms, end_ms } => {
+                    let utterance_id = format!("{channel}-{utterance}");
+                    c.finals.push(FinalSegment { channel: role, utterance_id: utterance_id.clone(), text: text.clone(), start_ms, end_ms });
+                    EventBody::TranscriptFinal(TranscriptPayload {
+                        channel: role,
+                        utterance_id,
+                        stable: text.clone(),
+                        text,
+                        unstable: String::new(),
+                        start_ms,
+                        end_ms,
+                    })
+                }
+            };
+            c.publisher.publish(body);
+        }
+        self.dispatch(r.stream, next);
+        self.maybe_done(r.stream);
+    }
+
+    fn maybe_done(&mut self, i: u64) {
+        let queued = self.backlog.iter().any(|j| j.stream == i);
+        let Some(s) = self.streams.get_mut(&i) else { return };
+        let idle = !s.in_flight && !queued;
+        if s.flushed && idle && !s.done {
+            s.done = true;
+            let call = s.call;
+            let finished = self.calls.get_mut(&call).map(|c| {
+                c.open_streams -= 1;
+                c.open_streams == 0
+            });
+            if finished == Some(true) {
+                if let Some(c) = self.calls.remove(&call) {
+                    write_transcript(&self.layout, c);
+                }
+            }
+        }
+    }
+}
+
+fn write_transcript(layout: &StoreLayout, mut c: CallState) {
+    c.finals.sort_by_key(|f| (f.start_ms, f.end_ms));
+    let dir: PathBuf = layout.call_dir(&c.info.tenant, c.info.call_id);
+    let json = serde_json::json!({
+        "version": 1,
+        "call_id": c.info.call_id,
+        "tenant": c.info.tenant,
+        "segments": c.finals,
+    });
+    let mut txt = String::new();
+    for f in &c.finals {
+        let who = match f.channel {
+            Role::Rep => "Rep",
+            Role::Customer => "Customer",
+            Role::Other => "Speaker",
+        };
+        txt.push_str(&format!("[{:02}:{:04.1}] {who}: {}\n", f.start_ms / 60_000, (f.start_ms % 60_000) as f64 / 1000.0, f.text));
+    }
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join("transcript.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
+        std::fs::rename(&tmp, dir.join("transcript.json"))?;
+        std::fs::write(dir.join("transcript.txt"), txt)
+    };
+    if let Err(e) = write() {
+        tracing::error!(call_id = %c.info.call_id, error = %e, "writing transcript");
+    }
+}

