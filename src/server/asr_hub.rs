@@ -35,6 +35,8 @@ pub struct AsrSettings {
 
 enum Command {
     Attach { call: CallInfo, taps: Vec<RecogniserTap>, publisher: Arc<CallPublisher> },
+    /// Answer once no stream is left.
+    Drain(SyncSender<()>),
 }
 
 struct Job {
@@ -109,6 +111,13 @@ impl RecogniserHub for AsrHub {
             tracing::error!(call_id = %call.call_id, "ASR scheduler busy: call not transcribed");
         }
     }
+
+    fn drain(&self, limit: Duration) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.tx.send(Command::Drain(tx)).is_ok() && rx.recv_timeout(limit).is_err() {
+            tracing::warn!("shutdown: some transcripts were not finished in time");
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,8 +165,16 @@ struct Scheduler {
 impl Scheduler {
     fn run(mut self) {
         let mut buf = Vec::new();
+        let mut drain_waiters: Vec<SyncSender<()>> = Vec::new();
         loop {
-            while let Ok(Command::Attach { call, taps, publisher }) = self.rx.try_recv() {
+            while let Ok(cmd) = self.rx.try_recv() {
+                let (call, taps, publisher) = match cmd {
+                    Command::Attach { call, taps, publisher } => (call, taps, publisher),
+                    Command::Drain(tx) => {
+                        drain_waiters.push(tx);
+                        continue;
+                    }
+                };
                 let roles = call.layout.roles();
                 self.calls.insert(call.call_id, CallState { info: call.clone(), publisher, open_streams: taps.len(), finals: Vec::new() });
                 for (i, tap) in taps.into_iter().enumerate() {
@@ -201,6 +218,11 @@ impl Scheduler {
             }
             self.pump_backlog();
             self.streams.retain(|_, s| !s.done);
+            if self.streams.is_empty() {
+                for w in drain_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
             match self.results.recv_timeout(Duration::from_millis(20)) {
                 Ok(r) => {
                     self.on_result(r);

@@ -255,6 +255,10 @@ impl Server {
         app.force_close.cancel();
         // Closing is quick (close frame + recorder finalise); bound it anyway.
         let _ = tokio::time::timeout(Duration::from_secs(10), app.tracker.wait()).await;
+        if let Some((hub, _)) = app.recogniser.clone() {
+            // The calls have ended; let their last words be transcribed and saved.
+            let _ = tokio::task::spawn_blocking(move || hub.drain(Duration::from_secs(15))).await;
+        }
         self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
         let _ = tokio::time::timeout(Duration::from_secs(3), self.serve_task).await;
         let app2 = app.clone();

@@ -15,6 +15,12 @@ pub trait RecogniserHub: Send + Sync + 'static {
     /// Transcript events go out through `publisher`, which numbers them in the call's
     /// own `seq`.
     fn attach(&self, call: &CallInfo, taps: Vec<RecogniserTap>, drops: Arc<FeedDrops>, publisher: Arc<CallPublisher>);
+
+    /// Shutdown: wait (blocking, at most `limit`) until every ended call's last words
+    /// are transcribed and saved.
+    fn drain(&self, limit: std::time::Duration) {
+        let _ = limit;
+    }
 }
 
 /// Ring sizing for recogniser feeds.
