@@ -218,9 +218,10 @@ fn transcribe(file: PathBuf, model: PathBuf, language: String) -> anyhow::Result
     init_logging("warn");
     let audio = earshot_loadtest::audio::Audio::load_wav(&file)?.resampled(16000)?;
     let channels: Vec<Vec<f32>> = audio.channels.iter().map(|c| c.iter().map(|&s| s as f32 / 32768.0).collect()).collect();
-    let names: &[&str] = if channels.len() == 2 { &["rep", "customer"] } else { &["other"] };
+    use earshot::call::Role;
+    let roles: &[Role] = if channels.len() == 2 { &[Role::Rep, Role::Customer] } else { &[Role::Other] };
     let m = earshot::asr::engine::Model::load(&model)?;
-    let lines = earshot::asr::file_stream::transcribe_channels(&m, &channels, names, Default::default(), &language)?;
+    let lines = earshot::asr::file_stream::transcribe_channels(&m, &channels, roles, Default::default(), &language)?;
     for l in lines {
         println!("{}", serde_json::to_string(&l)?);
     }

@@ -8,37 +8,35 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::engine::Model;
-use super::stream_policy::{PolicySettings, StreamPolicy, TranscriptUpdate};
+use super::stream_policy::{PolicySettings, StreamPolicy};
+use crate::call::Role;
+use crate::events::TranscriptPayload;
 use super::ModelError;
 
+/// One printed line: the event type and payload, plus where in the audio the decode
+/// was requested and how long it took.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TranscriptLine {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub channel: String,
-    pub utterance_id: String,
-    pub text: String,
-    pub stable: String,
-    pub unstable: String,
-    pub start_ms: u64,
-    pub end_ms: u64,
-    /// Audio position (ms) when the decode that produced this line was requested.
+    #[serde(flatten)]
+    pub payload: TranscriptPayload,
     pub at_ms: u64,
     pub decode_ms: u64,
 }
 
-/// `channels[i]` is 16 kHz mono audio of channel `names[i]`.
+/// `channels[i]` is 16 kHz mono audio of channel `roles[i]`.
 pub fn transcribe_channels(
     model: &Model,
     channels: &[Vec<f32>],
-    names: &[&str],
+    roles: &[Role],
     settings: PolicySettings,
     language: &str,
 ) -> Result<Vec<TranscriptLine>, ModelError> {
     let mut state = model.new_state()?;
     let mut out = Vec::new();
     for (ch, audio) in channels.iter().enumerate() {
-        let name = names.get(ch).copied().unwrap_or("other");
+        let role = roles.get(ch).copied().unwrap_or(Role::Other);
         let mut policy = StreamPolicy::new(settings);
         let mut queue = Vec::new();
         let step = 320;
@@ -60,7 +58,8 @@ pub fn transcribe_channels(
                 queue.extend(next);
                 let at_ms = policy.position() * 1000 / 16000;
                 if let Some(u) = update {
-                    out.push(line(name, u, at_ms, decode_ms));
+                    let kind = u.to_event(role).type_name();
+                    out.push(TranscriptLine { kind, payload: u.to_payload(role), at_ms, decode_ms });
                 }
             }
             if pos >= audio.len() {
@@ -69,33 +68,4 @@ pub fn transcribe_channels(
         }
     }
     Ok(out)
-}
-
-fn line(channel: &str, u: TranscriptUpdate, at_ms: u64, decode_ms: u64) -> TranscriptLine {
-    match u {
-        TranscriptUpdate::Partial { utterance, stable, unstable, start_ms, end_ms } => TranscriptLine {
-            kind: "transcript.partial",
-            channel: channel.to_string(),
-            utterance_id: format!("{channel}-{utterance}"),
-            text: format!("{stable} {unstable}").trim().to_string(),
-            stable,
-            unstable,
-            start_ms,
-            end_ms,
-            at_ms,
-            decode_ms,
-        },
-        TranscriptUpdate::Final { utterance, text, start_ms, end_ms } => TranscriptLine {
-            kind: "transcript.final",
-            channel: channel.to_string(),
-            utterance_id: format!("{channel}-{utterance}"),
-            stable: text.clone(),
-            text,
-            unstable: String::new(),
-            start_ms,
-            end_ms,
-            at_ms,
-            decode_ms,
-        },
-    }
 }

@@ -38,7 +38,9 @@ pub fn clean(text: &str) -> String {
     collapse_loops(&t)
 }
 
-/// Cuts a phrase of 1-8 words repeated more than twice in a row down to one.
+/// Cuts a phrase of 1-8 words repeated more than twice in a row down to one; a phrase
+/// of 4+ words is cut already at its first repeat (people rarely say that twice; Whisper
+/// does when an utterance is cut mid-word).
 fn collapse_loops(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
     let norm: Vec<String> = words.iter().map(|w| bare(w)).collect();
@@ -51,7 +53,7 @@ fn collapse_loops(text: &str) -> String {
             while i + (reps + 1) * n <= words.len() && norm[i..i + n] == norm[i + reps * n..i + (reps + 1) * n] {
                 reps += 1;
             }
-            if reps > 2 {
+            if reps > 2 || (reps == 2 && n >= 4) {
                 out.extend(&words[i..i + n]);
                 i += reps * n;
                 skipped = true;
@@ -83,5 +85,10 @@ mod tests {
         assert_eq!(clean("I think I think I think I think we should"), "I think we should");
         assert_eq!(clean("no no"), "no no");
         assert_eq!(clean("the the the the the"), "the");
+        assert_eq!(
+            clean("As what you can do for your... As what you can do for your..."),
+            "As what you can do for your..."
+        );
+        assert_eq!(clean("we can we can do it"), "we can we can do it");
     }
 }

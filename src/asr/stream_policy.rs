@@ -8,6 +8,8 @@
 //! `max_utterance`, one last decode makes the `Final`.
 
 use super::local_agreement::LocalAgreement;
+use crate::call::Role;
+use crate::events::{EventBody, TranscriptPayload};
 use super::vad::{Vad, VadEvent, VadSettings, FRAME};
 
 pub const RATE: u64 = 16_000;
@@ -64,6 +66,45 @@ pub struct DecodeRequest {
 pub enum TranscriptUpdate {
     Partial { utterance: u64, stable: String, unstable: String, start_ms: u64, end_ms: u64 },
     Final { utterance: u64, text: String, start_ms: u64, end_ms: u64 },
+}
+
+impl TranscriptUpdate {
+    /// The event payload for channel `role`; utterance ids read `<channel>-<n>`.
+    pub fn to_payload(&self, role: Role) -> TranscriptPayload {
+        let channel = match role {
+            Role::Rep => "rep",
+            Role::Customer => "customer",
+            Role::Other => "other",
+        };
+        match self {
+            TranscriptUpdate::Partial { utterance, stable, unstable, start_ms, end_ms } => TranscriptPayload {
+                channel: role,
+                utterance_id: format!("{channel}-{utterance}"),
+                text: format!("{stable} {unstable}").trim().to_string(),
+                stable: stable.clone(),
+                unstable: unstable.clone(),
+                start_ms: *start_ms,
+                end_ms: *end_ms,
+            },
+            TranscriptUpdate::Final { utterance, text, start_ms, end_ms } => TranscriptPayload {
+                channel: role,
+                utterance_id: format!("{channel}-{utterance}"),
+                text: text.clone(),
+                stable: text.clone(),
+                unstable: String::new(),
+                start_ms: *start_ms,
+                end_ms: *end_ms,
+            },
+        }
+    }
+
+    /// As an event body (`transcript.partial` / `transcript.final`).
+    pub fn to_event(&self, role: Role) -> EventBody {
+        match self {
+            TranscriptUpdate::Partial { .. } => EventBody::TranscriptPartial(self.to_payload(role)),
+            TranscriptUpdate::Final { .. } => EventBody::TranscriptFinal(self.to_payload(role)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

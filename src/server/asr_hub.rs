@@ -22,7 +22,6 @@ use super::recogniser::RecogniserHub;
 use crate::asr::engine::Model;
 use crate::asr::stream_policy::{DecodeRequest, PolicySettings, StreamPolicy, TranscriptUpdate};
 use crate::call::{CallId, CallInfo, Role};
-use crate::events::{EventBody, TranscriptPayload};
 use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
 use crate::store::StoreLayout;
 
@@ -284,38 +283,11 @@ impl Scheduler {
         let (call, role) = (s.call, s.role);
         tracing::debug!(secs = r.seconds, final_ = r.req.is_final, "decode");
         if let (Some(u), Some(c)) = (update, self.calls.get_mut(&call)) {
-            let channel = match role {
-                Role::Rep => "rep",
-                Role::Customer => "customer",
-                Role::Other => "other",
-            };
-            let body = match u {
-                TranscriptUpdate::Partial { utterance, stable, unstable, start_ms, end_ms } => {
-                    EventBody::TranscriptPartial(TranscriptPayload {
-                        channel: role,
-                        utterance_id: format!("{channel}-{utterance}"),
-                        text: format!("{stable} {unstable}").trim().to_string(),
-                        stable,
-                        unstable,
-                        start_ms,
-                        end_ms,
-                    })
-                }
-                TranscriptUpdate::Final { utterance, text, start_ms, end_ms } => {
-                    let utterance_id = format!("{channel}-{utterance}");
-                    c.finals.push(FinalSegment { channel: role, utterance_id: utterance_id.clone(), text: text.clone(), start_ms, end_ms });
-                    EventBody::TranscriptFinal(TranscriptPayload {
-                        channel: role,
-                        utterance_id,
-                        stable: text.clone(),
-                        text,
-                        unstable: String::new(),
-                        start_ms,
-                        end_ms,
-                    })
-                }
-            };
-            c.publisher.publish(body);
+            if let TranscriptUpdate::Final { .. } = u {
+                let p = u.to_payload(role);
+                c.finals.push(FinalSegment { channel: role, utterance_id: p.utterance_id, text: p.text, start_ms: p.start_ms, end_ms: p.end_ms });
+            }
+            c.publisher.publish(u.to_event(role));
         }
         self.dispatch(r.stream, next);
         self.maybe_done(r.stream);

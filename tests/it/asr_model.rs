@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use earshot::asr::engine::Model;
+use earshot::call::Role;
 use earshot::asr::{check_model_file, model_import, ModelError};
 use earshot_loadtest::audio::Audio;
 
@@ -113,12 +114,12 @@ fn streaming_two_party_call_gives_finals_on_the_right_channel_at_the_right_time(
     for (i, s) in cust.iter().enumerate() {
         right[cust_at + i] = *s as f32 / 32768.0;
     }
-    let lines = transcribe_channels(&model, &[left, right], &["rep", "customer"], Default::default(), "en").unwrap();
-    let finals = |ch: &str| lines.iter().filter(|l| l.kind == "transcript.final" && l.channel == ch).collect::<Vec<_>>();
-    let (rf, cf) = (finals("rep"), finals("customer"));
+    let lines = transcribe_channels(&model, &[left, right], &[Role::Rep, Role::Customer], Default::default(), "en").unwrap();
+    let finals = |ch: Role| lines.iter().filter(|l| l.kind == "transcript.final" && l.payload.channel == ch).collect::<Vec<_>>();
+    let (rf, cf) = (finals(Role::Rep), finals(Role::Customer));
     assert!(!rf.is_empty() && !cf.is_empty(), "{lines:#?}");
-    let rep_text = words(&rf.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" "));
-    let cust_text = words(&cf.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" "));
+    let rep_text = words(&rf.iter().map(|l| l.payload.text.as_str()).collect::<Vec<_>>().join(" "));
+    let cust_text = words(&cf.iter().map(|l| l.payload.text.as_str()).collect::<Vec<_>>().join(" "));
     for w in ["this", "call", "recorded"] {
         assert!(rep_text.contains(&w.to_string()), "rep: {rep_text:?}");
     }
@@ -127,16 +128,16 @@ fn streaming_two_party_call_gives_finals_on_the_right_channel_at_the_right_time(
     }
     // Offsets within 0.5 s of where the speech is.
     let ms = |samples: usize| (samples * 1000 / 16000) as u64;
-    assert!(rf[0].start_ms.abs_diff(ms(lead)) <= 500, "{:?}", rf[0]);
-    assert!(rf.last().unwrap().end_ms.abs_diff(ms(lead + rep.len())) <= 500, "{:?}", rf.last());
-    assert!(cf[0].start_ms.abs_diff(ms(cust_at)) <= 500, "{:?}", cf[0]);
-    assert!(cf.last().unwrap().end_ms.abs_diff(ms(cust_at + cust.len())) <= 500, "{:?}", cf.last());
+    assert!(rf[0].payload.start_ms.abs_diff(ms(lead)) <= 500, "{:?}", rf[0]);
+    assert!(rf.last().unwrap().payload.end_ms.abs_diff(ms(lead + rep.len())) <= 500, "{:?}", rf.last());
+    assert!(cf[0].payload.start_ms.abs_diff(ms(cust_at)) <= 500, "{:?}", cf[0]);
+    assert!(cf.last().unwrap().payload.end_ms.abs_diff(ms(cust_at + cust.len())) <= 500, "{:?}", cf.last());
     // Partials came first, and their stable text never changed afterwards.
-    let partials: Vec<_> = lines.iter().filter(|l| l.kind == "transcript.partial" && l.channel == "rep").collect();
+    let partials: Vec<_> = lines.iter().filter(|l| l.kind == "transcript.partial" && l.payload.channel == Role::Rep).collect();
     assert!(!partials.is_empty(), "the rep's 3 s of speech must give partials");
     for pair in partials.windows(2) {
-        if pair[0].utterance_id == pair[1].utterance_id {
-            assert!(pair[1].stable.starts_with(&pair[0].stable), "{pair:?}");
+        if pair[0].payload.utterance_id == pair[1].payload.utterance_id {
+            assert!(pair[1].payload.stable.starts_with(&pair[0].payload.stable), "{pair:?}");
         }
     }
 }
@@ -156,6 +157,6 @@ fn silence_and_line_noise_give_no_text() {
                 + 0.05 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16000.0).sin()
         })
         .collect();
-    let lines = transcribe_channels(&model, &[silence, noise], &["rep", "customer"], Default::default(), "en").unwrap();
+    let lines = transcribe_channels(&model, &[silence, noise], &[Role::Rep, Role::Customer], Default::default(), "en").unwrap();
     assert!(lines.is_empty(), "{lines:#?}");
 }
