@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-cargo build --workspace --all-targets --locked
 # The pure cores must build without the IO edge (fuzz targets depend on that).
 cargo check -p earshot --no-default-features --lib --locked
+# nextest builds every test target and the `earshot` binary the integration tests run,
+# in the test profile (a separate `cargo build` would compile everything twice).
 cargo nextest run --workspace --locked --no-fail-fast
