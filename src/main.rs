@@ -160,9 +160,10 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    let recogniser = asr_hub(&config)?;
+    let metrics = earshot::metrics::Metrics::new();
+    let recogniser = asr_hub(&config, &metrics)?;
     tokio_main(async move {
-        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser }).await?;
+        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser, metrics: Some(metrics) }).await?;
         wait_for_signal().await;
         server.drain(wait_for_signal()).await;
         Ok(())
@@ -172,7 +173,7 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
 type Recogniser = Option<(std::sync::Arc<dyn earshot::server::recogniser::RecogniserHub>, earshot::server::recogniser::FeedSettings)>;
 
 #[cfg(feature = "asr")]
-fn asr_hub(config: &Config) -> anyhow::Result<Recogniser> {
+fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Result<Recogniser> {
     if !config.asr.enabled {
         return Ok(None);
     }
@@ -180,6 +181,7 @@ fn asr_hub(config: &Config) -> anyhow::Result<Recogniser> {
     let model = earshot::asr::engine::Model::load(&config.asr.model)
         .with_context(|| "asr.enabled = true needs a model: `earshot model import-ct2 DIR --out <asr.model>`")?;
     let workers = if config.asr.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.asr.workers };
+    metrics.asr_model_load_seconds.set(t0.elapsed().as_secs_f64());
     tracing::info!(model = %config.asr.model.display(), workers, load_ms = t0.elapsed().as_millis() as u64, "whisper model loaded");
     let settings = earshot::server::asr_hub::AsrSettings {
         workers,
@@ -193,12 +195,13 @@ fn asr_hub(config: &Config) -> anyhow::Result<Recogniser> {
         std::sync::Arc::new(model),
         settings,
         earshot::store::StoreLayout::new(config.storage.dir.clone()),
+        metrics.clone(),
     )?;
     Ok(Some((std::sync::Arc::new(hub), Default::default())))
 }
 
 #[cfg(not(feature = "asr"))]
-fn asr_hub(config: &Config) -> anyhow::Result<Recogniser> {
+fn asr_hub(config: &Config, _metrics: &earshot::metrics::Metrics) -> anyhow::Result<Recogniser> {
     anyhow::ensure!(!config.asr.enabled, "asr.enabled = true, but this build has no `asr` feature");
     Ok(None)
 }

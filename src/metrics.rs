@@ -39,6 +39,13 @@ pub struct Metrics {
     pub events_published: IntCounterVec,
     pub recovered_calls: IntCounter,
     pub recogniser_dropped_seconds: CounterVec,
+    pub asr_queue_depth: IntGauge,
+    pub asr_queue_wait_seconds: Histogram,
+    pub asr_inference_seconds: HistogramVec,
+    pub asr_realtime_factor: Histogram,
+    pub asr_lag_seconds: Histogram,
+    pub asr_transcripts: IntCounterVec,
+    pub asr_model_load_seconds: prometheus::Gauge,
     pub draining: IntGauge,
 }
 
@@ -46,6 +53,12 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(c.clone())).expect("unique metric");
     c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -109,6 +122,30 @@ impl Metrics {
                 r.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            asr_queue_depth: {
+                let g = IntGauge::new("earshot_asr_queue_depth", "Decode jobs waiting for a whisper worker.").expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            asr_queue_wait_seconds: histogram(&r, "earshot_asr_queue_wait_seconds", "Time a decode job waited for a worker.", vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
+            asr_inference_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new("earshot_asr_inference_seconds", "whisper.cpp time per decode, by kind (partial or final).")
+                        .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0]),
+                    &["kind"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            asr_realtime_factor: histogram(&r, "earshot_asr_realtime_factor_ratio", "Inference time divided by the audio duration decoded.", vec![0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]),
+            asr_lag_seconds: histogram(&r, "earshot_asr_lag_seconds", "How far behind the live audio a channel's transcript is when a decode result arrives.", vec![0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0]),
+            asr_transcripts: counter_vec(&r, "earshot_asr_transcripts_total", "Transcript events emitted, by type.", &["type"]),
+            asr_model_load_seconds: {
+                let g = prometheus::Gauge::new("earshot_asr_model_load_seconds", "Time the Whisper model took to load (0 when ASR is off).").expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             draining: {
                 let g = IntGauge::new("earshot_draining", "1 while the server drains for shutdown.").expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
@@ -145,6 +182,12 @@ impl Metrics {
         m.ring_fill.with_label_values(&["recorder"]);
         for reason in ["behind", "ring_full"] {
             m.recogniser_dropped_seconds.with_label_values(&[reason]);
+        }
+        for kind in ["partial", "final"] {
+            m.asr_inference_seconds.with_label_values(&[kind]);
+        }
+        for t in ["transcript.partial", "transcript.final"] {
+            m.asr_transcripts.with_label_values(&[t]);
         }
         let build = IntGaugeVec::new(Opts::new("earshot_build_info", "Build information; always 1."), &["version"]).expect("valid metric");
         r_register(&m.registry, &build);

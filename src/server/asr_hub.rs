@@ -23,6 +23,7 @@ use crate::asr::engine::Model;
 use crate::asr::stream_policy::{DecodeRequest, PolicySettings, StreamPolicy, TranscriptUpdate};
 use crate::call::{CallId, CallInfo, Role};
 use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
+use crate::metrics::Metrics;
 use crate::store::StoreLayout;
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,7 @@ struct Job {
     stream: u64,
     req: DecodeRequest,
     audio: Vec<f32>,
+    queued_at: Instant,
 }
 
 struct JobResult {
@@ -57,7 +59,7 @@ pub struct AsrHub {
 
 impl AsrHub {
     /// Starts the scheduler and `settings.workers` inference threads on `model`.
-    pub fn start(model: Arc<Model>, settings: AsrSettings, layout: StoreLayout) -> std::io::Result<AsrHub> {
+    pub fn start(model: Arc<Model>, settings: AsrSettings, layout: StoreLayout, metrics: Metrics) -> std::io::Result<AsrHub> {
         let (tx, rx) = mpsc::sync_channel(1024);
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(4096);
         let (res_tx, res_rx) = mpsc::sync_channel::<JobResult>(4096);
@@ -65,6 +67,7 @@ impl AsrHub {
         let job_rx = Arc::new(Mutex::new(job_rx));
         for i in 0..settings.workers.max(1) {
             let (model, job_rx, res_tx, lang) = (model.clone(), job_rx.clone(), res_tx.clone(), settings.language.clone());
+            let m = metrics.clone();
             std::thread::Builder::new().name(format!("earshot-asr-{i}")).spawn(move || {
                 let mut state = match model.new_state() {
                     Ok(s) => s,
@@ -78,9 +81,18 @@ impl AsrHub {
                         Ok(j) => j,
                         Err(_) => return,
                     };
+                    m.asr_queue_depth.dec();
+                    m.asr_queue_wait_seconds.observe(job.queued_at.elapsed().as_secs_f64());
                     let t0 = Instant::now();
                     let text = model.decode_utterance(&mut state, &job.audio, &job.req.prompt, &lang).map_err(|e| e.to_string());
-                    let r = JobResult { stream: job.stream, req: job.req, text, seconds: t0.elapsed().as_secs_f64() };
+                    let seconds = t0.elapsed().as_secs_f64();
+                    let kind = if job.req.is_final { "final" } else { "partial" };
+                    m.asr_inference_seconds.with_label_values(&[kind]).observe(seconds);
+                    let audio_secs = job.audio.len() as f64 / 16000.0;
+                    if audio_secs > 0.0 {
+                        m.asr_realtime_factor.observe(seconds / audio_secs);
+                    }
+                    let r = JobResult { stream: job.stream, req: job.req, text, seconds };
                     if res_tx.send(r).is_err() {
                         return;
                     }
@@ -97,6 +109,7 @@ impl AsrHub {
             calls: HashMap::new(),
             policy: settings.policy,
             layout,
+            metrics,
         };
         std::thread::Builder::new().name("earshot-asr-scheduler".into()).spawn(move || scheduler.run())?;
         Ok(AsrHub { tx })
@@ -159,6 +172,7 @@ struct Scheduler {
     calls: HashMap<CallId, CallState>,
     policy: PolicySettings,
     layout: StoreLayout,
+    metrics: Metrics,
 }
 
 impl Scheduler {
@@ -242,7 +256,8 @@ impl Scheduler {
             let to = ((req.end.saturating_sub(s.base)) as usize).min(s.audio.len());
             let audio = s.audio[from.min(to)..to].to_vec();
             s.in_flight = true;
-            self.backlog.push_back(Job { stream: i, req, audio });
+            self.metrics.asr_queue_depth.inc();
+            self.backlog.push_back(Job { stream: i, req, audio, queued_at: Instant::now() });
         }
     }
 
@@ -279,6 +294,9 @@ impl Scheduler {
                 String::new()
             }
         };
+        // Lag: how far the live audio has moved past what this result covers.
+        let lag = s.policy.position().saturating_sub(r.req.end) as f64 / 16000.0;
+        self.metrics.asr_lag_seconds.observe(lag);
         let (update, next) = s.policy.on_result(&r.req, &text);
         let (call, role) = (s.call, s.role);
         tracing::debug!(secs = r.seconds, final_ = r.req.is_final, "decode");
@@ -287,7 +305,9 @@ impl Scheduler {
                 let p = u.to_payload(role);
                 c.finals.push(FinalSegment { channel: role, utterance_id: p.utterance_id, text: p.text, start_ms: p.start_ms, end_ms: p.end_ms });
             }
-            c.publisher.publish(u.to_event(role));
+            let event = u.to_event(role);
+            self.metrics.asr_transcripts.with_label_values(&[event.type_name()]).inc();
+            c.publisher.publish(event);
         }
         self.dispatch(r.stream, next);
         self.maybe_done(r.stream);

@@ -146,6 +146,9 @@ pub struct ServeOptions {
     pub allow_demo_secrets: bool,
     /// Receives every call's 16 kHz per-channel audio (the ASR feature registers here).
     pub recogniser: Option<(Arc<dyn recogniser::RecogniserHub>, recogniser::FeedSettings)>,
+    /// Metrics registry to use (so parts built before the server, like the ASR hub,
+    /// report into the same one); a fresh one when `None`.
+    pub metrics: Option<Metrics>,
 }
 
 /// A running server.
@@ -169,7 +172,7 @@ impl Server {
         let root = config.storage.dir.clone();
         std::fs::create_dir_all(&root).map_err(|source| ServerError::Storage { path: root.clone(), source })?;
         let layout = StoreLayout::new(root);
-        let metrics = Metrics::new();
+        let metrics = opts.metrics.clone().unwrap_or_default();
         let recovery_layout = layout.clone();
         let recovered = tokio::task::spawn_blocking(move || recover_inflight(&recovery_layout)).await.unwrap_or_default();
         for r in recovered {

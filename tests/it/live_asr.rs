@@ -31,10 +31,12 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         data.display()
     );
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
+    let metrics = earshot::metrics::Metrics::new();
     let hub = AsrHub::start(
         Arc::new(Model::load(&model_path).unwrap()),
         AsrSettings { workers: 1, language: "en".into(), policy: Default::default() },
         StoreLayout::new(&data),
+        metrics.clone(),
     )
     .unwrap();
     let rep = speech("en-us", "Hello, this is Alex from Acme. This call is recorded.", 16000);
@@ -51,7 +53,10 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
     let validator = jsonschema::validator_for(&schema).unwrap();
 
     rt().block_on(async {
-        let server = Server::start(config, ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), ..Default::default() })
+        let server = Server::start(
+            config,
+            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
+        )
             .await
             .unwrap();
         let mut rx = server.app.subscribe();
@@ -106,6 +111,14 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         assert_eq!(saved["segments"].as_array().unwrap().len(), finals.len());
         let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap();
         assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
+        // The ASR metrics saw the same work.
+        let text = server.app.metrics.render();
+        let finals_published = events.iter().filter(|e| e.type_name() == "transcript.final").count() as f64;
+        assert_eq!(metric(&text, "earshot_asr_transcripts_total", &["type=\"transcript.final\""]), finals_published);
+        assert!(metric(&text, "earshot_asr_inference_seconds_count", &["kind=\"final\""]) >= finals_published);
+        assert!(metric(&text, "earshot_asr_realtime_factor_ratio_count", &[]) > 0.0);
+        assert!(metric(&text, "earshot_asr_lag_seconds_count", &[]) > 0.0);
+        assert_eq!(metric(&text, "earshot_asr_queue_depth", &[]), 0.0);
         server.drain(std::future::pending()).await;
     });
 }
