@@ -39,6 +39,19 @@ impl Model {
         &self.path
     }
 
+    /// Greedy decoding on one thread (measured: two threads per inference collapse under
+    /// contention), quiet.
+    fn greedy_params(language: &str) -> FullParams<'_, '_> {
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(1);
+        params.set_language(Some(language));
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_special(false);
+        params.set_print_timestamps(false);
+        params
+    }
+
     pub fn new_state(&self) -> Result<WhisperState, ModelError> {
         self.ctx.create_state().map_err(|e| ModelError::Inference(e.to_string()))
     }
@@ -50,18 +63,12 @@ impl Model {
     pub fn decode_utterance(&self, state: &mut WhisperState, audio: &[f32], prompt: &str, language: &str) -> Result<String, ModelError> {
         let secs = audio.len() as f32 / 16000.0;
         let audio_ctx = ((secs * 64.0).ceil() as i32 + 64).min(1500);
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(1);
-        params.set_language(Some(language));
+        let mut params = Self::greedy_params(language);
         params.set_audio_ctx(audio_ctx);
         params.set_single_segment(true);
         params.set_no_context(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_special(false);
-        params.set_print_timestamps(false);
         if !prompt.trim().is_empty() {
             params.set_initial_prompt(prompt.trim());
         }
@@ -87,14 +94,7 @@ impl Model {
 
     /// Offline transcription of 16 kHz mono audio with greedy decoding on one thread.
     pub fn transcribe(&self, state: &mut WhisperState, audio: &[f32], language: &str) -> Result<Vec<Segment>, ModelError> {
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(1);
-        params.set_language(Some(language));
-        params.set_print_progress(false);
-        params.set_print_realtime(false);
-        params.set_print_special(false);
-        params.set_print_timestamps(false);
-        state.full(params, audio).map_err(|e| ModelError::Inference(e.to_string()))?;
+        state.full(Self::greedy_params(language), audio).map_err(|e| ModelError::Inference(e.to_string()))?;
         let mut out = Vec::new();
         for seg in state.as_iter() {
             let text = seg.to_str_lossy().map_err(|e| ModelError::Inference(e.to_string()))?.trim().to_string();

@@ -180,7 +180,16 @@ impl Scheduler {
         let mut buf = Vec::new();
         let mut drain_waiters: Vec<SyncSender<()>> = Vec::new();
         loop {
-            while let Ok(cmd) = self.rx.try_recv() {
+            let mut hub_gone = false;
+            loop {
+                let cmd = match self.rx.try_recv() {
+                    Ok(cmd) => cmd,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        hub_gone = true;
+                        break;
+                    }
+                };
                 let (call, taps, publisher) = match cmd {
                     Command::Attach { call, taps, publisher } => (call, taps, publisher),
                     Command::Drain(tx) => {
@@ -234,6 +243,11 @@ impl Scheduler {
             if self.streams.is_empty() {
                 for w in drain_waiters.drain(..) {
                     let _ = w.send(());
+                }
+                // The hub was dropped and nothing is left to finish: returning drops the
+                // job queue's sender, which lets the worker threads exit too.
+                if hub_gone {
+                    return;
                 }
             }
             match self.results.recv_timeout(Duration::from_millis(20)) {

