@@ -71,9 +71,13 @@ pub struct AsrConfig {
     /// Transcribe calls live with Whisper on this machine (off: media-only).
     #[serde(default)]
     pub enabled: bool,
-    /// ggml model file (`earshot model import-ct2` makes one offline).
+    /// A model name (`tiny.en`, `base.en-q5_1`: the file `earshot model fetch NAME`
+    /// puts in `model_dir`) or a path to a ggml file.
     #[serde(default = "default_model")]
-    pub model: PathBuf,
+    pub model: String,
+    /// Where model names are looked up (and `earshot model fetch` puts them).
+    #[serde(default = "default_model_dir")]
+    pub model_dir: PathBuf,
     /// Inference threads; 0 = one per core.
     #[serde(default)]
     pub workers: usize,
@@ -85,10 +89,37 @@ pub struct AsrConfig {
     /// Silence that ends an utterance (final).
     #[serde(default = "default_endpoint", with = "humantime_serde")]
     pub endpoint: Duration,
+    /// Overload: the most a channel's transcript may fall behind the live audio. At a
+    /// quarter of it partials slow down, at half they stop, at all of it the oldest
+    /// untranscribed speech is shed (counted, marked); recovery is automatic.
+    #[serde(default = "default_max_lag", with = "humantime_serde")]
+    pub max_lag: Duration,
 }
 
-fn default_model() -> PathBuf {
-    PathBuf::from("models/ggml-tiny.en.bin")
+fn default_model() -> String {
+    "tiny.en".into()
+}
+fn default_model_dir() -> PathBuf {
+    PathBuf::from("models")
+}
+fn default_max_lag() -> Duration {
+    Duration::from_secs(6)
+}
+
+/// A model setting is a name (no `/`, not ending in `.bin`) in `dir`, or a path.
+pub fn model_path(model: &str, dir: &Path) -> PathBuf {
+    if model.contains('/') || model.ends_with(".bin") {
+        PathBuf::from(model)
+    } else {
+        dir.join(format!("ggml-{model}.bin"))
+    }
+}
+
+impl AsrConfig {
+    /// The ggml file for `model` (the tenant's, or the default).
+    pub fn model_path_for(&self, model: Option<&str>) -> PathBuf {
+        model_path(model.unwrap_or(&self.model), &self.model_dir)
+    }
 }
 fn default_language() -> String {
     "en".into()
@@ -105,10 +136,12 @@ impl Default for AsrConfig {
         Self {
             enabled: false,
             model: default_model(),
+            model_dir: default_model_dir(),
             workers: 0,
             language: default_language(),
             step: default_step(),
             endpoint: default_endpoint(),
+            max_lag: default_max_lag(),
         }
     }
 }
@@ -352,6 +385,13 @@ pub struct TenantConfig {
     /// Record audio at all. Off: calls are still accepted (later: transcribed), no audio is written.
     #[serde(default = "default_true")]
     pub recording: bool,
+    /// This tenant's Whisper model (name or path), instead of `asr.model`.
+    #[serde(default)]
+    pub asr_model: Option<String>,
+    /// This tenant's language (`en`, `de`, …, or `auto` to detect; needs a multilingual
+    /// model for anything but English), instead of `asr.language`.
+    #[serde(default)]
+    pub asr_language: Option<String>,
 }
 
 fn default_rep_track() -> RepTrack {
@@ -420,6 +460,20 @@ impl Config {
         }
         if self.asr.endpoint < Duration::from_millis(100) || self.asr.endpoint > Duration::from_secs(5) {
             return Err(invalid("asr.endpoint", "must be between 100ms and 5s"));
+        }
+        let lang_ok = |l: &str| l == "auto" || ((2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()));
+        if !lang_ok(&self.asr.language) {
+            return Err(invalid("asr.language", "must be a Whisper language code (en, de, es, …) or \"auto\""));
+        }
+        for t in &self.tenants {
+            if let Some(l) = &t.asr_language {
+                if !lang_ok(l) {
+                    return Err(invalid(&format!("tenants.{}.asr_language", t.id), "must be a Whisper language code (en, de, es, …) or \"auto\""));
+                }
+            }
+        }
+        if self.asr.max_lag < Duration::from_secs(2) || self.asr.max_lag > Duration::from_secs(120) {
+            return Err(invalid("asr.max_lag", "must be between 2s and 120s"));
         }
         if self.limits.max_calls == 0 {
             return Err(invalid("limits.max_calls", "must be at least 1"));

@@ -60,6 +60,10 @@ pub struct TranscriptPayload {
     pub unstable: String,
     pub start_ms: u64,
     pub end_ms: u64,
+    /// Set on a `transcript.final` that marks speech left untranscribed (`asr_overload`:
+    /// the recognition pool was too far behind and shed this audio; the recording has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untranscribed: Option<String>,
 }
 
 impl EventBody {

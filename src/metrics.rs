@@ -46,6 +46,8 @@ pub struct Metrics {
     pub asr_lag_seconds: Histogram,
     pub asr_transcripts: IntCounterVec,
     pub asr_model_load_seconds: prometheus::Gauge,
+    pub asr_degrade_level: IntGauge,
+    pub asr_shed_seconds: prometheus::Counter,
     pub draining: IntGauge,
 }
 
@@ -145,6 +147,24 @@ impl Metrics {
                 let g = prometheus::Gauge::new("earshot_asr_model_load_seconds", "Time the Whisper model took to load (0 when ASR is off).").expect("valid metric");
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
+            },
+            asr_degrade_level: {
+                let g = IntGauge::new(
+                    "earshot_asr_degrade_level",
+                    "Recognition load level: 0 normal, 1 longer partial step, 2 finals only, 3 shedding old audio.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            asr_shed_seconds: {
+                let c = prometheus::Counter::new(
+                    "earshot_asr_shed_seconds_total",
+                    "Speech left untranscribed because the recognition pool was too far behind (the recording keeps it).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
             },
             draining: {
                 let g = IntGauge::new("earshot_draining", "1 while the server drains for shutdown.").expect("valid metric");

@@ -39,6 +39,11 @@ impl Model {
         &self.path
     }
 
+    /// Whether the model knows languages other than English (and `auto` detection).
+    pub fn is_multilingual(&self) -> bool {
+        self.ctx.is_multilingual()
+    }
+
     /// Greedy decoding on one thread (measured: two threads per inference collapse under
     /// contention), quiet.
     fn greedy_params(language: &str) -> FullParams<'_, '_> {
@@ -69,6 +74,12 @@ impl Model {
         params.set_no_context(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
+        // Live decodes must take a bounded time: no temperature fallback (a failed
+        // greedy decode is retried up to five times at higher temperatures, measured
+        // here at 4-9 s for one 2 s utterance), and no more tokens than speech can hold
+        // (about 3 words, 4-5 tokens, per second; a looping decoder stops there).
+        params.set_temperature_inc(0.0);
+        params.set_max_tokens((secs * 8.0).ceil() as i32 + 8);
         if !prompt.trim().is_empty() {
             params.set_initial_prompt(prompt.trim());
         }

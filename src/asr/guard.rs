@@ -35,7 +35,23 @@ pub fn clean(text: &str) -> String {
     if HALLUCINATIONS.contains(&bare(&t).as_str()) {
         return String::new();
     }
-    collapse_loops(&t)
+    drop_restart(&collapse_loops(&t))
+}
+
+/// Drops a tail that restarts the utterance: after the last full stop, the first
+/// 2+ words of the text again ("Ask what you can do for your country. Ask what you").
+/// Greedy decoding without temperature fallback does this when the audio ends
+/// mid-breath; nobody says the first words of a sentence again and stops.
+fn drop_restart(text: &str) -> String {
+    let Some(cut) = text.trim_end().rfind(['.', '?', '!']) else { return text.to_string() };
+    let (head, tail) = text.split_at(cut + 1);
+    let tail_words: Vec<String> = tail.split_whitespace().map(bare).collect();
+    let head_words: Vec<String> = head.split_whitespace().map(bare).collect();
+    let n = tail_words.len();
+    if n >= 2 && head_words.len() > 2 * n && head_words[..n] == tail_words[..] {
+        return head.trim_end().to_string();
+    }
+    text.to_string()
 }
 
 /// Cuts a phrase of 1-8 words repeated more than twice in a row down to one; a phrase
@@ -90,5 +106,17 @@ mod tests {
             "As what you can do for your..."
         );
         assert_eq!(clean("we can we can do it"), "we can we can do it");
+    }
+
+    #[test]
+    fn a_restarted_sentence_at_the_end_is_dropped() {
+        assert_eq!(
+            clean("ask what you can do for your country. Ask what you"),
+            "ask what you can do for your country."
+        );
+        // Not a restart: different words, or too long a tail to be sure.
+        assert_eq!(clean("I can do Friday. I can"), "I can do Friday. I can");
+        assert_eq!(clean("Call me at nine. Nine works"), "Call me at nine. Nine works");
+        assert_eq!(clean("Yes. Yes it is"), "Yes. Yes it is");
     }
 }

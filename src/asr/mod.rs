@@ -2,6 +2,8 @@
 //! work is pure Rust; running whisper.cpp needs the `asr` feature.
 
 pub mod ct2;
+#[cfg(feature = "server")]
+pub mod fetch;
 #[cfg(feature = "asr")]
 pub mod engine;
 #[cfg(feature = "asr")]
@@ -11,6 +13,7 @@ pub mod guard;
 pub mod local_agreement;
 pub mod mel;
 pub mod model_import;
+pub mod overload;
 pub mod stream_policy;
 pub mod vad;
 

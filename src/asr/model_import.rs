@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::ct2::{self, Ct2Model};
-use super::ggml::{self, HParams, TensorType};
+use super::ggml::{self, HParams, Quantization, TensorType};
 use super::{mel, ModelError};
 
 #[derive(Debug, Clone)]
@@ -17,6 +17,7 @@ pub struct ImportSummary {
     pub vocab_written: usize,
     pub multilingual: bool,
     pub bytes: u64,
+    pub quantize: Option<Quantization>,
 }
 
 /// GPT-2's byte-level alphabet, reversed: the character each byte was shown as -> the byte.
@@ -69,16 +70,51 @@ impl<'a> Mapper<'a> {
     }
 }
 
-fn ttype_for(name: &str, dims: &[usize]) -> TensorType {
+/// What to write: f16 weights (as the official files), or quantised ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    pub quantize: Option<Quantization>,
+}
+
+fn ttype_for(name: &str, dims: &[usize], quantize: Option<Quantization>) -> TensorType {
     let small = dims.len() < 2
         || name.ends_with("conv1.bias")
         || name.ends_with("conv2.bias")
         || name.ends_with("positional_embedding");
-    if small {
-        TensorType::F32
-    } else {
-        TensorType::F16
+    match (small, quantize) {
+        (true, _) => TensorType::F32,
+        // whisper.cpp's quantize tool: 2-D weights only (conv kernels are 3-D, stay f16).
+        (false, Some(q)) if dims.len() == 2 => q.tensor_type(),
+        (false, _) => TensorType::F16,
     }
+}
+
+/// `model.bin`, or a model split over `model.bin.part1`, `model.bin.part2`, …
+/// (how some packages ship one larger than an index's file limit), joined in order.
+fn read_model_bin(dir: &Path) -> Result<(PathBuf, Vec<u8>), ModelError> {
+    let whole = dir.join("model.bin");
+    if whole.exists() {
+        let bin = std::fs::read(&whole).map_err(|source| ModelError::Io { path: whole.clone(), source })?;
+        return Ok((whole, bin));
+    }
+    let mut bin = Vec::new();
+    let mut n = 1;
+    loop {
+        let part = dir.join(format!("model.bin.part{n}"));
+        if !part.exists() {
+            break;
+        }
+        let mut f = std::fs::File::open(&part).map_err(|source| ModelError::Io { path: part.clone(), source })?;
+        std::io::Read::read_to_end(&mut f, &mut bin).map_err(|source| ModelError::Io { path: part.clone(), source })?;
+        n += 1;
+    }
+    if n == 1 {
+        return Err(ModelError::Io {
+            path: whole,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no model.bin (nor model.bin.part1, …) in this directory"),
+        });
+    }
+    Ok((whole, bin))
 }
 
 /// A tensor's shape (numpy order) and values.
@@ -174,14 +210,18 @@ fn map_weights(map: &Mapper<'_>) -> Result<Out, ModelError> {
     Ok(out)
 }
 
-/// Converts `dir` (CTranslate2 Whisper model) to a ggml file at `out`.
+/// Converts `dir` (CTranslate2 Whisper model) to an f16 ggml file at `out`.
 pub fn import_ct2(dir: &Path, out: &Path) -> Result<ImportSummary, ModelError> {
+    import_ct2_with(dir, out, ImportOptions::default())
+}
+
+/// Converts `dir` (CTranslate2 Whisper model) to a ggml file at `out`.
+pub fn import_ct2_with(dir: &Path, out: &Path, opts: ImportOptions) -> Result<ImportSummary, ModelError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e: std::io::Error| ModelError::Io { path: p, source: e }
     };
-    let bin_path = dir.join("model.bin");
-    let bin = std::fs::read(&bin_path).map_err(io(&bin_path))?;
+    let (bin_path, bin) = read_model_bin(dir)?;
     let model = ct2::parse(&bin).map_err(|e| e.in_file(&bin_path))?;
     if !model.spec.starts_with("WhisperSpec") {
         return Err(ModelError::Format(format!("{}: spec {:?} is not a Whisper model", bin_path.display(), model.spec)));
@@ -216,7 +256,7 @@ pub fn import_ct2(dir: &Path, out: &Path) -> Result<ImportSummary, ModelError> {
         n_text_head: map.scalar("decoder/num_heads").map_or(n_text_state / 64, |h| h as i32),
         n_text_layer: map.layers("decoder") as i32,
         n_mels: conv1[1] as i32,
-        ftype: 1,
+        ftype: opts.quantize.map_or(1, Quantization::ftype),
     };
     let n_fft = 400;
     let filters = mel::filters(16000, n_fft, hparams.n_mels as usize);
@@ -224,7 +264,7 @@ pub fn import_ct2(dir: &Path, out: &Path) -> Result<ImportSummary, ModelError> {
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     let mut w = ggml::Writer::new(std::io::BufWriter::new(file), &hparams, &filters, n_fft / 2 + 1, &vocab).map_err(io(&tmp))?;
     for (name, dims, vals) in &weights {
-        w.tensor(name, dims, ttype_for(name, dims), vals).map_err(io(&tmp))?;
+        w.tensor(name, dims, ttype_for(name, dims, opts.quantize), vals).map_err(io(&tmp))?;
     }
     w.finish().map_err(io(&tmp))?;
     std::fs::rename(&tmp, out).map_err(io(out))?;
@@ -236,6 +276,7 @@ pub fn import_ct2(dir: &Path, out: &Path) -> Result<ImportSummary, ModelError> {
         vocab_written: vocab.len(),
         multilingual: hparams.n_vocab >= 51865,
         bytes,
+        quantize: opts.quantize,
     })
 }
 

@@ -66,6 +66,22 @@ pub struct DecodeRequest {
 pub enum TranscriptUpdate {
     Partial { utterance: u64, stable: String, unstable: String, start_ms: u64, end_ms: u64 },
     Final { utterance: u64, text: String, start_ms: u64, end_ms: u64 },
+    /// Speech that was not transcribed: the pool was overloaded and this audio was shed.
+    /// Sent as a `transcript.final` with empty text and `untranscribed` set.
+    Gap { utterance: u64, start_ms: u64, end_ms: u64 },
+}
+
+/// How far the pool is behind, as steps of degradation (see `asr::overload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Degrade {
+    #[default]
+    Normal = 0,
+    /// Partials at twice the step.
+    LongStep = 1,
+    /// Finals only.
+    FinalsOnly = 2,
+    /// Finals only, and audio too far behind is dropped unheard.
+    Shed = 3,
 }
 
 impl TranscriptUpdate {
@@ -85,6 +101,7 @@ impl TranscriptUpdate {
                 unstable: unstable.clone(),
                 start_ms: *start_ms,
                 end_ms: *end_ms,
+                untranscribed: None,
             },
             TranscriptUpdate::Final { utterance, text, start_ms, end_ms } => TranscriptPayload {
                 channel: role,
@@ -94,6 +111,17 @@ impl TranscriptUpdate {
                 unstable: String::new(),
                 start_ms: *start_ms,
                 end_ms: *end_ms,
+                untranscribed: None,
+            },
+            TranscriptUpdate::Gap { utterance, start_ms, end_ms } => TranscriptPayload {
+                channel: role,
+                utterance_id: format!("{channel}-{utterance}"),
+                text: String::new(),
+                stable: String::new(),
+                unstable: String::new(),
+                start_ms: *start_ms,
+                end_ms: *end_ms,
+                untranscribed: Some("asr_overload".into()),
             },
         }
     }
@@ -102,7 +130,9 @@ impl TranscriptUpdate {
     pub fn to_event(&self, role: Role) -> EventBody {
         match self {
             TranscriptUpdate::Partial { .. } => EventBody::TranscriptPartial(self.to_payload(role)),
-            TranscriptUpdate::Final { .. } => EventBody::TranscriptFinal(self.to_payload(role)),
+            TranscriptUpdate::Final { .. } | TranscriptUpdate::Gap { .. } => {
+                EventBody::TranscriptFinal(self.to_payload(role))
+            }
         }
     }
 }
@@ -125,10 +155,13 @@ pub struct StreamPolicy {
     next_id: u64,
     current: Option<Utterance>,
     in_flight: bool,
+    /// End of the audio the in-flight decode covers.
+    in_flight_end: u64,
     /// A final that waits for the in-flight decode to come back.
     queued: Vec<DecodeRequest>,
     context: String,
     events: Vec<VadEvent>,
+    degrade: Degrade,
 }
 
 impl StreamPolicy {
@@ -141,10 +174,43 @@ impl StreamPolicy {
             next_id: 1,
             current: None,
             in_flight: false,
+            in_flight_end: 0,
             queued: Vec::new(),
             context: String::new(),
             events: Vec::new(),
+            degrade: Degrade::Normal,
         }
+    }
+
+    /// The pool's load level, set by the scheduler.
+    pub fn set_degrade(&mut self, d: Degrade) {
+        self.degrade = d;
+    }
+
+    /// How far behind the live audio this channel's oldest pending decode is (samples):
+    /// 0 when nothing waits.
+    pub fn backlog_lag(&self) -> u64 {
+        let queued = self.queued.iter().map(|r| r.end).min();
+        let flying = self.in_flight.then_some(self.in_flight_end);
+        match queued.into_iter().chain(flying).min() {
+            Some(end) => self.seen.saturating_sub(end),
+            None => 0,
+        }
+    }
+
+    /// Drops queued (not yet started) finals whose audio ended more than `max_lag`
+    /// samples ago; returns them as gaps to mark. Never touches the decode in flight.
+    pub fn shed(&mut self, max_lag: u64) -> Vec<TranscriptUpdate> {
+        let horizon = self.seen.saturating_sub(max_lag);
+        let mut gaps = Vec::new();
+        self.queued.retain(|r| {
+            let old = r.is_final && r.end < horizon;
+            if old {
+                gaps.push(TranscriptUpdate::Gap { utterance: r.utterance, start_ms: Self::ms(r.start), end_ms: Self::ms(r.end) });
+            }
+            !old
+        });
+        gaps
     }
 
     /// Samples seen so far (the channel's clock).
@@ -192,7 +258,8 @@ impl StreamPolicy {
                 let cut = self.seen;
                 self.finalise(u, cut, cut, &mut out);
                 self.begin(cut);
-            } else if self.seen - u.last_decode_end >= self.s.step_ms * RATE / 1000
+            } else if self.degrade < Degrade::FinalsOnly
+                && self.seen - u.last_decode_end >= self.step_samples()
                 && self.seen - u.speech_start >= self.s.min_voiced_ms * RATE / 1000
                 && !self.in_flight
             {
@@ -204,6 +271,11 @@ impl StreamPolicy {
             }
         }
         self.release(out)
+    }
+
+    fn step_samples(&self) -> u64 {
+        let factor = if self.degrade >= Degrade::LongStep { 2 } else { 1 };
+        self.s.step_ms * factor * RATE / 1000
     }
 
     /// End of the channel: finalise whatever is open.
@@ -240,6 +312,7 @@ impl StreamPolicy {
                 let r = self.queued.remove(i);
                 // A partial superseded by a queued final of the same utterance is dropped.
                 self.queued.retain(|q| q.is_final || q.utterance != r.utterance);
+                self.in_flight_end = r.end;
                 ready.push(r);
                 self.in_flight = true;
             }
@@ -340,6 +413,50 @@ mod tests {
         x.extend(vec![0.0; 32000]);
         assert!(feed(&mut p, &x).is_empty());
         assert!(p.flush().is_empty());
+    }
+
+    #[test]
+    fn degraded_levels_slow_then_stop_partials_and_shed_old_finals() {
+        let run = |d: Degrade| {
+            let mut p = StreamPolicy::new(PolicySettings::default());
+            p.set_degrade(d);
+            let mut x = vec![0.0; 8000];
+            x.extend(speech(6.0));
+            x.extend(vec![0.0; 16000]);
+            let mut reqs = vec![];
+            for c in x.chunks(320) {
+                for r in p.push_audio(c) {
+                    let (_, next) = p.on_result(&r, "words here");
+                    reqs.push(r);
+                    reqs.extend(next);
+                }
+            }
+            (reqs.iter().filter(|r| !r.is_final).count(), reqs.iter().filter(|r| r.is_final).count())
+        };
+        let (normal, _) = run(Degrade::Normal);
+        let (long, _) = run(Degrade::LongStep);
+        let (none, finals) = run(Degrade::FinalsOnly);
+        assert!(normal >= 4 && long <= normal / 2 + 1 && long >= 2, "{normal} {long}");
+        assert_eq!((none, finals), (0, 1));
+
+        // Three utterances end while a decode is stuck in flight: the backlog grows,
+        // shedding drops the old queued finals (as gaps) and keeps the recent one.
+        let mut p = StreamPolicy::new(PolicySettings::default());
+        p.set_degrade(Degrade::Shed);
+        let mut flying = vec![];
+        for _ in 0..3 {
+            let mut x = speech(1.5);
+            x.extend(vec![0.0; 16000 * 3]);
+            flying.extend(feed(&mut p, &x));
+        }
+        assert_eq!(flying.len(), 1, "one decode in flight, the rest queued");
+        assert!(p.backlog_lag() >= 16000 * 9, "{}", p.backlog_lag());
+        let gaps = p.shed(16000 * 5);
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(matches!(gaps[0], TranscriptUpdate::Gap { start_ms, .. } if (4000..5000).contains(&start_ms)), "{gaps:?}");
+        let (_, next) = p.on_result(&flying[0], "first");
+        assert_eq!(next.len(), 1);
+        assert!(next[0].start >= 16000 * 8, "the recent final is still decoded: {next:?}");
     }
 
     #[test]

@@ -20,7 +20,8 @@ use serde::Serialize;
 use super::call_session::CallPublisher;
 use super::recogniser::RecogniserHub;
 use crate::asr::engine::Model;
-use crate::asr::stream_policy::{DecodeRequest, PolicySettings, StreamPolicy, TranscriptUpdate};
+use crate::asr::overload::{Overload, OverloadSettings};
+use crate::asr::stream_policy::{Degrade, DecodeRequest, PolicySettings, StreamPolicy, TranscriptUpdate, RATE};
 use crate::call::{CallId, CallInfo, Role};
 use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
 use crate::metrics::Metrics;
@@ -31,6 +32,27 @@ pub struct AsrSettings {
     pub workers: usize,
     pub language: String,
     pub policy: PolicySettings,
+    pub overload: OverloadSettings,
+    /// Tenants that use another model (an index into the hub's models) or language.
+    pub tenants: HashMap<String, TenantAsr>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TenantAsr {
+    pub model: usize,
+    pub language: Option<String>,
+}
+
+impl AsrSettings {
+    pub fn new(workers: usize, language: &str) -> Self {
+        Self {
+            workers,
+            language: language.into(),
+            policy: PolicySettings::default(),
+            overload: OverloadSettings::default(),
+            tenants: HashMap::new(),
+        }
+    }
 }
 
 enum Command {
@@ -41,6 +63,8 @@ enum Command {
 
 struct Job {
     stream: u64,
+    model: usize,
+    language: Arc<str>,
     req: DecodeRequest,
     audio: Vec<f32>,
     queued_at: Instant,
@@ -58,24 +82,20 @@ pub struct AsrHub {
 }
 
 impl AsrHub {
-    /// Starts the scheduler and `settings.workers` inference threads on `model`.
-    pub fn start(model: Arc<Model>, settings: AsrSettings, layout: StoreLayout, metrics: Metrics) -> std::io::Result<AsrHub> {
+    /// Starts the scheduler and `settings.workers` inference threads. `models[0]` is the
+    /// default; tenants may name others. Each worker keeps one whisper state per model.
+    pub fn start(models: Vec<Arc<Model>>, settings: AsrSettings, layout: StoreLayout, metrics: Metrics) -> std::io::Result<AsrHub> {
+        assert!(!models.is_empty(), "at least one model");
         let (tx, rx) = mpsc::sync_channel(1024);
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(4096);
         let (res_tx, res_rx) = mpsc::sync_channel::<JobResult>(4096);
         // Workers share one receiver: the lock is held only to take the next job.
         let job_rx = Arc::new(Mutex::new(job_rx));
         for i in 0..settings.workers.max(1) {
-            let (model, job_rx, res_tx, lang) = (model.clone(), job_rx.clone(), res_tx.clone(), settings.language.clone());
+            let (models, job_rx, res_tx) = (models.clone(), job_rx.clone(), res_tx.clone());
             let m = metrics.clone();
             std::thread::Builder::new().name(format!("earshot-asr-{i}")).spawn(move || {
-                let mut state = match model.new_state() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "whisper state");
-                        return;
-                    }
-                };
+                let mut states: Vec<Option<whisper_rs::WhisperState>> = models.iter().map(|_| None).collect();
                 loop {
                     let job = match job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
                         Ok(j) => j,
@@ -84,7 +104,18 @@ impl AsrHub {
                     m.asr_queue_depth.dec();
                     m.asr_queue_wait_seconds.observe(job.queued_at.elapsed().as_secs_f64());
                     let t0 = Instant::now();
-                    let text = model.decode_utterance(&mut state, &job.audio, &job.req.prompt, &lang).map_err(|e| e.to_string());
+                    let model = &models[job.model.min(models.len() - 1)];
+                    let slot = &mut states[job.model.min(models.len() - 1)];
+                    if slot.is_none() {
+                        match model.new_state() {
+                            Ok(st) => *slot = Some(st),
+                            Err(e) => tracing::error!(error = %e, "whisper state"),
+                        }
+                    }
+                    let text = match slot.as_mut() {
+                        Some(state) => model.decode_utterance(state, &job.audio, &job.req.prompt, &job.language).map_err(|e| e.to_string()),
+                        None => Err("no whisper state".to_string()),
+                    };
                     let seconds = t0.elapsed().as_secs_f64();
                     let kind = if job.req.is_final { "final" } else { "partial" };
                     m.asr_inference_seconds.with_label_values(&[kind]).observe(seconds);
@@ -108,6 +139,11 @@ impl AsrHub {
             next_stream: 0,
             calls: HashMap::new(),
             policy: settings.policy,
+            language: settings.language.as_str().into(),
+            tenants: settings.tenants,
+            overload: Overload::new(settings.overload),
+            max_lag: settings.overload.max_lag_ms * RATE / 1000,
+            started: Instant::now(),
             layout,
             metrics,
         };
@@ -141,16 +177,29 @@ struct FinalSegment {
     end_ms: u64,
 }
 
+/// Speech shed unheard under overload (kept in the recording).
+#[derive(Debug, Clone, Serialize)]
+struct Gap {
+    channel: Role,
+    utterance_id: String,
+    start_ms: u64,
+    end_ms: u64,
+    reason: &'static str,
+}
+
 struct CallState {
     info: CallInfo,
     publisher: Arc<CallPublisher>,
     open_streams: usize,
     finals: Vec<FinalSegment>,
+    gaps: Vec<Gap>,
 }
 
 struct Stream {
     call: CallId,
     role: Role,
+    model: usize,
+    language: Arc<str>,
     tap: RecogniserTap,
     policy: StreamPolicy,
     /// Audio from sample `base` on, kept while a decode may still need it.
@@ -171,11 +220,46 @@ struct Scheduler {
     next_stream: u64,
     calls: HashMap<CallId, CallState>,
     policy: PolicySettings,
+    language: Arc<str>,
+    tenants: HashMap<String, TenantAsr>,
+    overload: Overload,
+    /// Shedding horizon, in samples.
+    max_lag: u64,
+    started: Instant,
     layout: StoreLayout,
     metrics: Metrics,
 }
 
 impl Scheduler {
+    /// Watches the worst backlog over all streams and moves the load level; sheds old
+    /// queued audio while at the top level.
+    fn regulate(&mut self) {
+        let worst = self.streams.values().filter(|s| !s.done).map(|s| s.policy.backlog_lag()).max().unwrap_or(0);
+        let before = self.overload.level();
+        let level = self.overload.observe(self.started.elapsed().as_millis() as u64, worst * 1000 / RATE);
+        if level != before {
+            tracing::warn!(from = before as u8, to = level as u8, worst_lag_ms = worst * 1000 / RATE, "ASR load level changed");
+            self.metrics.asr_degrade_level.set(level as i64);
+            for s in self.streams.values_mut() {
+                s.policy.set_degrade(level);
+            }
+        }
+        if level < Degrade::Shed {
+            return;
+        }
+        for s in self.streams.values_mut() {
+            for gap in s.policy.shed(self.max_lag) {
+                let TranscriptUpdate::Gap { start_ms, end_ms, .. } = gap else { continue };
+                self.metrics.asr_shed_seconds.inc_by(end_ms.saturating_sub(start_ms) as f64 / 1000.0);
+                if let Some(c) = self.calls.get_mut(&s.call) {
+                    let p = gap.to_payload(s.role);
+                    c.gaps.push(Gap { channel: s.role, utterance_id: p.utterance_id, start_ms, end_ms, reason: "asr_overload" });
+                    c.publisher.publish(gap.to_event(s.role));
+                }
+            }
+        }
+    }
+
     fn run(mut self) {
         let mut buf = Vec::new();
         let mut drain_waiters: Vec<SyncSender<()>> = Vec::new();
@@ -198,14 +282,22 @@ impl Scheduler {
                     }
                 };
                 let roles = call.layout.roles();
-                self.calls.insert(call.call_id, CallState { info: call.clone(), publisher, open_streams: taps.len(), finals: Vec::new() });
+                self.calls.insert(
+                    call.call_id,
+                    CallState { info: call.clone(), publisher, open_streams: taps.len(), finals: Vec::new(), gaps: Vec::new() },
+                );
                 for (i, tap) in taps.into_iter().enumerate() {
                     self.next_stream += 1;
+                    let mut policy = StreamPolicy::new(self.policy);
+                    policy.set_degrade(self.overload.level());
+                    let t = self.tenants.get(&call.tenant);
                     self.streams.insert(self.next_stream, Stream {
                         call: call.call_id,
                         role: roles.get(i).copied().unwrap_or(Role::Other),
+                        model: t.map_or(0, |t| t.model),
+                        language: t.and_then(|t| t.language.as_deref()).map_or(self.language.clone(), Arc::from),
                         tap,
-                        policy: StreamPolicy::new(self.policy),
+                        policy,
                         audio: Vec::new(),
                         base: 0,
                         in_flight: false,
@@ -238,6 +330,7 @@ impl Scheduler {
                 self.trim(i);
                 self.maybe_done(i);
             }
+            self.regulate();
             self.pump_backlog();
             self.streams.retain(|_, s| !s.done);
             if self.streams.is_empty() {
@@ -271,7 +364,8 @@ impl Scheduler {
             let audio = s.audio[from.min(to)..to].to_vec();
             s.in_flight = true;
             self.metrics.asr_queue_depth.inc();
-            self.backlog.push_back(Job { stream: i, req, audio, queued_at: Instant::now() });
+            let (model, language) = (s.model, s.language.clone());
+            self.backlog.push_back(Job { stream: i, model, language, req, audio, queued_at: Instant::now() });
         }
     }
 
@@ -355,16 +449,21 @@ fn write_transcript(layout: &StoreLayout, mut c: CallState) {
         "call_id": c.info.call_id,
         "tenant": c.info.tenant,
         "segments": c.finals,
+        "gaps": c.gaps,
     });
-    let mut txt = String::new();
-    for f in &c.finals {
-        let who = match f.channel {
-            Role::Rep => "Rep",
-            Role::Customer => "Customer",
-            Role::Other => "Speaker",
-        };
-        txt.push_str(&format!("[{:02}:{:04.1}] {who}: {}\n", f.start_ms / 60_000, (f.start_ms % 60_000) as f64 / 1000.0, f.text));
-    }
+    let who = |r: Role| match r {
+        Role::Rep => "Rep",
+        Role::Customer => "Customer",
+        Role::Other => "Speaker",
+    };
+    let stamp = |ms: u64| format!("[{:02}:{:04.1}]", ms / 60_000, (ms % 60_000) as f64 / 1000.0);
+    let mut lines: Vec<(u64, String)> = c.finals.iter().map(|f| (f.start_ms, format!("{} {}: {}", stamp(f.start_ms), who(f.channel), f.text))).collect();
+    lines.extend(c.gaps.iter().map(|g| {
+        let secs = g.end_ms.saturating_sub(g.start_ms) as f64 / 1000.0;
+        (g.start_ms, format!("{} {}: (untranscribed, {secs:.1} s: {})", stamp(g.start_ms), who(g.channel), g.reason))
+    }));
+    lines.sort_by_key(|(t, _)| *t);
+    let txt: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
         let tmp = dir.join("transcript.json.tmp");

@@ -33,8 +33,8 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
     let metrics = earshot::metrics::Metrics::new();
     let hub = AsrHub::start(
-        Arc::new(Model::load(&model_path).unwrap()),
-        AsrSettings { workers: 1, language: "en".into(), policy: Default::default() },
+        vec![Arc::new(Model::load(&model_path).unwrap())],
+        AsrSettings::new(1, "en"),
         StoreLayout::new(&data),
         metrics.clone(),
     )
@@ -140,8 +140,8 @@ fn dropping_the_hub_stops_its_threads() {
             .count()
     };
     let hub = AsrHub::start(
-        Arc::new(Model::load(&model_path).unwrap()),
-        AsrSettings { workers: 2, language: "en".into(), policy: Default::default() },
+        vec![Arc::new(Model::load(&model_path).unwrap())],
+        AsrSettings::new(2, "en"),
         StoreLayout::new(dir.path()),
         earshot::metrics::Metrics::new(),
     )

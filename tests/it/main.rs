@@ -8,4 +8,5 @@ mod events;
 mod lifecycle;
 mod live_asr;
 mod media_forks;
+mod model_fetch;
 mod recogniser;
