@@ -37,11 +37,32 @@ enum Command {
     #[cfg(feature = "asr")]
     Transcribe {
         file: PathBuf,
-        /// ggml model file (e.g. from `earshot model import-ct2`).
-        #[arg(long, default_value = "models/ggml-tiny.en.bin")]
-        model: PathBuf,
+        /// Model name in --model-dir (tiny.en, base-q8_0, …) or a ggml file.
+        #[arg(long, default_value = "tiny.en")]
+        model: String,
+        #[arg(long, env = "EARSHOT_MODEL_DIR", default_value = "models")]
+        model_dir: PathBuf,
         #[arg(long, default_value = "en")]
         language: String,
+        /// Play the file into an in-process server as a live fork, in real time, through
+        /// the whole live path (fork, rings, scheduler, worker pool); print timed events.
+        #[arg(long)]
+        realtime: bool,
+        /// With --realtime: how the audio arrives (pcm at the file's rate, or twilio: 8 kHz µ-law).
+        #[arg(long, default_value = "pcm", value_parser = ["pcm", "twilio"])]
+        format: String,
+        /// With --realtime: this many copies of the call at once (capacity runs).
+        #[arg(long, default_value_t = 1)]
+        concurrent: usize,
+        /// With --realtime: inference workers (default one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// With --realtime: only print the summary line.
+        #[arg(long)]
+        summary_only: bool,
+        /// Offline: one whole-file decode (no streaming), for word-error comparisons.
+        #[arg(long, conflicts_with = "realtime")]
+        offline: bool,
     },
     /// Whisper models: import and check.
     Model {
@@ -149,7 +170,14 @@ fn main() -> ExitCode {
         Command::Calls { command } => calls(command),
         Command::Model { command } => model(command),
         #[cfg(feature = "asr")]
-        Command::Transcribe { file, model, language } => transcribe(file, model, language),
+        Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, offline } => {
+            let model = earshot::config::model_path(&model, &model_dir);
+            if realtime {
+                transcribe_realtime(file, model, language, &format, concurrent, workers, summary_only)
+            } else {
+                transcribe(file, model, language, offline)
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -278,13 +306,60 @@ async fn wait_for_signal() {
 }
 
 #[cfg(feature = "asr")]
-fn transcribe(file: PathBuf, model: PathBuf, language: String) -> anyhow::Result<()> {
+fn transcribe_realtime(
+    file: PathBuf,
+    model: PathBuf,
+    language: String,
+    format: &str,
+    concurrent: usize,
+    workers: usize,
+    summary_only: bool,
+) -> anyhow::Result<()> {
+    use earshot::server::realtime::{self, Format, RealtimeOptions};
+    init_logging("warn");
+    let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
+    let opts = RealtimeOptions {
+        file,
+        model,
+        language,
+        format: if format == "twilio" { Format::Twilio } else { Format::Pcm },
+        concurrent,
+        workers,
+        policy: Default::default(),
+        max_lag: std::time::Duration::from_secs(6),
+        speed: 1.0,
+    };
+    tokio_main(async move {
+        let summary = realtime::run(opts, |e| {
+            if !summary_only {
+                println!("{}", serde_json::to_string(e).unwrap_or_default());
+            }
+        })
+        .await?;
+        println!("{}", serde_json::to_string(&summary)?);
+        Ok(())
+    })
+}
+
+#[cfg(feature = "asr")]
+fn transcribe(file: PathBuf, model: PathBuf, language: String, offline: bool) -> anyhow::Result<()> {
     init_logging("warn");
     let audio = earshot_loadtest::audio::Audio::load_wav(&file)?.resampled(16000)?;
     let channels: Vec<Vec<f32>> = audio.channels.iter().map(|c| c.iter().map(|&s| s as f32 / 32768.0).collect()).collect();
     use earshot::call::Role;
     let roles: &[Role] = if channels.len() == 2 { &[Role::Rep, Role::Customer] } else { &[Role::Other] };
     let m = earshot::asr::engine::Model::load(&model)?;
+    if offline {
+        for (ch, audio) in channels.iter().enumerate() {
+            let mut state = m.new_state()?;
+            let t0 = std::time::Instant::now();
+            let segs = m.transcribe(&mut state, audio, &language)?;
+            let text = segs.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
+            let line = serde_json::json!({"type": "offline", "channel": roles.get(ch), "text": text, "decode_ms": t0.elapsed().as_millis() as u64});
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let lines = earshot::asr::file_stream::transcribe_channels(&m, &channels, roles, Default::default(), &language)?;
     for l in lines {
         println!("{}", serde_json::to_string(&l)?);

@@ -8,6 +8,8 @@ pub mod call_session;
 pub mod fork_common;
 pub mod fork_pcm;
 pub mod fork_twilio;
+#[cfg(feature = "asr")]
+pub mod realtime;
 pub mod recogniser;
 
 use std::net::SocketAddr;
