@@ -214,6 +214,7 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
+    earshot::server::check_exposure(&config, allow_demo_secrets)?;
     let metrics = earshot::metrics::Metrics::new();
     let recogniser = asr_hub(&config, &metrics)?;
     tokio_main(async move {

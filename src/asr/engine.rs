@@ -3,6 +3,7 @@
 //! async runtime.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
@@ -10,6 +11,12 @@ use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextPar
 use super::{check_model_file, ModelError};
 
 static LOGGING: Once = Once::new();
+
+unsafe extern "C" fn abort_if_set(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `data` is the `&AtomicBool` passed in `decode_utterance`, alive for the call.
+    let flag = unsafe { &*(data as *const AtomicBool) };
+    flag.load(Ordering::Relaxed)
+}
 
 pub struct Model {
     ctx: WhisperContext,
@@ -65,7 +72,17 @@ impl Model {
     /// context trimmed to the audio (whisper.cpp: 50 encoder frames per second; below
     /// ~64 per second the audio is cut off and the decoder loops). Returns "" when
     /// Whisper itself judges it not speech.
-    pub fn decode_utterance(&self, state: &mut WhisperState, audio: &[f32], prompt: &str, language: &str) -> Result<String, ModelError> {
+    /// `abort`: when another thread sets it, the decode stops early (whisper.cpp checks
+    /// between graph steps) and `ModelError::Aborted` comes back.
+    pub fn decode_utterance(
+        &self,
+        state: &mut WhisperState,
+        audio: &[f32],
+        prompt: &str,
+        language: &str,
+        is_final: bool,
+        abort: Option<&AtomicBool>,
+    ) -> Result<String, ModelError> {
         let secs = audio.len() as f32 / 16000.0;
         let audio_ctx = ((secs * 64.0).ceil() as i32 + 64).min(1500);
         let mut params = Self::greedy_params(language);
@@ -74,11 +91,14 @@ impl Model {
         params.set_no_context(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        // Live decodes must take a bounded time: no temperature fallback (a failed
-        // greedy decode is retried up to five times at higher temperatures, measured
-        // here at 4-9 s for one 2 s utterance), and no more tokens than speech can hold
-        // (about 3 words, 4-5 tokens, per second; a looping decoder stops there).
-        params.set_temperature_inc(0.0);
+        // Live decodes must take a bounded time. whisper.cpp retries a greedy decode that
+        // fails its quality checks (log-probability, compression) at higher temperatures,
+        // five times by default (measured here: 4-9 s for one 2 s utterance). Partials
+        // get no retry (the next step re-decodes anyway); finals get at most two
+        // (temperatures 0.5 and 1.0), which rescues a decode that stopped early. And
+        // no more tokens than speech can hold (about 3 words, 4-5 tokens, per second;
+        // a looping decoder stops there).
+        params.set_temperature_inc(if is_final { 0.5 } else { 0.0 });
         params.set_max_tokens((secs * 8.0).ceil() as i32 + 8);
         if !prompt.trim().is_empty() {
             params.set_initial_prompt(prompt.trim());
@@ -92,7 +112,19 @@ impl Model {
         } else {
             audio
         };
-        state.full(params, input).map_err(|e| ModelError::Inference(e.to_string()))?;
+        if let Some(flag) = abort {
+            // SAFETY: the callback only reads the flag, which outlives `state.full`
+            // (borrowed for this whole call); whisper.cpp calls it on this thread.
+            unsafe {
+                params.set_abort_callback(Some(abort_if_set));
+                params.set_abort_callback_user_data(flag as *const AtomicBool as *mut std::ffi::c_void);
+            }
+        }
+        let r = state.full(params, input);
+        if abort.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return Err(ModelError::Aborted);
+        }
+        r.map_err(|e| ModelError::Inference(e.to_string()))?;
         let mut text = String::new();
         for seg in state.as_iter() {
             if seg.no_speech_probability() > 0.8 {

@@ -49,10 +49,14 @@ pub fn transcribe_channels(
             } else {
                 queue.extend(policy.flush());
             }
+            for u in policy.take_updates() {
+                let at_ms = policy.position() * 1000 / 16000;
+                out.push(TranscriptLine { kind: u.to_event(role).type_name(), payload: u.to_payload(role), at_ms, decode_ms: 0 });
+            }
             while let Some(req) = (!queue.is_empty()).then(|| queue.remove(0)) {
                 let t0 = Instant::now();
                 let slice = &audio[req.start as usize..(req.end as usize).min(audio.len())];
-                let text = model.decode_utterance(&mut state, slice, &req.prompt, language)?;
+                let text = model.decode_utterance(&mut state, slice, &req.prompt, language, req.is_final, None)?;
                 let decode_ms = t0.elapsed().as_millis() as u64;
                 let (update, next) = policy.on_result(&req, &text);
                 queue.extend(next);

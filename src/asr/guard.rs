@@ -48,15 +48,15 @@ fn drop_restart(text: &str) -> String {
     let tail_words: Vec<String> = tail.split_whitespace().map(bare).collect();
     let head_words: Vec<String> = head.split_whitespace().map(bare).collect();
     let n = tail_words.len();
-    if n >= 2 && head_words.len() > 2 * n && head_words[..n] == tail_words[..] {
+    if n >= 2 && head_words.len() > n && head_words[..n] == tail_words[..] {
         return head.trim_end().to_string();
     }
     text.to_string()
 }
 
-/// Cuts a phrase of 1-8 words repeated more than twice in a row down to one; a phrase
+/// Cuts a phrase of 1-24 words repeated more than twice in a row down to one; a phrase
 /// of 4+ words is cut already at its first repeat (people rarely say that twice; Whisper
-/// does when an utterance is cut mid-word).
+/// does when an utterance is cut mid-word, or repeats a whole short sentence).
 fn collapse_loops(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
     let norm: Vec<String> = words.iter().map(|w| bare(w)).collect();
@@ -64,7 +64,7 @@ fn collapse_loops(text: &str) -> String {
     let mut i = 0;
     while i < words.len() {
         let mut skipped = false;
-        for n in 1..=8.min(words.len() - i) {
+        for n in 1..=24.min(words.len() - i) {
             let mut reps = 1;
             while i + (reps + 1) * n <= words.len() && norm[i..i + n] == norm[i + reps * n..i + (reps + 1) * n] {
                 reps += 1;
@@ -106,6 +106,10 @@ mod tests {
             "As what you can do for your..."
         );
         assert_eq!(clean("we can we can do it"), "we can we can do it");
+        assert_eq!(
+            clean("Do you have a minute to talk about your phone system? Do you have a minute to talk about your phone system?"),
+            "Do you have a minute to talk about your phone system?"
+        );
     }
 
     #[test]
@@ -114,8 +118,9 @@ mod tests {
             clean("ask what you can do for your country. Ask what you"),
             "ask what you can do for your country."
         );
-        // Not a restart: different words, or too long a tail to be sure.
-        assert_eq!(clean("I can do Friday. I can"), "I can do Friday. I can");
+        assert_eq!(clean("What matters most to you. What matters most"), "What matters most to you.");
+        // Not a restart: different words, or a tail as long as the sentence.
+        assert_eq!(clean("Do it. Do it"), "Do it. Do it");
         assert_eq!(clean("Call me at nine. Nine works"), "Call me at nine. Nine works");
         assert_eq!(clean("Yes. Yes it is"), "Yes. Yes it is");
     }

@@ -34,6 +34,8 @@ pub enum ModelError {
     Load { path: PathBuf, detail: String },
     #[error("transcription failed: {0}")]
     Inference(String),
+    #[error("decode aborted")]
+    Aborted,
 }
 
 impl ModelError {

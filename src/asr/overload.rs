@@ -97,11 +97,11 @@ mod tests {
         assert_eq!(o.observe(1_000, 1_000), Degrade::Shed);
         assert_eq!(o.observe(3_999, 1_000), Degrade::Shed);
         assert_eq!(o.observe(4_000, 1_000), Degrade::FinalsOnly);
-        assert_eq!(o.observe(6_000, 1_000), Degrade::FinalsOnly);
-        assert_eq!(o.observe(7_000, 1_000), Degrade::FinalsOnly, "1 s is not under half of 3 s");
-        assert_eq!(o.observe(8_000, 100), Degrade::FinalsOnly);
-        assert_eq!(o.observe(11_000, 100), Degrade::LongStep);
-        assert_eq!(o.observe(14_000, 100), Degrade::Normal);
+        assert_eq!(o.observe(5_000, 1_600), Degrade::FinalsOnly, "1.6 s is not under half of 3 s: calm restarts");
+        assert_eq!(o.observe(6_000, 100), Degrade::FinalsOnly);
+        assert_eq!(o.observe(8_999, 100), Degrade::FinalsOnly);
+        assert_eq!(o.observe(9_000, 100), Degrade::LongStep);
+        assert_eq!(o.observe(12_000, 100), Degrade::Normal);
     }
 
     #[test]

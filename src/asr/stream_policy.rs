@@ -26,6 +26,10 @@ pub struct PolicySettings {
     pub min_voiced_ms: u64,
     /// An utterance this long is cut (finalised) and a new one starts.
     pub max_utterance_ms: u64,
+    /// An utterance at least this long is finalised at the next pause (200 ms+)
+    /// instead of waiting for the endpoint: long turns get finals sentence by
+    /// sentence, and re-decoding stays cheap.
+    pub soft_cut_ms: u64,
     pub vad: VadSettings,
 }
 
@@ -45,6 +49,7 @@ impl Default for PolicySettings {
             tail_ms: 150,
             min_voiced_ms: 500,
             max_utterance_ms: 15_000,
+            soft_cut_ms: 4_000,
             // 20 frames of hangover = the 400 ms endpoint.
             vad: VadSettings { hangover_frames: 20, ..VadSettings::default() },
         }
@@ -58,6 +63,11 @@ pub struct DecodeRequest {
     pub start: u64,
     pub end: u64,
     pub is_final: bool,
+    /// An early final: issued as soon as the speaker paused for the tail, before the
+    /// endpoint silence confirms the utterance is over. Its result becomes the final if
+    /// the endpoint comes with no new speech (so the decode time hides inside the
+    /// endpoint wait); otherwise it serves as a partial.
+    pub early: bool,
     /// Recent final text of this channel, as the decoder's prompt.
     pub prompt: String,
 }
@@ -145,6 +155,16 @@ struct Utterance {
     /// Where the VAD saw speech begin.
     speech_start: u64,
     last_decode_end: u64,
+    /// End of the early final issued for the current pause, if any.
+    early_end: Option<u64>,
+}
+
+/// An early final's result, kept until the endpoint decides.
+#[derive(Debug, Clone)]
+struct EarlyResult {
+    utterance: u64,
+    end: u64,
+    text: String,
 }
 
 pub struct StreamPolicy {
@@ -157,11 +177,23 @@ pub struct StreamPolicy {
     in_flight: bool,
     /// End of the audio the in-flight decode covers.
     in_flight_end: u64,
+    /// (utterance, end) when the decode in flight is an early final.
+    in_flight_early: Option<(u64, u64)>,
     /// A final that waits for the in-flight decode to come back.
     queued: Vec<DecodeRequest>,
     context: String,
     events: Vec<VadEvent>,
     degrade: Degrade,
+    /// The early final's result for the current pause.
+    early_text: Option<EarlyResult>,
+    /// The endpoint came while this early final (utterance, start, end) was in flight:
+    /// its result is the final.
+    early_confirmed: Option<(u64, u64, u64)>,
+    /// Updates produced while feeding audio (an early final confirmed by the endpoint).
+    ready: Vec<TranscriptUpdate>,
+    /// After a soft cut, the speaker is still "speaking" to the VAD: a new utterance
+    /// starts at the first voiced frame after this sample.
+    resume_after: Option<u64>,
 }
 
 impl StreamPolicy {
@@ -175,11 +207,21 @@ impl StreamPolicy {
             current: None,
             in_flight: false,
             in_flight_end: 0,
+            in_flight_early: None,
             queued: Vec::new(),
             context: String::new(),
             events: Vec::new(),
             degrade: Degrade::Normal,
+            early_text: None,
+            early_confirmed: None,
+            ready: Vec::new(),
+            resume_after: None,
         }
+    }
+
+    /// Transcript updates that feeding audio produced (call after `push_audio`).
+    pub fn take_updates(&mut self) -> Vec<TranscriptUpdate> {
+        std::mem::take(&mut self.ready)
     }
 
     /// The pool's load level, set by the scheduler.
@@ -198,18 +240,33 @@ impl StreamPolicy {
         }
     }
 
+    /// A final waits while a decode is in flight (a running partial is then worth
+    /// stopping: its result would be dropped anyway).
+    pub fn final_waiting(&self) -> bool {
+        self.in_flight && self.queued.iter().any(|q| q.is_final)
+    }
+
+    /// An early final the endpoint has not (yet) confirmed: droppable like a partial.
+    pub fn is_speculative(&self, req: &DecodeRequest) -> bool {
+        req.early && !self.early_confirmed.is_some_and(|(u, _, e)| u == req.utterance && e == req.end)
+    }
+
     /// Drops queued (not yet started) finals whose audio ended more than `max_lag`
     /// samples ago; returns them as gaps to mark. Never touches the decode in flight.
     pub fn shed(&mut self, max_lag: u64) -> Vec<TranscriptUpdate> {
         let horizon = self.seen.saturating_sub(max_lag);
         let mut gaps = Vec::new();
-        self.queued.retain(|r| {
-            let old = r.is_final && r.end < horizon;
-            if old {
-                gaps.push(TranscriptUpdate::Gap { utterance: r.utterance, start_ms: Self::ms(r.start), end_ms: Self::ms(r.end) });
+        let queued = std::mem::take(&mut self.queued);
+        for r in queued {
+            if !(r.is_final && r.end < horizon) {
+                self.queued.push(r);
+            } else if !self.is_speculative(&r) {
+                if r.early {
+                    self.early_confirmed = None;
+                }
+                gaps.push(Self::gap_for(&r));
             }
-            !old
-        });
+        }
         gaps
     }
 
@@ -242,6 +299,7 @@ impl StreamPolicy {
                     self.begin(frame * FRAME as u64);
                 }
                 VadEvent::SpeechEnd { frame } => {
+                    self.resume_after = None;
                     let last_voiced = (frame + 1) * FRAME as u64;
                     let end = (last_voiced + self.s.tail_ms * RATE / 1000).min(self.seen);
                     if let Some(u) = self.current.take() {
@@ -251,6 +309,14 @@ impl StreamPolicy {
             }
         }
         self.events = events;
+        if let (None, Some(after), Some((last_voiced, 0))) = (self.current, self.resume_after, self.vad.trailing_silence()) {
+            let at = last_voiced * FRAME as u64;
+            if at >= after {
+                self.resume_after = None;
+                self.begin(at);
+            }
+        }
+        self.maybe_early(&mut out);
         if let Some(mut u) = self.current {
             if self.seen - u.start >= self.s.max_utterance_ms * RATE / 1000 {
                 // Too long: cut here and go on with a fresh utterance.
@@ -265,12 +331,50 @@ impl StreamPolicy {
             {
                 u.last_decode_end = self.seen;
                 self.current = Some(u);
-                out.push(DecodeRequest { utterance: u.id, start: u.start, end: self.seen, is_final: false, prompt: self.context.clone() });
+                out.push(DecodeRequest {
+                    utterance: u.id,
+                    start: u.start,
+                    end: self.seen,
+                    is_final: false,
+                    early: false,
+                    prompt: self.context.clone(),
+                });
             } else {
                 self.current = Some(u);
             }
         }
         self.release(out)
+    }
+
+    /// The speaker has paused for the tail: everything the final would decode is here,
+    /// so decode it now (once per pause).
+    fn maybe_early(&mut self, out: &mut Vec<DecodeRequest>) {
+        let (Some(mut u), Some((last_voiced, silent))) = (self.current, self.vad.trailing_silence()) else { return };
+        if self.degrade >= Degrade::FinalsOnly {
+            return; // under load, only the endpoint's final (one decode per utterance)
+        }
+        let tail = self.s.tail_ms * RATE / 1000;
+        let end = (last_voiced + 1) * FRAME as u64 + tail;
+        // A pause of at least the tail and 200 ms: shorter gaps between words are common.
+        let pause = tail.max(200 * RATE / 1000);
+        if silent as u64 * FRAME as u64 >= pause
+            && end <= self.seen
+            && u.early_end != Some(end)
+            && Self::ms(end - tail - u.speech_start) >= self.s.min_voiced_ms
+        {
+            u.early_end = Some(end);
+            u.last_decode_end = end;
+            self.current = Some(u);
+            // A newer pause supersedes a queued early final of this utterance.
+            self.queued.retain(|q| !(q.early && q.utterance == u.id));
+            out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: true, prompt: self.context.clone() });
+            if Self::ms(end - u.start) >= self.s.soft_cut_ms {
+                // Long enough: this pause ends the utterance.
+                self.early_confirmed = Some((u.id, u.start, end));
+                self.current = None;
+                self.resume_after = Some(end);
+            }
+        }
     }
 
     fn step_samples(&self) -> u64 {
@@ -289,8 +393,10 @@ impl StreamPolicy {
     }
 
     fn begin(&mut self, speech_start: u64) {
+        self.resume_after = None;
         let start = speech_start.saturating_sub(self.s.preroll_ms * RATE / 1000);
-        self.current = Some(Utterance { id: self.next_id, start, speech_start, last_decode_end: start });
+        self.current = Some(Utterance { id: self.next_id, start, speech_start, last_decode_end: start, early_end: None });
+        self.early_text = None;
         self.next_id += 1;
         self.la = LocalAgreement::new();
     }
@@ -298,9 +404,48 @@ impl StreamPolicy {
     fn finalise(&mut self, u: Utterance, last_voiced: u64, end: u64, out: &mut Vec<DecodeRequest>) {
         // Too little speech for Whisper to transcribe reliably: it would invent text.
         if Self::ms(last_voiced.saturating_sub(u.speech_start)) < self.s.min_voiced_ms {
+            self.queued.retain(|q| !(q.early && q.utterance == u.id));
             return;
         }
-        out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, prompt: self.context.clone() });
+        if u.early_end == Some(end) {
+            // The early final covered exactly this audio: use it.
+            if let Some(r) = self.early_text.take().filter(|r| r.utterance == u.id && r.end == end) {
+                if let Some(f) = self.final_update(u.id, u.start, end, &r.text) {
+                    self.ready.push(f);
+                }
+                return;
+            }
+            let queued = self.queued.iter().any(|q| q.early && q.utterance == u.id && q.end == end);
+            if queued || self.in_flight_is_early(u.id, end) {
+                // Queued or in flight: its result becomes the final when it comes.
+                self.early_confirmed = Some((u.id, u.start, end));
+                return;
+            }
+        }
+        self.queued.retain(|q| !(q.early && q.utterance == u.id));
+        out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: false, prompt: self.context.clone() });
+    }
+
+    fn in_flight_is_early(&self, utterance: u64, end: u64) -> bool {
+        self.in_flight && self.in_flight_early == Some((utterance, end))
+    }
+
+    /// The final for `text` (None when nothing survives the guards); updates the prompt.
+    fn final_update(&mut self, utterance: u64, start: u64, end: u64, text: &str) -> Option<TranscriptUpdate> {
+        let words = self.la.finish(text);
+        if self.current.map(|u| u.id) == Some(utterance) {
+            self.la = LocalAgreement::new();
+        }
+        if words.is_empty() {
+            return None;
+        }
+        let text = words.join(" ");
+        self.context.push(' ');
+        self.context.push_str(&text);
+        let cut = self.context.len().saturating_sub(200);
+        let cut = (cut..self.context.len()).find(|&i| self.context.is_char_boundary(i)).unwrap_or(0);
+        self.context = self.context[cut..].to_string();
+        Some(TranscriptUpdate::Final { utterance, text, start_ms: Self::ms(start), end_ms: Self::ms(end) })
     }
 
     /// Finals always go out; a partial only when nothing is in flight.
@@ -313,6 +458,7 @@ impl StreamPolicy {
                 // A partial superseded by a queued final of the same utterance is dropped.
                 self.queued.retain(|q| q.is_final || q.utterance != r.utterance);
                 self.in_flight_end = r.end;
+                self.in_flight_early = r.early.then_some((r.utterance, r.end));
                 ready.push(r);
                 self.in_flight = true;
             }
@@ -320,36 +466,58 @@ impl StreamPolicy {
         ready
     }
 
+    fn partial_update(&mut self, req: &DecodeRequest, text: &str, start_ms: u64, end_ms: u64) -> Option<TranscriptUpdate> {
+        let a = self.la.update(text);
+        (!a.stable.is_empty() || !a.unstable.is_empty()).then(|| TranscriptUpdate::Partial {
+            utterance: req.utterance,
+            stable: a.stable.join(" "),
+            unstable: a.unstable.join(" "),
+            start_ms,
+            end_ms,
+        })
+    }
+
+    /// A request handed out was dropped before it ran (the pool shed it): the channel
+    /// may go on with its next request.
+    pub fn cancel(&mut self, req: &DecodeRequest) -> Vec<DecodeRequest> {
+        self.in_flight = false;
+        self.in_flight_early = None;
+        if req.early && self.early_confirmed.is_some_and(|(u, _, e)| u == req.utterance && e == req.end) {
+            // The final it would have been is gone with it.
+            self.early_confirmed = None;
+        }
+        self.release(Vec::new())
+    }
+
+    /// Samples `[start, end)` this channel has requested and not had decoded
+    /// (for marking what a cancelled final leaves untranscribed).
+    pub fn gap_for(req: &DecodeRequest) -> TranscriptUpdate {
+        TranscriptUpdate::Gap { utterance: req.utterance, start_ms: Self::ms(req.start), end_ms: Self::ms(req.end) }
+    }
+
     /// Takes a decode result; returns the transcript update and any next request.
     pub fn on_result(&mut self, req: &DecodeRequest, text: &str) -> (Option<TranscriptUpdate>, Vec<DecodeRequest>) {
         self.in_flight = false;
+        self.in_flight_early = None;
         let text = super::guard::clean(text);
         let (start_ms, end_ms) = (Self::ms(req.start), Self::ms(req.end));
-        let update = if req.is_final {
-            let words = self.la.finish(&text);
-            if self.current.map(|u| u.id) == Some(req.utterance) {
-                self.la = LocalAgreement::new();
-            }
-            if words.is_empty() {
-                None
+        let update = if req.early {
+            if self.early_confirmed.is_some_and(|(u, _, e)| u == req.utterance && e == req.end) {
+                let (u, start, end) = self.early_confirmed.take().expect("checked");
+                self.final_update(u, start, end, &text)
+            } else if self.current.is_some_and(|u| u.id == req.utterance && u.early_end == Some(req.end)) {
+                // The endpoint has not come yet: keep it, and show it as a partial.
+                self.early_text = Some(EarlyResult { utterance: req.utterance, end: req.end, text: text.clone() });
+                self.partial_update(req, &text, start_ms, end_ms)
+            } else if self.current.map(|u| u.id) == Some(req.utterance) {
+                self.partial_update(req, &text, start_ms, end_ms)
             } else {
-                let text = words.join(" ");
-                self.context.push(' ');
-                self.context.push_str(&text);
-                let cut = self.context.len().saturating_sub(200);
-                let cut = (cut..self.context.len()).find(|&i| self.context.is_char_boundary(i)).unwrap_or(0);
-                self.context = self.context[cut..].to_string();
-                Some(TranscriptUpdate::Final { utterance: req.utterance, text, start_ms, end_ms })
+                None
             }
+        } else if req.is_final {
+            self.final_update(req.utterance, req.start, req.end, &text)
         } else if self.current.map(|u| u.id) == Some(req.utterance) {
-            let a = self.la.update(&text);
-            (!a.stable.is_empty() || !a.unstable.is_empty()).then(|| TranscriptUpdate::Partial {
-                utterance: req.utterance,
-                stable: a.stable.join(" "),
-                unstable: a.unstable.join(" "),
-                start_ms,
-                end_ms,
-            })
+            self.partial_update(req, &text, start_ms, end_ms)
         } else {
             None // a partial for an utterance that has since ended
         };
@@ -386,19 +554,25 @@ mod tests {
         x.extend(speech(3.2));
         x.extend(vec![0.0; 16000]);
         let mut reqs = vec![];
+        let mut updates = vec![];
         for c in x.chunks(320) {
             for r in p.push_audio(c) {
                 // The decoder answers at once.
-                let (_, next) = p.on_result(&r, "hello there");
+                let (u, next) = p.on_result(&r, "hello there");
+                updates.extend(u);
                 reqs.push(r);
                 reqs.extend(next);
             }
+            updates.extend(p.take_updates());
         }
+        let finals = updates.iter().filter(|u| matches!(u, TranscriptUpdate::Final { .. })).count();
+        assert_eq!(finals, 1, "{updates:?}");
         let partials: Vec<_> = reqs.iter().filter(|r| !r.is_final).collect();
+        // The last pause's early final is the final (the endpoint confirmed it).
         let finals: Vec<_> = reqs.iter().filter(|r| r.is_final).collect();
         assert!((2..=3).contains(&partials.len()), "{reqs:?}");
-        assert_eq!(finals.len(), 1, "{reqs:?}");
-        let f = finals[0];
+        assert!(!finals.is_empty() && finals.iter().all(|r| r.early), "{reqs:?}");
+        let f = *finals.last().unwrap();
         // Starts ~200 ms before the speech at 1 s; ends ~150 ms after it stops at 4.2 s.
         assert!((f.start as i64 - 12_800).abs() <= 480, "{f:?}");
         assert!((f.end as i64 - 69_600).abs() <= 1_600, "{f:?}");
@@ -431,7 +605,7 @@ mod tests {
                     reqs.extend(next);
                 }
             }
-            (reqs.iter().filter(|r| !r.is_final).count(), reqs.iter().filter(|r| r.is_final).count())
+            (reqs.iter().filter(|r| !r.is_final).count(), reqs.iter().filter(|r| r.is_final && !r.early).count())
         };
         let (normal, _) = run(Degrade::Normal);
         let (long, _) = run(Degrade::LongStep);
@@ -457,6 +631,61 @@ mod tests {
         let (_, next) = p.on_result(&flying[0], "first");
         assert_eq!(next.len(), 1);
         assert!(next[0].start >= 16000 * 8, "the recent final is still decoded: {next:?}");
+    }
+
+    #[test]
+    fn an_early_final_in_flight_at_the_endpoint_becomes_the_final() {
+        let mut p = StreamPolicy::new(PolicySettings::default());
+        let mut x = speech(2.0);
+        x.extend(vec![0.0; 16000]);
+        let mut early = None;
+        let mut others = vec![];
+        let mut updates = vec![];
+        for c in x.chunks(320) {
+            for r in p.push_audio(c) {
+                if r.early {
+                    early = Some(r); // still decoding when the endpoint comes
+                } else if r.is_final {
+                    others.push(r);
+                } else {
+                    let (u, next) = p.on_result(&r, "partial words");
+                    updates.extend(u);
+                    others.extend(next);
+                }
+            }
+            updates.extend(p.take_updates());
+        }
+        let early = early.expect("an early final at the pause");
+        assert!(others.iter().all(|r| !r.is_final), "no second decode for the final: {others:?}");
+        assert!(!updates.iter().any(|u| matches!(u, TranscriptUpdate::Final { .. })));
+        let (u, next) = p.on_result(&early, "The whole sentence.");
+        assert!(matches!(u, Some(TranscriptUpdate::Final { ref text, end_ms, .. }) if text == "The whole sentence." && end_ms == early.end * 1000 / RATE), "{u:?}");
+        assert!(next.is_empty());
+    }
+
+    #[test]
+    fn speech_after_an_early_final_makes_it_a_partial() {
+        let mut p = StreamPolicy::new(PolicySettings::default());
+        let mut x = speech(2.0);
+        x.extend(vec![0.0; 16000 * 22 / 100]);
+        x.extend(speech(1.5));
+        x.extend(vec![0.0; 16000]);
+        let mut updates = vec![];
+        let mut early_ends = vec![];
+        for c in x.chunks(320) {
+            for r in p.push_audio(c) {
+                if r.early {
+                    early_ends.push(r.end);
+                }
+                let (u, _) = p.on_result(&r, if r.end < 16000 * 2 + 8000 { "first part" } else { "first part and the rest" });
+                updates.extend(u);
+            }
+            updates.extend(p.take_updates());
+        }
+        assert!(early_ends.len() >= 2, "{early_ends:?}");
+        let finals: Vec<_> = updates.iter().filter(|u| matches!(u, TranscriptUpdate::Final { .. })).collect();
+        assert_eq!(finals.len(), 1, "{updates:?}");
+        assert!(matches!(finals[0], TranscriptUpdate::Final { text, end_ms, .. } if text == "first part and the rest" && *end_ms > 3_500), "{finals:?}");
     }
 
     #[test]

@@ -69,6 +69,11 @@ impl Vad {
         self.floor_db
     }
 
+    /// While speaking: the last voiced frame and how many silent frames followed it.
+    pub fn trailing_silence(&self) -> Option<(u64, u32)> {
+        self.speaking.then_some((self.last_voiced, self.silent))
+    }
+
     /// Frames processed so far.
     pub fn frames(&self) -> u64 {
         self.frames

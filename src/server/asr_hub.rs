@@ -62,6 +62,8 @@ enum Command {
 }
 
 struct Job {
+    /// Set by the scheduler to stop a partial whose result nobody needs any more.
+    cancel: Arc<std::sync::atomic::AtomicBool>,
     stream: u64,
     model: usize,
     language: Arc<str>,
@@ -73,7 +75,8 @@ struct Job {
 struct JobResult {
     stream: u64,
     req: DecodeRequest,
-    text: Result<String, String>,
+    /// `Err(None)`: aborted on request.
+    text: Result<String, Option<String>>,
     seconds: f64,
 }
 
@@ -87,7 +90,9 @@ impl AsrHub {
     pub fn start(models: Vec<Arc<Model>>, settings: AsrSettings, layout: StoreLayout, metrics: Metrics) -> std::io::Result<AsrHub> {
         assert!(!models.is_empty(), "at least one model");
         let (tx, rx) = mpsc::sync_channel(1024);
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(4096);
+        // One waiting job per worker: the rest wait in the scheduler's backlog, where
+        // they can still be shed under overload.
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(settings.workers.max(1));
         let (res_tx, res_rx) = mpsc::sync_channel::<JobResult>(4096);
         // Workers share one receiver: the lock is held only to take the next job.
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -113,8 +118,13 @@ impl AsrHub {
                         }
                     }
                     let text = match slot.as_mut() {
-                        Some(state) => model.decode_utterance(state, &job.audio, &job.req.prompt, &job.language).map_err(|e| e.to_string()),
-                        None => Err("no whisper state".to_string()),
+                        Some(state) => model
+                            .decode_utterance(state, &job.audio, &job.req.prompt, &job.language, job.req.is_final, Some(&job.cancel))
+                            .map_err(|e| match e {
+                                crate::asr::ModelError::Aborted => None,
+                                e => Some(e.to_string()),
+                            }),
+                        None => Err(Some("no whisper state".to_string())),
                     };
                     let seconds = t0.elapsed().as_secs_f64();
                     let kind = if job.req.is_final { "final" } else { "partial" };
@@ -206,8 +216,20 @@ struct Stream {
     audio: Vec<f32>,
     base: u64,
     in_flight: bool,
+    /// The running (or waiting) job's cancel flag and whether it is a plain partial.
+    in_flight_partial: Option<Arc<std::sync::atomic::AtomicBool>>,
     flushed: bool,
+    /// When the channel's audio ended: from then on its pending work ages in wall time.
+    ended_at: Option<Instant>,
     done: bool,
+}
+
+impl Stream {
+    /// Samples of wall time since the channel's audio ended (0 while it is live): the
+    /// audio clock stops at the end of a call, the people waiting for its transcript don't.
+    fn idle(&self) -> u64 {
+        self.ended_at.map_or(0, |t| (t.elapsed().as_secs_f64() * RATE as f64) as u64)
+    }
 }
 
 struct Scheduler {
@@ -234,7 +256,7 @@ impl Scheduler {
     /// Watches the worst backlog over all streams and moves the load level; sheds old
     /// queued audio while at the top level.
     fn regulate(&mut self) {
-        let worst = self.streams.values().filter(|s| !s.done).map(|s| s.policy.backlog_lag()).max().unwrap_or(0);
+        let worst = self.streams.values().filter(|s| !s.done).map(|s| s.policy.backlog_lag() + s.idle()).max().unwrap_or(0);
         let before = self.overload.level();
         let level = self.overload.observe(self.started.elapsed().as_millis() as u64, worst * 1000 / RATE);
         if level != before {
@@ -244,18 +266,50 @@ impl Scheduler {
                 s.policy.set_degrade(level);
             }
         }
-        if level < Degrade::Shed {
+        if level < Degrade::FinalsOnly {
             return;
         }
-        for s in self.streams.values_mut() {
-            for gap in s.policy.shed(self.max_lag) {
-                let TranscriptUpdate::Gap { start_ms, end_ms, .. } = gap else { continue };
-                self.metrics.asr_shed_seconds.inc_by(end_ms.saturating_sub(start_ms) as f64 / 1000.0);
-                if let Some(c) = self.calls.get_mut(&s.call) {
-                    let p = gap.to_payload(s.role);
-                    c.gaps.push(Gap { channel: s.role, utterance_id: p.utterance_id, start_ms, end_ms, reason: "asr_overload" });
-                    c.publisher.publish(gap.to_event(s.role));
-                }
+        // Jobs not yet started: partials are dropped at once; finals when their audio
+        // is older than the horizon (the channel's policy then goes on with its next).
+        let mut dropped = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.backlog.len());
+        for job in self.backlog.drain(..) {
+            let Some(s) = self.streams.get(&job.stream) else { continue };
+            let speculative = !job.req.is_final || s.policy.is_speculative(&job.req);
+            let stale = level == Degrade::Shed && job.req.end + self.max_lag < s.policy.position() + s.idle();
+            if speculative || stale {
+                dropped.push(job);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        self.backlog = kept;
+        let mut gaps = Vec::new();
+        for job in dropped {
+            self.metrics.asr_queue_depth.dec();
+            let Some(s) = self.streams.get_mut(&job.stream) else { continue };
+            if job.req.is_final && !s.policy.is_speculative(&job.req) {
+                gaps.push((job.stream, StreamPolicy::gap_for(&job.req)));
+            }
+            let next = s.policy.cancel(&job.req);
+            s.in_flight = false;
+            s.in_flight_partial = None;
+            self.dispatch(job.stream, next);
+        }
+        if level == Degrade::Shed {
+            for (id, s) in self.streams.iter_mut() {
+                let horizon = self.max_lag.saturating_sub(s.idle());
+                gaps.extend(s.policy.shed(horizon).into_iter().map(|g| (*id, g)));
+            }
+        }
+        for (id, gap) in gaps {
+            let TranscriptUpdate::Gap { start_ms, end_ms, .. } = gap else { continue };
+            let Some(s) = self.streams.get(&id) else { continue };
+            self.metrics.asr_shed_seconds.inc_by(end_ms.saturating_sub(start_ms) as f64 / 1000.0);
+            if let Some(c) = self.calls.get_mut(&s.call) {
+                let p = gap.to_payload(s.role);
+                c.gaps.push(Gap { channel: s.role, utterance_id: p.utterance_id, start_ms, end_ms, reason: "asr_overload" });
+                c.publisher.publish(gap.to_event(s.role));
             }
         }
     }
@@ -301,7 +355,9 @@ impl Scheduler {
                         audio: Vec::new(),
                         base: 0,
                         in_flight: false,
+                        in_flight_partial: None,
                         flushed: false,
+                        ended_at: None,
                         done: false,
                     });
                 }
@@ -324,7 +380,17 @@ impl Scheduler {
                 reqs.extend(s.policy.push_audio(&buf));
                 if s.tap.is_finished() && !s.flushed {
                     s.flushed = true;
+                    s.ended_at = Some(Instant::now());
                     reqs.extend(s.policy.flush());
+                }
+                if s.policy.final_waiting() {
+                    if let Some(flag) = s.in_flight_partial.take() {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                let (updates, call, role) = (s.policy.take_updates(), s.call, s.role);
+                for u in updates {
+                    self.publish(call, role, u);
                 }
                 self.dispatch(i, reqs);
                 self.trim(i);
@@ -363,9 +429,11 @@ impl Scheduler {
             let to = ((req.end.saturating_sub(s.base)) as usize).min(s.audio.len());
             let audio = s.audio[from.min(to)..to].to_vec();
             s.in_flight = true;
+            let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            s.in_flight_partial = (!req.is_final).then(|| cancel.clone());
             self.metrics.asr_queue_depth.inc();
             let (model, language) = (s.model, s.language.clone());
-            self.backlog.push_back(Job { stream: i, model, language, req, audio, queued_at: Instant::now() });
+            self.backlog.push_back(Job { cancel, stream: i, model, language, req, audio, queued_at: Instant::now() });
         }
     }
 
@@ -395,9 +463,17 @@ impl Scheduler {
     fn on_result(&mut self, r: JobResult) {
         let Some(s) = self.streams.get_mut(&r.stream) else { return };
         s.in_flight = false;
+        s.in_flight_partial = None;
         let text = match r.text {
             Ok(t) => t,
-            Err(e) => {
+            Err(None) => {
+                // A partial stopped because a final was waiting behind it.
+                let next = s.policy.cancel(&r.req);
+                self.dispatch(r.stream, next);
+                self.maybe_done(r.stream);
+                return;
+            }
+            Err(Some(e)) => {
                 tracing::warn!(error = %e, "decode failed");
                 String::new()
             }
@@ -407,18 +483,23 @@ impl Scheduler {
         self.metrics.asr_lag_seconds.observe(lag);
         let (update, next) = s.policy.on_result(&r.req, &text);
         let (call, role) = (s.call, s.role);
-        tracing::debug!(secs = r.seconds, final_ = r.req.is_final, "decode");
-        if let (Some(u), Some(c)) = (update, self.calls.get_mut(&call)) {
-            if let TranscriptUpdate::Final { .. } = u {
-                let p = u.to_payload(role);
-                c.finals.push(FinalSegment { channel: role, utterance_id: p.utterance_id, text: p.text, start_ms: p.start_ms, end_ms: p.end_ms });
-            }
-            let event = u.to_event(role);
-            self.metrics.asr_transcripts.with_label_values(&[event.type_name()]).inc();
-            c.publisher.publish(event);
+        tracing::debug!(secs = r.seconds, final_ = r.req.is_final, early = r.req.early, "decode");
+        if let Some(u) = update {
+            self.publish(call, role, u);
         }
         self.dispatch(r.stream, next);
         self.maybe_done(r.stream);
+    }
+
+    fn publish(&mut self, call: CallId, role: Role, u: TranscriptUpdate) {
+        let Some(c) = self.calls.get_mut(&call) else { return };
+        if let TranscriptUpdate::Final { .. } = u {
+            let p = u.to_payload(role);
+            c.finals.push(FinalSegment { channel: role, utterance_id: p.utterance_id, text: p.text, start_ms: p.start_ms, end_ms: p.end_ms });
+        }
+        let event = u.to_event(role);
+        self.metrics.asr_transcripts.with_label_values(&[event.type_name()]).inc();
+        c.publisher.publish(event);
     }
 
     fn maybe_done(&mut self, i: u64) {

@@ -161,16 +161,24 @@ pub struct Server {
     serve_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Refuses a non-loopback listener while a tenant uses the demo secret (checked before
+/// anything slow, like loading models, so the refusal is immediate).
+pub fn check_exposure(config: &Config, allow_demo_secrets: bool) -> Result<(), ServerError> {
+    let demo = config.demo_secret_tenants();
+    if !demo.is_empty() && !config.http.listen.ip().is_loopback() && !allow_demo_secrets {
+        return Err(ServerError::DemoSecretExposed { addr: config.http.listen, tenants: demo.join(", ") });
+    }
+    Ok(())
+}
+
 impl Server {
     /// Validates the deployment, recovers crashed recordings, binds and starts serving.
     pub async fn start(config: Config, opts: ServeOptions) -> Result<Server, ServerError> {
         let demo = config.demo_secret_tenants();
         if !demo.is_empty() {
             tracing::warn!(tenants = ?demo, "!!! tenant(s) use the well-known demo fork secret `demo`: anyone who can reach this port can push calls. Set a real fork_secret before exposing Earshot.");
-            if !config.http.listen.ip().is_loopback() && !opts.allow_demo_secrets {
-                return Err(ServerError::DemoSecretExposed { addr: config.http.listen, tenants: demo.join(", ") });
-            }
         }
+        check_exposure(&config, opts.allow_demo_secrets)?;
         let root = config.storage.dir.clone();
         std::fs::create_dir_all(&root).map_err(|source| ServerError::Storage { path: root.clone(), source })?;
         let layout = StoreLayout::new(root);

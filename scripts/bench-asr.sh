@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# ASR benchmarks (BENCHMARKS.md, "Live transcription"): final latency, partial cadence,
+# capacity, and word error rate streaming vs offline, on jfk.wav and a generated
+# two-voice call at 16 kHz and as 8 kHz µ-law (the Twilio path). Every number comes
+# from `earshot transcribe` (--realtime: the whole live path in-process, at real-time
+# pace; --offline: one whole-file decode of the same model).
+#
+# Usage: scripts/bench-asr.sh [MODELS...]   (default: tiny.en; e.g. tiny.en base-q8_0)
+# Env: CAPACITY="2 4 6 8" (concurrent calls for the capacity run, first model only),
+#      OUT=target/bench-asr (results: *.jsonl per run, summary.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+models=("${@:-tiny.en}")
+out=${OUT:-target/bench-asr}
+capacity=${CAPACITY:-"2 4 6 8"}
+mkdir -p "$out"
+cargo build --release --locked -p earshot >/dev/null
+bin=target/release/earshot
+for m in "${models[@]}"; do "$bin" model fetch "$m" >/dev/null; done
+
+call16=$out/call16.wav
+[ -f "$call16" ] || scripts/make-sample-call.sh "$call16" 16000 >/dev/null
+# The same call as a phone line carries it: 8 kHz µ-law, decoded back to 16-bit.
+call8=$out/call8.wav
+[ -f "$call8" ] || { sox "$call16" -r 8000 -e mu-law "$out/call8u.wav" && sox "$out/call8u.wav" -e signed -b 16 "$call8"; }
+cp tests/fixtures/jfk.wav "$out/jfk.wav"
+
+run() { # name model args...
+  local name=$1 model=$2; shift 2
+  "$bin" transcribe --model "$model" "$@" > "$out/$name.jsonl" 2> "$out/$name.log"
+}
+for m in "${models[@]}"; do
+  echo "== $m"
+  run "jfk.$m.offline" "$m" "$out/jfk.wav" --offline
+  run "jfk.$m.live" "$m" "$out/jfk.wav" --realtime --format pcm
+  run "call16.$m.offline" "$m" "$call16" --offline
+  run "call16.$m.live" "$m" "$call16" --realtime --format pcm
+  run "call8.$m.offline" "$m" "$call8" --offline
+  # The live 8 kHz run goes in as a Twilio fork: the server does the µ-law decoding.
+  run "call8.$m.live" "$m" "$call16" --realtime --format twilio
+done
+m=${models[0]}
+for n in $capacity; do
+  echo "== capacity: $n concurrent two-party calls ($m, Twilio 8 kHz)"
+  run "capacity.$n.$m" "$m" "$call16" --realtime --format twilio --concurrent "$n" --summary-only
+done
+python3 scripts/asr_report.py "$out" "${models[@]}" -- $capacity | tee "$out/summary.md"
