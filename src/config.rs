@@ -94,6 +94,20 @@ pub struct AsrConfig {
     /// untranscribed speech is shed (counted, marked); recovery is automatic.
     #[serde(default = "default_max_lag", with = "humantime_serde")]
     pub max_lag: Duration,
+    /// Post-call refinement: when the pool is idle, transcribe each finished call's
+    /// recording again (whole channels, beam search) and replace `transcript.json`,
+    /// keeping the live one as `transcript.live.json`. Tenants may override.
+    #[serde(default)]
+    pub refine: bool,
+    /// Model for refinement (name or path); default: the call's live model.
+    #[serde(default)]
+    pub refine_model: Option<String>,
+    #[serde(default = "default_refine_beam")]
+    pub refine_beam: u32,
+}
+
+fn default_refine_beam() -> u32 {
+    5
 }
 
 fn default_model() -> String {
@@ -142,6 +156,9 @@ impl Default for AsrConfig {
             step: default_step(),
             endpoint: default_endpoint(),
             max_lag: default_max_lag(),
+            refine: false,
+            refine_model: None,
+            refine_beam: default_refine_beam(),
         }
     }
 }
@@ -392,6 +409,9 @@ pub struct TenantConfig {
     /// model for anything but English), instead of `asr.language`.
     #[serde(default)]
     pub asr_language: Option<String>,
+    /// Post-call refinement for this tenant, instead of `asr.refine`.
+    #[serde(default)]
+    pub asr_refine: Option<bool>,
 }
 
 fn default_rep_track() -> RepTrack {
@@ -471,6 +491,9 @@ impl Config {
                     return Err(invalid(&format!("tenants.{}.asr_language", t.id), "must be a Whisper language code (en, de, es, …) or \"auto\""));
                 }
             }
+        }
+        if !(1..=8).contains(&self.asr.refine_beam) {
+            return Err(invalid("asr.refine_beam", "must be between 1 and 8"));
         }
         if self.asr.max_lag < Duration::from_secs(2) || self.asr.max_lag > Duration::from_secs(120) {
             return Err(invalid("asr.max_lag", "must be between 2s and 120s"));
@@ -627,6 +650,13 @@ fn resolve_secret_files(table: &mut Table, prefix: &str, base_dir: &Path) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_setting_is_a_name_or_a_path() {
+        assert_eq!(model_path("base.en", Path::new("m")), PathBuf::from("m/ggml-base.en.bin"));
+        assert_eq!(model_path("/x/y.bin", Path::new("m")), PathBuf::from("/x/y.bin"));
+        assert_eq!(model_path("my-model.bin", Path::new("m")), PathBuf::from("my-model.bin"));
+    }
 
     const BASE: &str = r#"
 [http]

@@ -266,8 +266,8 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
             t.id,
             names[model]
         );
-        if model != 0 || t.asr_language.is_some() {
-            tenants.insert(t.id.clone(), TenantAsr { model, language: t.asr_language.clone() });
+        if model != 0 || t.asr_language.is_some() || t.asr_refine.is_some() {
+            tenants.insert(t.id.clone(), TenantAsr { model, language: t.asr_language.clone(), refine: t.asr_refine });
         }
     }
     anyhow::ensure!(
@@ -286,6 +286,19 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
     );
     settings.overload.max_lag_ms = config.asr.max_lag.as_millis() as u64;
     settings.tenants = tenants;
+    settings.refine = config.asr.refine;
+    settings.refine_beam = config.asr.refine_beam;
+    if let Some(m) = &config.asr.refine_model {
+        settings.refine_model = Some(match names.iter().position(|n| n == m) {
+            Some(i) => i,
+            None => {
+                models.push(std::sync::Arc::new(load(m, "asr.refine_model")?));
+                names.push(m.clone());
+                models.len() - 1
+            }
+        });
+    }
+    settings.model_names = names.clone();
     let hub = AsrHub::start(models, settings, earshot::store::StoreLayout::new(config.storage.dir.clone()), metrics.clone())?;
     Ok(Some((std::sync::Arc::new(hub), Default::default())))
 }

@@ -132,7 +132,7 @@ impl Metrics {
             asr_queue_wait_seconds: histogram(&r, "earshot_asr_queue_wait_seconds", "Time a decode job waited for a worker.", vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0]),
             asr_inference_seconds: {
                 let h = HistogramVec::new(
-                    HistogramOpts::new("earshot_asr_inference_seconds", "whisper.cpp time per decode, by kind (partial or final).")
+                    HistogramOpts::new("earshot_asr_inference_seconds", "whisper.cpp time per decode, by kind (partial, final, or refine: a whole call re-transcribed after it ended).")
                         .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0]),
                     &["kind"],
                 )
@@ -203,7 +203,7 @@ impl Metrics {
         for reason in ["behind", "ring_full"] {
             m.recogniser_dropped_seconds.with_label_values(&[reason]);
         }
-        for kind in ["partial", "final"] {
+        for kind in ["partial", "final", "refine"] {
             m.asr_inference_seconds.with_label_values(&[kind]);
         }
         for t in ["transcript.partial", "transcript.final"] {

@@ -137,7 +137,44 @@ impl Model {
 
     /// Offline transcription of 16 kHz mono audio with greedy decoding on one thread.
     pub fn transcribe(&self, state: &mut WhisperState, audio: &[f32], language: &str) -> Result<Vec<Segment>, ModelError> {
-        state.full(Self::greedy_params(language), audio).map_err(|e| ModelError::Inference(e.to_string()))?;
+        self.transcribe_with(state, audio, language, None, None)
+    }
+
+    /// Offline transcription; `beam_size` for beam search (post-call refinement), and an
+    /// abort flag (a refinement gives way to live work).
+    pub fn transcribe_with(
+        &self,
+        state: &mut WhisperState,
+        audio: &[f32],
+        language: &str,
+        beam_size: Option<u32>,
+        abort: Option<&AtomicBool>,
+    ) -> Result<Vec<Segment>, ModelError> {
+        let mut params = match beam_size {
+            Some(b) => {
+                let mut p = FullParams::new(SamplingStrategy::BeamSearch { beam_size: b as i32, patience: -1.0 });
+                p.set_n_threads(1);
+                p.set_language(Some(language));
+                p.set_print_progress(false);
+                p.set_print_realtime(false);
+                p.set_print_special(false);
+                p.set_print_timestamps(false);
+                p
+            }
+            None => Self::greedy_params(language),
+        };
+        if let Some(flag) = abort {
+            // SAFETY: as in `decode_utterance`: the flag outlives the call.
+            unsafe {
+                params.set_abort_callback(Some(abort_if_set));
+                params.set_abort_callback_user_data(flag as *const AtomicBool as *mut std::ffi::c_void);
+            }
+        }
+        let r = state.full(params, audio);
+        if abort.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return Err(ModelError::Aborted);
+        }
+        r.map_err(|e| ModelError::Inference(e.to_string()))?;
         let mut out = Vec::new();
         for seg in state.as_iter() {
             let text = seg.to_str_lossy().map_err(|e| ModelError::Inference(e.to_string()))?.trim().to_string();

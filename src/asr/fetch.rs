@@ -470,15 +470,6 @@ pub fn fetch(name: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
     })
 }
 
-/// `asr.model` may be a catalogue name (`tiny.en`) or a path to a ggml file.
-pub fn resolve_model_path(model: &str, dir: &Path) -> PathBuf {
-    if lookup(model).is_some() {
-        dir.join(file_name(model))
-    } else {
-        PathBuf::from(model)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,11 +503,5 @@ mod tests {
         assert!(!is_model_file("x/data/model.bin.partial"));
         assert!(!is_model_file("x/__init__.py"));
         assert!(!is_model_file("x/tokenizer.json"));
-    }
-
-    #[test]
-    fn model_setting_is_a_name_or_a_path() {
-        assert_eq!(resolve_model_path("base.en", Path::new("m")), PathBuf::from("m/ggml-base.en.bin"));
-        assert_eq!(resolve_model_path("/x/y.bin", Path::new("m")), PathBuf::from("/x/y.bin"));
     }
 }

