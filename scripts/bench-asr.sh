@@ -7,7 +7,8 @@
 #
 # Usage: scripts/bench-asr.sh [MODELS...]   (default: tiny.en; e.g. tiny.en base-q8_0)
 # Env: CAPACITY="2 4 6 8" (concurrent calls for the capacity run, first model only),
-#      OUT=target/bench-asr (results: *.jsonl per run, summary.md).
+#      OUT=target/bench-asr (results: *.jsonl per run, summary.md),
+#      CAPACITY_ONLY=1 (skip the word-error runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models=("${@:-tiny.en}")
@@ -30,6 +31,7 @@ run() { # name model args...
   "$bin" transcribe --model "$model" "$@" > "$out/$name.jsonl" 2> "$out/$name.log"
 }
 for m in "${models[@]}"; do
+  [ -n "${CAPACITY_ONLY:-}" ] && break
   echo "== $m"
   run "jfk.$m.offline" "$m" "$out/jfk.wav" --offline
   run "jfk.$m.live" "$m" "$out/jfk.wav" --realtime --format pcm
@@ -44,4 +46,8 @@ for n in $capacity; do
   echo "== capacity: $n concurrent two-party calls ($m, Twilio 8 kHz)"
   run "capacity.$n.$m" "$m" "$call16" --realtime --format twilio --concurrent "$n" --summary-only
 done
-python3 scripts/asr_report.py "$out" "${models[@]}" -- $capacity | tee "$out/summary.md"
+if [ -z "${CAPACITY_ONLY:-}" ]; then
+  python3 scripts/asr_report.py "$out" "${models[@]}" -- $capacity | tee "$out/summary.md"
+else
+  for n in $capacity; do tail -n 1 "$out/capacity.$n.$m.jsonl"; done
+fi

@@ -60,6 +60,9 @@ enum Command {
         /// With --realtime: only print the summary line.
         #[arg(long)]
         summary_only: bool,
+        /// With --realtime: the overload budget (asr.max_lag).
+        #[arg(long, default_value = "6s", value_parser = humantime::parse_duration)]
+        max_lag: std::time::Duration,
         /// Offline: one whole-file decode (no streaming), for word-error comparisons.
         #[arg(long, conflicts_with = "realtime")]
         offline: bool,
@@ -170,10 +173,10 @@ fn main() -> ExitCode {
         Command::Calls { command } => calls(command),
         Command::Model { command } => model(command),
         #[cfg(feature = "asr")]
-        Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, offline } => {
+        Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, max_lag, offline } => {
             let model = earshot::config::model_path(&model, &model_dir);
             if realtime {
-                transcribe_realtime(file, model, language, &format, concurrent, workers, summary_only)
+                transcribe_realtime(file, model, language, &format, concurrent, workers, summary_only, max_lag)
             } else {
                 transcribe(file, model, language, offline)
             }
@@ -328,20 +331,25 @@ fn transcribe_realtime(
     concurrent: usize,
     workers: usize,
     summary_only: bool,
+    max_lag: std::time::Duration,
 ) -> anyhow::Result<()> {
     use earshot::server::realtime::{self, Format, RealtimeOptions};
     init_logging("warn");
     let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
     let opts = RealtimeOptions {
-        file,
+        file: file.clone(),
         model,
         language,
         format: if format == "twilio" { Format::Twilio } else { Format::Pcm },
         concurrent,
         workers,
         policy: Default::default(),
-        max_lag: std::time::Duration::from_secs(6),
+        max_lag,
         speed: 1.0,
+        // Spread the starts over one call's length: calls arrive and turn at random.
+        stagger: std::time::Duration::from_secs_f64(
+            earshot_loadtest::audio::Audio::load_wav(&file)?.duration_secs() / concurrent.max(1) as f64,
+        ),
     };
     tokio_main(async move {
         let summary = realtime::run(opts, |e| {

@@ -80,7 +80,7 @@ impl Model {
         audio: &[f32],
         prompt: &str,
         language: &str,
-        is_final: bool,
+        retry: bool,
         abort: Option<&AtomicBool>,
     ) -> Result<String, ModelError> {
         let secs = audio.len() as f32 / 16000.0;
@@ -94,11 +94,11 @@ impl Model {
         // Live decodes must take a bounded time. whisper.cpp retries a greedy decode that
         // fails its quality checks (log-probability, compression) at higher temperatures,
         // five times by default (measured here: 4-9 s for one 2 s utterance). Partials
-        // get no retry (the next step re-decodes anyway); finals get at most two
-        // (temperatures 0.5 and 1.0), which rescues a decode that stopped early. And
+        // get no retry (the next step re-decodes anyway); finals at normal load get at
+        // most two (temperatures 0.5 and 1.0), which rescues a decode that stopped early. And
         // no more tokens than speech can hold (about 3 words, 4-5 tokens, per second;
         // a looping decoder stops there).
-        params.set_temperature_inc(if is_final { 0.5 } else { 0.0 });
+        params.set_temperature_inc(if retry { 0.5 } else { 0.0 });
         params.set_max_tokens((secs * 8.0).ceil() as i32 + 8);
         if !prompt.trim().is_empty() {
             params.set_initial_prompt(prompt.trim());

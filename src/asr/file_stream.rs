@@ -56,7 +56,7 @@ pub fn transcribe_channels(
             while let Some(req) = (!queue.is_empty()).then(|| queue.remove(0)) {
                 let t0 = Instant::now();
                 let slice = &audio[req.start as usize..(req.end as usize).min(audio.len())];
-                let text = model.decode_utterance(&mut state, slice, &req.prompt, language, req.is_final, None)?;
+                let text = model.decode_utterance(&mut state, slice, &req.prompt, language, req.retry, None)?;
                 let decode_ms = t0.elapsed().as_millis() as u64;
                 let (update, next) = policy.on_result(&req, &text);
                 queue.extend(next);

@@ -68,6 +68,9 @@ pub struct DecodeRequest {
     /// the endpoint comes with no new speech (so the decode time hides inside the
     /// endpoint wait); otherwise it serves as a partial.
     pub early: bool,
+    /// Whether the decoder may retry a failed decode at higher temperatures (finals at
+    /// normal load only: a retry costs a whole decode).
+    pub retry: bool,
     /// Recent final text of this channel, as the decoder's prompt.
     pub prompt: String,
 }
@@ -337,6 +340,7 @@ impl StreamPolicy {
                     end: self.seen,
                     is_final: false,
                     early: false,
+                    retry: false,
                     prompt: self.context.clone(),
                 });
             } else {
@@ -367,7 +371,7 @@ impl StreamPolicy {
             self.current = Some(u);
             // A newer pause supersedes a queued early final of this utterance.
             self.queued.retain(|q| !(q.early && q.utterance == u.id));
-            out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: true, prompt: self.context.clone() });
+            out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: true, retry: true, prompt: self.context.clone() });
             if Self::ms(end - u.start) >= self.s.soft_cut_ms {
                 // Long enough: this pause ends the utterance.
                 self.early_confirmed = Some((u.id, u.start, end));
@@ -423,7 +427,7 @@ impl StreamPolicy {
             }
         }
         self.queued.retain(|q| !(q.early && q.utterance == u.id));
-        out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: false, prompt: self.context.clone() });
+        out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: false, retry: self.degrade == Degrade::Normal, prompt: self.context.clone() });
     }
 
     fn in_flight_is_early(&self, utterance: u64, end: u64) -> bool {

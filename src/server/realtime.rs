@@ -45,6 +45,10 @@ pub struct RealtimeOptions {
     pub policy: PolicySettings,
     pub max_lag: Duration,
     pub speed: f64,
+    /// Call i plays the recording rotated by i × this: all calls run at once for the
+    /// whole time, but their turns fall at different moments (real calls do not turn
+    /// in lockstep; identical calls would all want a final at the same instant).
+    pub stagger: Duration,
 }
 
 /// One transcript event as printed.
@@ -124,7 +128,9 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
     let mut senders = Vec::new();
     for i in 0..opts.concurrent.max(1) {
         let addr = server.local_addr;
-        let (audio, secret, format, speed) = (audio.clone(), secret.clone(), opts.format, opts.speed);
+        let (secret, format, speed) = (secret.clone(), opts.format, opts.speed);
+        let shift = (opts.stagger.as_secs_f64() * i as f64 * audio.sample_rate as f64) as usize;
+        let audio = rotated(&audio, shift);
         senders.push(tokio::spawn(async move {
             let campaign = format!("transcribe-{i}");
             match format {
@@ -249,6 +255,15 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
     server.drain(std::future::pending()).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(summary)
+}
+
+fn rotated(audio: &Audio, shift: usize) -> Audio {
+    let n = audio.frames().max(1);
+    let shift = shift % n;
+    Audio {
+        sample_rate: audio.sample_rate,
+        channels: audio.channels.iter().map(|c| c[shift..].iter().chain(&c[..shift]).copied().collect()).collect(),
+    }
 }
 
 fn transcript_written(dir: &std::path::Path, id: &CallId) -> bool {
