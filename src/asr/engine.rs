@@ -54,7 +54,11 @@ impl Model {
     /// Greedy decoding on one thread (measured: two threads per inference collapse under
     /// contention), quiet.
     fn greedy_params(language: &str) -> FullParams<'_, '_> {
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        Self::params(SamplingStrategy::Greedy { best_of: 1 }, language)
+    }
+
+    fn params(strategy: SamplingStrategy, language: &str) -> FullParams<'_, '_> {
+        let mut params = FullParams::new(strategy);
         params.set_n_threads(1);
         params.set_language(Some(language));
         params.set_print_progress(false);
@@ -85,20 +89,26 @@ impl Model {
     ) -> Result<String, ModelError> {
         let secs = audio.len() as f32 / 16000.0;
         let audio_ctx = ((secs * 64.0).ceil() as i32 + 64).min(1500);
-        let mut params = Self::greedy_params(language);
+        // Finals at normal load: a small beam (deterministic, and better than greedy on
+        // hard audio); everything else greedy.
+        let mut params = if retry {
+            Self::params(SamplingStrategy::BeamSearch { beam_size: 3, patience: -1.0 }, language)
+        } else {
+            Self::greedy_params(language)
+        };
         params.set_audio_ctx(audio_ctx);
         params.set_single_segment(true);
         params.set_no_context(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        // Live decodes must take a bounded time. whisper.cpp retries a greedy decode that
-        // fails its quality checks (log-probability, compression) at higher temperatures,
-        // five times by default (measured here: 4-9 s for one 2 s utterance). Partials
-        // get no retry (the next step re-decodes anyway); finals at normal load get at
-        // most two (temperatures 0.5 and 1.0), which rescues a decode that stopped early. And
-        // no more tokens than speech can hold (about 3 words, 4-5 tokens, per second;
-        // a looping decoder stops there).
-        params.set_temperature_inc(if retry { 0.5 } else { 0.0 });
+        // Live decodes must take a bounded time. whisper.cpp retries a decode that fails
+        // its quality checks (log-probability, compression) at higher temperatures, five
+        // times by default (measured here: 4-9 s for one 2 s utterance), and when every
+        // retry fails it keeps the most random one (seen here: "Under the" for "Hi Alex,
+        // we already use another vendor"). No retries: finals get a beam of 3 instead.
+        // And no more tokens than speech can hold (about 3 words, 4-5 tokens, per
+        // second; a looping decoder stops there).
+        params.set_temperature_inc(0.0);
         params.set_max_tokens((secs * 8.0).ceil() as i32 + 8);
         if !prompt.trim().is_empty() {
             params.set_initial_prompt(prompt.trim());
@@ -151,16 +161,7 @@ impl Model {
         abort: Option<&AtomicBool>,
     ) -> Result<Vec<Segment>, ModelError> {
         let mut params = match beam_size {
-            Some(b) => {
-                let mut p = FullParams::new(SamplingStrategy::BeamSearch { beam_size: b as i32, patience: -1.0 });
-                p.set_n_threads(1);
-                p.set_language(Some(language));
-                p.set_print_progress(false);
-                p.set_print_realtime(false);
-                p.set_print_special(false);
-                p.set_print_timestamps(false);
-                p
-            }
+            Some(b) => Self::params(SamplingStrategy::BeamSearch { beam_size: b as i32, patience: -1.0 }, language),
             None => Self::greedy_params(language),
         };
         if let Some(flag) = abort {

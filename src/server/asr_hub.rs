@@ -679,10 +679,11 @@ fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
     let txt: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&dir)?;
+        // The text first: once transcript.json exists, both are complete.
+        std::fs::write(dir.join("transcript.txt"), txt)?;
         let tmp = dir.join("transcript.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
-        std::fs::rename(&tmp, dir.join("transcript.json"))?;
-        std::fs::write(dir.join("transcript.txt"), txt)
+        std::fs::rename(&tmp, dir.join("transcript.json"))
     };
     if let Err(e) = write() {
         tracing::error!(call_id = %c.info.call_id, error = %e, "writing transcript");

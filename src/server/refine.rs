@@ -111,14 +111,6 @@ pub fn refine(
         "refined": { "model": task.model_name, "beam_size": beam_size },
         "segments": segments,
     });
-    let live = task.dir.join("transcript.json");
-    let kept = task.dir.join("transcript.live.json");
-    if live.exists() && !kept.exists() {
-        std::fs::rename(&live, &kept).map_err(io(&live))?;
-    }
-    let tmp = task.dir.join("transcript.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&json).expect("plain data")).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &live).map_err(io(&live))?;
     let txt: String = segments
         .iter()
         .map(|s| {
@@ -132,6 +124,16 @@ pub fn refine(
         .collect();
     let txt_path = task.dir.join("transcript.txt");
     std::fs::write(&txt_path, txt).map_err(io(&txt_path))?;
+    // The text first: once the refined transcript.json exists, both are complete.
+    let live = task.dir.join("transcript.json");
+    let kept = task.dir.join("transcript.live.json");
+    if live.exists() && !kept.exists() {
+        // A copy, so there is always a transcript.json for readers.
+        std::fs::copy(&live, &kept).map_err(io(&kept))?;
+    }
+    let tmp = task.dir.join("transcript.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&json).expect("plain data")).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &live).map_err(io(&live))?;
     Ok(segments.len())
 }
 

@@ -9,6 +9,8 @@ use earshot::call::Role;
 use earshot::asr::{check_model_file, model_import, ModelError};
 use earshot_loadtest::audio::Audio;
 
+use crate::common::words;
+
 /// The CTranslate2 tiny.en directory; the test fails (never skips) without it.
 fn ct2_dir() -> PathBuf {
     let dir = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(PathBuf::from).unwrap_or_else(|| {
@@ -22,13 +24,6 @@ fn ct2_dir() -> PathBuf {
     dir
 }
 
-fn words(s: &str) -> Vec<String> {
-    s.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn imported_tiny_en_transcribes_jfk_word_for_word() {

