@@ -488,7 +488,7 @@ impl Config {
         for t in &self.tenants {
             if let Some(l) = &t.asr_language {
                 if !lang_ok(l) {
-                    return Err(invalid(&format!("tenants.{}.asr_language", t.id), "must be a Whisper language code (en, de, es, …) or \"auto\""));
+                    return Err(invalid(format!("tenants.{}.asr_language", t.id), "must be a Whisper language code (en, de, es, …) or \"auto\""));
                 }
             }
         }

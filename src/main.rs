@@ -176,7 +176,22 @@ fn main() -> ExitCode {
         Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, max_lag, offline } => {
             let model = earshot::config::model_path(&model, &model_dir);
             if realtime {
-                transcribe_realtime(file, model, language, &format, concurrent, workers, summary_only, max_lag)
+                use earshot::server::realtime::{Format, RealtimeOptions};
+                let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
+                let format = if format == "twilio" { Format::Twilio } else { Format::Pcm };
+                let opts = RealtimeOptions {
+                    file,
+                    model,
+                    language,
+                    format,
+                    concurrent,
+                    workers,
+                    policy: Default::default(),
+                    max_lag,
+                    speed: 1.0,
+                    stagger: None,
+                };
+                transcribe_realtime(opts, summary_only)
             } else {
                 transcribe(file, model, language, offline)
             }
@@ -337,34 +352,9 @@ async fn wait_for_signal() {
 }
 
 #[cfg(feature = "asr")]
-fn transcribe_realtime(
-    file: PathBuf,
-    model: PathBuf,
-    language: String,
-    format: &str,
-    concurrent: usize,
-    workers: usize,
-    summary_only: bool,
-    max_lag: std::time::Duration,
-) -> anyhow::Result<()> {
-    use earshot::server::realtime::{self, Format, RealtimeOptions};
+fn transcribe_realtime(opts: earshot::server::realtime::RealtimeOptions, summary_only: bool) -> anyhow::Result<()> {
+    use earshot::server::realtime;
     init_logging("warn");
-    let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
-    let opts = RealtimeOptions {
-        file: file.clone(),
-        model,
-        language,
-        format: if format == "twilio" { Format::Twilio } else { Format::Pcm },
-        concurrent,
-        workers,
-        policy: Default::default(),
-        max_lag,
-        speed: 1.0,
-        // Spread the starts over one call's length: calls arrive and turn at random.
-        stagger: std::time::Duration::from_secs_f64(
-            earshot_loadtest::audio::Audio::load_wav(&file)?.duration_secs() / concurrent.max(1) as f64,
-        ),
-    };
     tokio_main(async move {
         let summary = realtime::run(opts, |e| {
             if !summary_only {

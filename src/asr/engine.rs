@@ -18,6 +18,23 @@ unsafe extern "C" fn abort_if_set(data: *mut std::ffi::c_void) -> bool {
     flag.load(Ordering::Relaxed)
 }
 
+/// Runs one whisper.cpp inference; with `abort`, stops when another thread sets it.
+fn run_full(state: &mut WhisperState, mut params: FullParams<'_, '_>, audio: &[f32], abort: Option<&AtomicBool>) -> Result<(), ModelError> {
+    if let Some(flag) = abort {
+        // SAFETY: the callback only reads the flag, which outlives `state.full` (borrowed
+        // for this whole call); whisper.cpp calls it on this thread.
+        unsafe {
+            params.set_abort_callback(Some(abort_if_set));
+            params.set_abort_callback_user_data(flag as *const AtomicBool as *mut std::ffi::c_void);
+        }
+    }
+    let r = state.full(params, audio);
+    if abort.is_some_and(|f| f.load(Ordering::Relaxed)) {
+        return Err(ModelError::Aborted);
+    }
+    r.map_err(|e| ModelError::Inference(e.to_string()))
+}
+
 pub struct Model {
     ctx: WhisperContext,
     path: PathBuf,
@@ -122,19 +139,7 @@ impl Model {
         } else {
             audio
         };
-        if let Some(flag) = abort {
-            // SAFETY: the callback only reads the flag, which outlives `state.full`
-            // (borrowed for this whole call); whisper.cpp calls it on this thread.
-            unsafe {
-                params.set_abort_callback(Some(abort_if_set));
-                params.set_abort_callback_user_data(flag as *const AtomicBool as *mut std::ffi::c_void);
-            }
-        }
-        let r = state.full(params, input);
-        if abort.is_some_and(|f| f.load(Ordering::Relaxed)) {
-            return Err(ModelError::Aborted);
-        }
-        r.map_err(|e| ModelError::Inference(e.to_string()))?;
+        run_full(state, params, input, abort)?;
         let mut text = String::new();
         for seg in state.as_iter() {
             if seg.no_speech_probability() > 0.8 {
@@ -160,22 +165,11 @@ impl Model {
         beam_size: Option<u32>,
         abort: Option<&AtomicBool>,
     ) -> Result<Vec<Segment>, ModelError> {
-        let mut params = match beam_size {
+        let params = match beam_size {
             Some(b) => Self::params(SamplingStrategy::BeamSearch { beam_size: b as i32, patience: -1.0 }, language),
             None => Self::greedy_params(language),
         };
-        if let Some(flag) = abort {
-            // SAFETY: as in `decode_utterance`: the flag outlives the call.
-            unsafe {
-                params.set_abort_callback(Some(abort_if_set));
-                params.set_abort_callback_user_data(flag as *const AtomicBool as *mut std::ffi::c_void);
-            }
-        }
-        let r = state.full(params, audio);
-        if abort.is_some_and(|f| f.load(Ordering::Relaxed)) {
-            return Err(ModelError::Aborted);
-        }
-        r.map_err(|e| ModelError::Inference(e.to_string()))?;
+        run_full(state, params, audio, abort)?;
         let mut out = Vec::new();
         for seg in state.as_iter() {
             let text = seg.to_str_lossy().map_err(|e| ModelError::Inference(e.to_string()))?.trim().to_string();

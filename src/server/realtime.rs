@@ -45,10 +45,11 @@ pub struct RealtimeOptions {
     pub policy: PolicySettings,
     pub max_lag: Duration,
     pub speed: f64,
-    /// Call i plays the recording rotated by i × this: all calls run at once for the
-    /// whole time, but their turns fall at different moments (real calls do not turn
-    /// in lockstep; identical calls would all want a final at the same instant).
-    pub stagger: Duration,
+    /// Call i plays the recording rotated by i × this (default: its length / calls): all
+    /// calls run at once for the whole time, but their turns fall at different moments
+    /// (real calls do not turn in lockstep; identical calls would all want a final at
+    /// the same instant).
+    pub stagger: Option<Duration>,
 }
 
 /// One transcript event as printed.
@@ -126,10 +127,11 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
     let mut rx = server.app.subscribe();
     let t0 = Instant::now();
     let mut senders = Vec::new();
+    let stagger = opts.stagger.unwrap_or_else(|| Duration::from_secs_f64(audio.duration_secs() / opts.concurrent.max(1) as f64));
     for i in 0..opts.concurrent.max(1) {
         let addr = server.local_addr;
         let (secret, format, speed) = (secret.clone(), opts.format, opts.speed);
-        let shift = (opts.stagger.as_secs_f64() * i as f64 * audio.sample_rate as f64) as usize;
+        let shift = (stagger.as_secs_f64() * i as f64 * audio.sample_rate as f64) as usize;
         let audio = rotated(&audio, shift);
         senders.push(tokio::spawn(async move {
             let campaign = format!("transcribe-{i}");

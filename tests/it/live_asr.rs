@@ -27,6 +27,12 @@ struct Setup {
     metrics: earshot::metrics::Metrics,
 }
 
+/// The real server with `hub` as its recogniser, reporting into `metrics`.
+async fn serve(config: Config, hub: AsrHub, metrics: &earshot::metrics::Metrics) -> Server {
+    let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+    Server::start(config, opts).await.unwrap()
+}
+
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
@@ -67,12 +73,7 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
     let validator = jsonschema::validator_for(&schema).unwrap();
 
     rt().block_on(async {
-        let server = Server::start(
-            config,
-            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
-        )
-            .await
-            .unwrap();
+        let server = serve(config, hub, &metrics).await;
         let mut rx = server.app.subscribe();
         let script = pcm::render(&audio, serde_json::json!({"campaign": "live-asr"}));
         let url = format!("ws://{}/fork/pcm/{TENANT}", server.local_addr);
@@ -221,12 +222,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
     let validator = jsonschema::validator_for(&schema).unwrap();
 
     rt().block_on(async {
-        let server = Server::start(
-            config,
-            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
-        )
-        .await
-        .unwrap();
+        let server = serve(config, hub, &metrics).await;
         let url = format!("ws://{}/fork/pcm/{TENANT}", server.local_addr);
         // Runs `n` calls of `audio` at once; returns every transcript final with its
         // latency (arrival - end of the audio it covers) and the highest load level.
@@ -345,12 +341,7 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
     let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(&data), metrics.clone()).unwrap();
     let (audio, _) = two_party_call(16000, 0.2);
     rt().block_on(async {
-        let server = Server::start(
-            config,
-            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
-        )
-        .await
-        .unwrap();
+        let server = serve(config, hub, &metrics).await;
         let script = pcm::render(&audio, serde_json::json!({"campaign": "refine"}));
         let url = format!("ws://{}/fork/pcm/{TENANT}", server.local_addr);
         let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
@@ -419,12 +410,7 @@ fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_r
     }
     let audio = Audio { sample_rate: 16000, channels: chans };
     rt().block_on(async {
-        let server = Server::start(
-            config,
-            ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
-        )
-        .await
-        .unwrap();
+        let server = serve(config, hub, &metrics).await;
         let mut rx = server.app.subscribe();
         let mut opts = earshot_loadtest::twilio::TwilioOptions::default();
         opts.custom_parameters.insert("token".into(), SECRET.into());
