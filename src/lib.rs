@@ -7,6 +7,7 @@
 
 pub mod asr;
 pub mod call;
+pub mod coach;
 pub mod config;
 pub mod events;
 pub mod ingest;

@@ -12,6 +12,7 @@ pub mod fork_twilio;
 pub mod realtime;
 #[cfg(feature = "asr")]
 pub mod refine;
+pub mod token;
 pub mod recogniser;
 
 use std::net::SocketAddr;

@@ -14,12 +14,17 @@ use toml::{Table, Value};
 
 use crate::call::is_valid_tenant_id;
 
+mod coaching;
+pub use coaching::{webhook_url_ok, LiveConfig, WebhooksConfig};
+
 pub const ENV_PREFIX: &str = "EARSHOT__";
 /// Keys that hold secrets: they also accept `<key>_file`, and env values for them are
 /// always taken as strings.
-pub const SECRET_KEYS: &[&str] = &["fork_secret", "twilio_auth_token", "signing_secret"];
+pub const SECRET_KEYS: &[&str] = &["fork_secret", "twilio_auth_token", "signing_secret", "webhook_secret"];
 /// The well-known secret of the shipped demo tenant.
 pub const DEMO_SECRET: &str = "demo";
+/// The well-known token signing secret of the shipped demo tenant.
+pub const DEMO_SIGNING_SECRET: &str = "demo-signing-secret-do-not-use-in-production";
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -61,6 +66,10 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub asr: AsrConfig,
+    #[serde(default)]
+    pub live: LiveConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -412,6 +421,23 @@ pub struct TenantConfig {
     /// Post-call refinement for this tenant, instead of `asr.refine`.
     #[serde(default)]
     pub asr_refine: Option<bool>,
+    /// Signs this tenant's tokens (JWT HS256, `kid` = tenant id): live overlay, WHIP
+    /// publishers, admin. No secret: no token of this tenant is accepted.
+    #[serde(default)]
+    pub signing_secret: Option<String>,
+    /// Coaching playbook (TOML; relative paths are taken from the config file's folder).
+    /// Re-read when the file changes: the next call uses the new version.
+    #[serde(default)]
+    pub playbook: Option<PathBuf>,
+    /// Where `call.ended` and `scorecard` are POSTed after each call (https, or http to loopback).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key of the `Earshot-Signature` header on webhook requests.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Open `/live` connections for this tenant, instead of `live.max_connections_per_tenant`.
+    #[serde(default)]
+    pub live_max_connections: Option<usize>,
 }
 
 fn default_rep_track() -> RepTrack {
@@ -449,10 +475,15 @@ impl Config {
         }
         let base_dir = path.parent().unwrap_or(Path::new("."));
         resolve_secret_files(&mut table, "", base_dir)?;
-        let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
             let key = e.path().to_string();
             invalid(if key == "." { "(root)".into() } else { key }, e.into_inner().to_string())
         })?;
+        for t in &mut config.tenants {
+            if let Some(p) = t.playbook.as_mut().filter(|p| p.is_relative()) {
+                *p = base_dir.join(&*p);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -498,6 +529,15 @@ impl Config {
         if self.asr.max_lag < Duration::from_secs(2) || self.asr.max_lag > Duration::from_secs(120) {
             return Err(invalid("asr.max_lag", "must be between 2s and 120s"));
         }
+        if self.live.client_queue < 8 || self.live.replay_events < 16 {
+            return Err(invalid("live.client_queue", "client_queue must be at least 8 and replay_events at least 16"));
+        }
+        if self.live.metrics_interval < Duration::from_millis(20) || self.live.heartbeat < Duration::from_secs(1) {
+            return Err(invalid("live.metrics_interval", "metrics_interval must be at least 20ms and heartbeat at least 1s"));
+        }
+        if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
+            return Err(invalid("webhooks.max_attempts", "max_attempts and queue must be at least 1"));
+        }
         if self.limits.max_calls == 0 {
             return Err(invalid("limits.max_calls", "must be at least 1"));
         }
@@ -532,6 +572,26 @@ impl Config {
                     return Err(invalid(format!("{key}.fork_secret"), "must be at least 16 characters"));
                 }
             }
+            if let Some(s) = &t.signing_secret {
+                if s.len() < 32 {
+                    return Err(invalid(format!("{key}.signing_secret"), "must be at least 32 characters (it signs HS256 tokens)"));
+                }
+            }
+            match (&t.webhook_url, &t.webhook_secret) {
+                (Some(url), _) if !webhook_url_ok(url) => {
+                    return Err(invalid(format!("{key}.webhook_url"), "must be https:// (or http:// to a loopback address)"));
+                }
+                (Some(_), None) => {
+                    return Err(invalid(format!("{key}.webhook_secret"), "a webhook_url needs a webhook_secret (requests are signed)"));
+                }
+                (_, Some(s)) if s.len() < 16 => {
+                    return Err(invalid(format!("{key}.webhook_secret"), "must be at least 16 characters"));
+                }
+                _ => {}
+            }
+            if t.live_max_connections == Some(0) {
+                return Err(invalid(format!("{key}.live_max_connections"), "must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -544,7 +604,9 @@ impl Config {
     pub fn demo_secret_tenants(&self) -> Vec<&str> {
         self.tenants
             .iter()
-            .filter(|t| t.fork_secret.as_deref() == Some(DEMO_SECRET))
+            .filter(|t| {
+                t.fork_secret.as_deref() == Some(DEMO_SECRET) || t.signing_secret.as_deref() == Some(DEMO_SIGNING_SECRET)
+            })
             .map(|t| t.id.as_str())
             .collect()
     }
