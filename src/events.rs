@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::call::{CallId, Layout, Participant, Role, Source};
+use crate::coach::{ChecklistPayload, HintPayload, MetricsPayload, ScorecardPayload};
 use crate::manifest::MediaStats;
 
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -35,7 +36,7 @@ impl Event {
     }
 }
 
-/// Event payloads. Later features add `transcript.*`, `hint`, `metrics`, `checklist`, `scorecard`.
+/// Event payloads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type")]
 pub enum EventBody {
@@ -47,6 +48,14 @@ pub enum EventBody {
     TranscriptPartial(TranscriptPayload),
     #[serde(rename = "transcript.final")]
     TranscriptFinal(TranscriptPayload),
+    #[serde(rename = "hint")]
+    Hint(HintPayload),
+    #[serde(rename = "metrics")]
+    Metrics(MetricsPayload),
+    #[serde(rename = "checklist")]
+    Checklist(ChecklistPayload),
+    #[serde(rename = "scorecard")]
+    Scorecard(Box<ScorecardPayload>),
 }
 
 /// `transcript.partial` / `transcript.final`: `stable` never changes again within an
@@ -73,10 +82,23 @@ impl EventBody {
             EventBody::CallEnded(_) => "call.ended",
             EventBody::TranscriptPartial(_) => "transcript.partial",
             EventBody::TranscriptFinal(_) => "transcript.final",
+            EventBody::Hint(_) => "hint",
+            EventBody::Metrics(_) => "metrics",
+            EventBody::Checklist(_) => "checklist",
+            EventBody::Scorecard(_) => "scorecard",
         }
     }
 
-    pub const TYPE_NAMES: [&'static str; 4] = ["call.started", "call.ended", "transcript.partial", "transcript.final"];
+    pub const TYPE_NAMES: [&'static str; 8] = [
+        "call.started",
+        "call.ended",
+        "transcript.partial",
+        "transcript.final",
+        "hint",
+        "metrics",
+        "checklist",
+        "scorecard",
+    ];
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -77,6 +77,40 @@ enum Command {
         #[command(subcommand)]
         command: CallsCommand,
     },
+    /// Tokens for the live overlay, WHIP publishers and admins.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token (JWT HS256 signed with the tenant's signing_secret); prints it.
+    Issue {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        /// Who: a rep's id (must equal the rep id calls carry), a manager, a system.
+        #[arg(long)]
+        sub: String,
+        /// rep, manager, admin, auditor or publisher.
+        #[arg(long)]
+        role: earshot::server::token::TokenRole,
+        /// Lifetime, e.g. 8h, 30m, 7d.
+        #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Scope the token to one call id.
+        #[arg(long)]
+        call: Option<String>,
+    },
+    /// Check a token against the config; prints its tenant and claims.
+    Verify {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        token: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +205,7 @@ fn main() -> ExitCode {
             tokio_main(async move { earshot_loadtest::cli::replay(args).await })
         }
         Command::Calls { command } => calls(command),
+        Command::Token { command } => token(command),
         Command::Model { command } => model(command),
         #[cfg(feature = "asr")]
         Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, max_lag, offline } => {
@@ -224,8 +259,29 @@ fn tokio_main<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyh
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?.block_on(f)
 }
 
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    use earshot::server::token;
+    match command {
+        TokenCommand::Issue { config, tenant, sub, role, ttl, call } => {
+            let config = Config::load(&default_config_path(config))?;
+            println!("{}", token::issue(&config, &tenant, &sub, role, ttl, call)?);
+        }
+        TokenCommand::Verify { config, token: t } => {
+            let config = Config::load(&default_config_path(config))?;
+            let p = token::verify(&config, &t)?;
+            println!("tenant {} {}", p.tenant, serde_json::to_string(&p.claims)?);
+        }
+    }
+    Ok(())
+}
+
 fn config_check(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    for t in &config.tenants {
+        if let Some(p) = &t.playbook {
+            earshot::server::coaching::load_playbook(p)?;
+        }
+    }
     println!(
         "{}: OK ({} tenant(s), listen {}, storage {})",
         path.display(),

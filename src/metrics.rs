@@ -49,6 +49,24 @@ pub struct Metrics {
     pub asr_degrade_level: IntGauge,
     pub asr_shed_seconds: prometheus::Counter,
     pub draining: IntGauge,
+    pub live_connections: IntGauge,
+    pub live_rejected: IntCounterVec,
+    pub live_messages_sent: IntCounter,
+    pub live_lagged: IntCounter,
+    pub live_resumes: IntCounterVec,
+    pub coach_hints: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
+    pub postcall_dropped: IntCounter,
+}
+
+pub const LIVE_REJECT_REASONS: [&str; 3] = ["auth", "limit", "draining"];
+pub const LIVE_RESUME_RESULTS: [&str; 3] = ["replay", "snapshot", "current"];
+pub const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "retried", "failed", "dropped"];
+
+fn int_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -171,8 +189,32 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            live_connections: {
+                let g = IntGauge::new("earshot_live_connections", "Open /live websocket connections (overlays, dashboards).").expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            live_rejected: counter_vec(&r, "earshot_live_rejected_total", "/live connections refused, by reason.", &["reason"]),
+            live_messages_sent: int_counter(&r, "earshot_live_messages_sent_total", "Messages written to /live clients."),
+            live_lagged: int_counter(&r, "earshot_live_lagged_total", "Times a /live client fell behind its queue and was resynchronised with a snapshot."),
+            live_resumes: counter_vec(&r, "earshot_live_resumes_total", "/live resumes, by how the client was caught up (replay of missed events, snapshot, or already current).", &["result"]),
+            coach_hints: counter_vec(&r, "earshot_coach_hints_total", "Coaching hints raised, by severity.", &["severity"]),
+            webhook_deliveries: counter_vec(&r, "earshot_webhook_deliveries_total", "Webhook attempts and results: delivered, retried (attempt failed, will retry), failed (gave up), dropped (queue full).", &["outcome"]),
+            postcall_dropped: int_counter(&r, "earshot_postcall_dropped_total", "Post-call jobs (scorecard files, webhooks) dropped because their queue was full."),
             registry: r,
         };
+        for reason in LIVE_REJECT_REASONS {
+            m.live_rejected.with_label_values(&[reason]);
+        }
+        for result in LIVE_RESUME_RESULTS {
+            m.live_resumes.with_label_values(&[result]);
+        }
+        for sev in ["info", "warning", "critical"] {
+            m.coach_hints.with_label_values(&[sev]);
+        }
+        for o in WEBHOOK_OUTCOMES {
+            m.webhook_deliveries.with_label_values(&[o]);
+        }
         for s in &sources {
             m.calls_active.with_label_values(&[s]);
             m.calls_started.with_label_values(&[s]);

@@ -197,6 +197,8 @@ pub struct StreamPolicy {
     /// After a soft cut, the speaker is still "speaking" to the VAD: a new utterance
     /// starts at the first voiced frame after this sample.
     resume_after: Option<u64>,
+    /// Voice-activity edges seen while feeding audio: (speech starts?, ms).
+    voice: Vec<(bool, u64)>,
 }
 
 impl StreamPolicy {
@@ -219,7 +221,14 @@ impl StreamPolicy {
             early_confirmed: None,
             ready: Vec::new(),
             resume_after: None,
+            voice: Vec::new(),
         }
+    }
+
+    /// Voice-activity edges since the last call: (true = speech starts, ms into the
+    /// channel). Speech ends at its last voiced frame (the endpoint hangover excluded).
+    pub fn take_voice(&mut self) -> Vec<(bool, u64)> {
+        std::mem::take(&mut self.voice)
     }
 
     /// Transcript updates that feeding audio produced (call after `push_audio`).
@@ -299,9 +308,11 @@ impl StreamPolicy {
         for e in events.drain(..) {
             match e {
                 VadEvent::SpeechStart { frame } => {
+                    self.voice.push((true, frame * 20));
                     self.begin(frame * FRAME as u64);
                 }
                 VadEvent::SpeechEnd { frame } => {
+                    self.voice.push((false, (frame + 1) * 20));
                     self.resume_after = None;
                     let last_voiced = (frame + 1) * FRAME as u64;
                     let end = (last_voiced + self.s.tail_ms * RATE / 1000).min(self.seen);

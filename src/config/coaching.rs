@@ -34,7 +34,7 @@ fn default_client_queue() -> usize {
     512
 }
 fn default_replay_events() -> usize {
-    2000
+    1000
 }
 fn default_linger() -> Duration {
     Duration::from_secs(600)

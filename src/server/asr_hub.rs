@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::call_session::CallPublisher;
+use super::call_session::{CallPublisher, PartGuard};
+use crate::coach::Voice;
 use super::recogniser::RecogniserHub;
 use crate::asr::engine::Model;
 use super::refine::RefineTask;
@@ -69,7 +70,7 @@ impl AsrSettings {
 }
 
 enum Command {
-    Attach { call: CallInfo, taps: Vec<RecogniserTap>, publisher: Arc<CallPublisher> },
+    Attach { call: CallInfo, taps: Vec<RecogniserTap>, publisher: Arc<CallPublisher>, part: PartGuard },
     /// Answer once no stream is left.
     Drain(SyncSender<()>),
 }
@@ -201,7 +202,9 @@ impl AsrHub {
 
 impl RecogniserHub for AsrHub {
     fn attach(&self, call: &CallInfo, taps: Vec<RecogniserTap>, _drops: Arc<FeedDrops>, publisher: Arc<CallPublisher>) {
-        let cmd = Command::Attach { call: call.clone(), taps, publisher };
+        // Held until the call's transcript is written: the scorecard waits for it.
+        let part = publisher.hold();
+        let cmd = Command::Attach { call: call.clone(), taps, publisher, part };
         if let Err(TrySendError::Full(_)) = self.tx.try_send(cmd) {
             tracing::error!(call_id = %call.call_id, "ASR scheduler busy: call not transcribed");
         }
@@ -237,6 +240,8 @@ struct Gap {
 struct CallState {
     info: CallInfo,
     publisher: Arc<CallPublisher>,
+    /// Released (dropped) once the transcript is written.
+    _part: PartGuard,
     open_streams: usize,
     finals: Vec<FinalSegment>,
     gaps: Vec<Gap>,
@@ -373,8 +378,8 @@ impl Scheduler {
                         break;
                     }
                 };
-                let (call, taps, publisher) = match cmd {
-                    Command::Attach { call, taps, publisher } => (call, taps, publisher),
+                let (call, taps, publisher, part) = match cmd {
+                    Command::Attach { call, taps, publisher, part } => (call, taps, publisher, part),
                     Command::Drain(tx) => {
                         drain_waiters.push(tx);
                         continue;
@@ -383,7 +388,7 @@ impl Scheduler {
                 let roles = call.layout.roles();
                 self.calls.insert(
                     call.call_id,
-                    CallState { info: call.clone(), publisher, open_streams: taps.len(), finals: Vec::new(), gaps: Vec::new() },
+                    CallState { info: call.clone(), publisher, open_streams: taps.len(), finals: Vec::new(), gaps: Vec::new(), _part: part },
                 );
                 for (i, tap) in taps.into_iter().enumerate() {
                     self.next_stream += 1;
@@ -433,7 +438,13 @@ impl Scheduler {
                         flag.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
+                let voice = s.policy.take_voice();
                 let (updates, call, role) = (s.policy.take_updates(), s.call, s.role);
+                if let Some(c) = self.calls.get(&call).filter(|_| !voice.is_empty()) {
+                    for (start, ms) in voice {
+                        c.publisher.voice(role, if start { Voice::Start(ms) } else { Voice::End(ms) });
+                    }
+                }
                 for u in updates {
                     self.publish(call, role, u);
                 }

@@ -4,10 +4,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
+use super::coaching::PostCall;
 use super::AppState;
-use crate::call::{CallInfo, Outcome, SampleEncoding};
+use crate::call::{CallInfo, Outcome, Role, SampleEncoding};
+use crate::coach::{Coach, CoachOutput, Playbook, Voice};
+use crate::events::Event;
 use crate::media::g711;
 use crate::media::recogniser_feed::{DropObserver, DropReason, RecogniserFeed, RECOGNISER_RATE};
 use crate::events::{CallEndedPayload, CallStartedPayload, EventBody, EventSequencer};
@@ -47,20 +50,192 @@ impl Drop for CallSlot {
 
 const MAX_DTMF_KEPT: usize = 1000;
 
-/// Publishes a call's events with its one `seq` counter. Shared by the call's task and
-/// the recogniser (transcripts). The mutex makes "take the next seq" and "put it on
-/// the bus" one step, so subscribers see seq in order; it is held only for that, and
-/// events are a few per second per call.
+/// Hints kept for `hints.json`.
+const MAX_SAVED_HINTS: usize = 1000;
+
+/// Publishes a call's events with its one `seq` counter, and owns the call's coach.
+/// Shared by the call's task, the recogniser (transcripts, voice activity) and the
+/// metrics ticker. The mutex makes "take the next seq" and "put it on the bus" one
+/// step, so subscribers see seq in order; it is held only for that and the coach's
+/// few microseconds of work, and events are a few per second per call.
+///
+/// The scorecard is made when every *part* of the call is done: the call's own task
+/// (at `call.ended`) and each holder of a [`PartGuard`] (the recogniser, until the last
+/// words are transcribed).
 pub struct CallPublisher {
     app: Arc<AppState>,
-    sequencer: std::sync::Mutex<EventSequencer>,
+    inner: std::sync::Mutex<PublisherInner>,
+}
+
+struct PublisherInner {
+    sequencer: EventSequencer,
+    started_at: DateTime<Utc>,
+    tenant: String,
+    call_id: crate::call::CallId,
+    coach: Coach,
+    out: Vec<CoachOutput>,
+    hints: Vec<Arc<Event>>,
+    parts: u32,
+    /// Set at `call.ended`.
+    duration_ms: Option<u64>,
+    finished: bool,
+}
+
+/// Keeps the scorecard waiting while held (see [`CallPublisher::hold`]).
+pub struct PartGuard(Arc<CallPublisher>);
+
+impl Drop for PartGuard {
+    fn drop(&mut self) {
+        self.0.part_done();
+    }
 }
 
 impl CallPublisher {
+    fn new(app: Arc<AppState>, info: &CallInfo, playbook: Arc<Playbook>) -> Self {
+        Self {
+            app,
+            inner: std::sync::Mutex::new(PublisherInner {
+                sequencer: EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at),
+                started_at: info.started_at,
+                tenant: info.tenant.clone(),
+                call_id: info.call_id,
+                coach: Coach::new(playbook),
+                out: Vec::new(),
+                hints: Vec::new(),
+                parts: 1,
+                duration_ms: None,
+                finished: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PublisherInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn publish(&self, body: EventBody) {
-        let mut seq = self.sequencer.lock().unwrap_or_else(|e| e.into_inner());
-        let event = seq.stamp(Utc::now(), body);
-        self.app.publish(event);
+        let mut inner = self.lock();
+        let now = inner.now_ms();
+        let transcript = match &body {
+            EventBody::TranscriptPartial(p) => Some((p.clone(), false)),
+            EventBody::TranscriptFinal(p) => Some((p.clone(), true)),
+            _ => None,
+        };
+        inner.emit(&self.app, body);
+        if let Some((p, is_final)) = transcript {
+            if !inner.finished {
+                let inner = &mut *inner;
+                inner.coach.on_transcript(&p, is_final, now, &mut inner.out);
+                inner.flush(&self.app);
+            }
+        }
+    }
+
+    /// A channel starts or stops speaking (ms into the call).
+    pub fn voice(&self, role: Role, edge: Voice) {
+        let mut inner = self.lock();
+        if inner.finished {
+            return;
+        }
+        let inner = &mut *inner;
+        inner.coach.on_voice(role, edge, &mut inner.out);
+        inner.flush(&self.app);
+    }
+
+    /// Periodic: time-based hints and a `metrics` event. False once the call has ended.
+    pub fn tick(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.finished || inner.duration_ms.is_some() {
+            return false;
+        }
+        let now = inner.now_ms();
+        let inner = &mut *inner;
+        inner.coach.tick(now, &mut inner.out);
+        inner.flush(&self.app);
+        let m = inner.coach.metrics(now);
+        inner.emit(&self.app, EventBody::Metrics(m));
+        true
+    }
+
+    /// Another part of the call that must finish before the scorecard.
+    pub fn hold(self: &Arc<Self>) -> PartGuard {
+        self.lock().parts += 1;
+        PartGuard(self.clone())
+    }
+
+    /// Publishes `call.ended` (and sends it to the tenant's webhook); this call's own part is done.
+    fn end_call(&self, payload: CallEndedPayload) {
+        {
+            let mut inner = self.lock();
+            inner.duration_ms = Some(payload.duration_ms);
+            let event = inner.emit(&self.app, EventBody::CallEnded(payload));
+            self.webhook(&inner.tenant, event);
+        }
+        self.part_done();
+    }
+
+    fn webhook(&self, tenant: &str, event: Arc<Event>) {
+        if let Some(t) = self.app.config.tenant(tenant) {
+            if let (Some(url), Some(secret)) = (&t.webhook_url, &t.webhook_secret) {
+                self.app.postcall.submit(PostCall::Webhook { url: url.clone(), secret: secret.clone(), event });
+            }
+        }
+    }
+
+    fn part_done(&self) {
+        let mut inner = self.lock();
+        inner.parts = inner.parts.saturating_sub(1);
+        if inner.parts > 0 || inner.finished {
+            return;
+        }
+        inner.finished = true;
+        let end = inner.duration_ms.unwrap_or_else(|| inner.now_ms());
+        let inner = &mut *inner;
+        let card = inner.coach.finish(end, &mut inner.out);
+        inner.flush(&self.app);
+        let scorecard = inner.emit(&self.app, EventBody::Scorecard(Box::new(card)));
+        let dir = self.app.layout.call_dir(&inner.tenant, inner.call_id);
+        self.app.postcall.submit(PostCall::Files { dir, hints: std::mem::take(&mut inner.hints), scorecard: scorecard.clone() });
+        self.webhook(&inner.tenant, scorecard);
+    }
+}
+
+impl PublisherInner {
+    fn now_ms(&self) -> u64 {
+        (Utc::now() - self.started_at).num_milliseconds().max(0) as u64
+    }
+
+    fn emit(&mut self, app: &AppState, body: EventBody) -> Arc<Event> {
+        let event = self.sequencer.stamp(Utc::now(), body);
+        app.publish(event)
+    }
+
+    /// Publishes what the coach produced.
+    fn flush(&mut self, app: &AppState) {
+        let out = std::mem::take(&mut self.out);
+        for o in out {
+            match o {
+                CoachOutput::Hint(h) => {
+                    app.metrics.coach_hints.with_label_values(&[severity_label(h.severity)]).inc();
+                    tracing::debug!(call_id = %self.call_id, kind = %h.kind, reason = %h.reason, "hint");
+                    let e = self.emit(app, EventBody::Hint(h));
+                    if self.hints.len() < MAX_SAVED_HINTS {
+                        self.hints.push(e);
+                    }
+                }
+                CoachOutput::Checklist(c) => {
+                    self.emit(app, EventBody::Checklist(c));
+                }
+            }
+        }
+    }
+}
+
+fn severity_label(s: crate::coach::Severity) -> &'static str {
+    match s {
+        crate::coach::Severity::Info => "info",
+        crate::coach::Severity::Warning => "warning",
+        crate::coach::Severity::Critical => "critical",
     }
 }
 
@@ -108,9 +283,12 @@ impl CallSession {
     pub async fn start(app: Arc<AppState>, slot: CallSlot, info: CallInfo, recording: bool) -> Result<Self, RecorderError> {
         let app2 = app.clone();
         let info2 = info.clone();
-        let handle = tokio::task::spawn_blocking(move || app2.recorder.open(&info2, recording))
-            .await
-            .map_err(|_| RecorderError::Closed)?;
+        let (handle, playbook) = tokio::task::spawn_blocking(move || {
+            let playbook = app2.playbooks.for_call(app2.config.tenant(&info2.tenant), info2.campaign.as_deref());
+            (app2.recorder.open(&info2, recording), playbook)
+        })
+        .await
+        .map_err(|_| RecorderError::Closed)?;
         let handle = match handle {
             Ok(h) => h,
             Err(e) => {
@@ -121,10 +299,7 @@ impl CallSession {
         let source = info.source.as_str();
         app.metrics.calls_started.with_label_values(&[source]).inc();
         app.metrics.calls_active.with_label_values(&[source]).inc();
-        let publisher = Arc::new(CallPublisher {
-            app: app.clone(),
-            sequencer: std::sync::Mutex::new(EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at)),
-        });
+        let publisher = Arc::new(CallPublisher::new(app.clone(), &info, playbook));
         publisher.publish(EventBody::CallStarted(CallStartedPayload {
                 source: info.source,
                 campaign: info.campaign.clone(),
@@ -160,6 +335,20 @@ impl CallSession {
                 Err(e) => {
                     tracing::error!(call_id = %info.call_id, error = %e, "no recogniser feed for this call");
                     None
+                }
+            }
+        });
+        // Metrics and time-based hints, until the call ends.
+        let ticker = publisher.clone();
+        let every = app.config.live.metrics_interval;
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(every);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            iv.tick().await;
+            loop {
+                iv.tick().await;
+                if !ticker.tick() {
+                    break;
                 }
             }
         });
@@ -230,7 +419,7 @@ impl CallSession {
         let duration_ms = manifest.as_ref().and_then(|m| m.audio.as_ref().map(|a| a.duration_ms)).unwrap_or_else(|| {
             (Utc::now() - self.info.started_at).num_milliseconds().max(0) as u64
         });
-        self.publisher.publish(EventBody::CallEnded(CallEndedPayload { outcome: final_outcome.clone(), duration_ms, stats }));
+        self.publisher.end_call(CallEndedPayload { outcome: final_outcome.clone(), duration_ms, stats });
         tracing::info!(call_id = %self.info.call_id, outcome = %final_outcome, duration_ms, "call ended");
         manifest
     }

@@ -5,6 +5,9 @@
 pub mod asr_hub;
 pub mod auth;
 pub mod call_session;
+pub mod coaching;
+pub mod live;
+pub mod live_ws;
 pub mod fork_common;
 pub mod fork_pcm;
 pub mod fork_twilio;
@@ -13,6 +16,7 @@ pub mod realtime;
 #[cfg(feature = "asr")]
 pub mod refine;
 pub mod token;
+pub mod webhooks;
 pub mod recogniser;
 
 use std::net::SocketAddr;
@@ -50,6 +54,8 @@ pub enum ServerError {
     DemoSecretExposed { addr: SocketAddr, tenants: String },
     #[error("recorder threads: {0}")]
     Recorder(std::io::Error),
+    #[error(transparent)]
+    Playbook(#[from] coaching::PlaybookLoadError),
 }
 
 /// Shared by every connection. Hot-path state lives in the call tasks, not here.
@@ -67,6 +73,10 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Where live audio goes for transcription; `None` in media-only deployments.
     pub recogniser: Option<(Arc<dyn recogniser::RecogniserHub>, recogniser::FeedSettings)>,
+    /// Live clients (`/live`): replay buffers, snapshots, fan-out.
+    pub live: Arc<live::LiveHub>,
+    pub playbooks: coaching::Playbooks,
+    pub postcall: coaching::PostCallQueue,
 }
 
 impl AppState {
@@ -81,9 +91,12 @@ impl AppState {
 
     /// Puts an event on the in-process bus. Never waits: the bus is a bounded broadcast
     /// ring; a subscriber that falls behind is told by its receiver that it lagged.
-    pub fn publish(&self, event: Event) {
+    pub fn publish(&self, event: Event) -> Arc<Event> {
         self.metrics.events_published.with_label_values(&[event.type_name()]).inc();
-        let _ = self.bus.send(Arc::new(event));
+        self.live.publish(&event);
+        let event = Arc::new(event);
+        let _ = self.bus.send(event.clone());
+        event
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -123,6 +136,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/fork/twilio/{tenant}", get(fork_twilio::handler))
         .route("/fork/pcm", get(fork_pcm::handler))
         .route("/fork/pcm/{tenant}", get(fork_pcm::handler_with_tenant))
+        .route("/live", get(live_ws::handler))
         .with_state(app)
 }
 
@@ -210,6 +224,21 @@ impl Server {
         )
         .map_err(ServerError::Recorder)?;
         let (bus, _) = broadcast::channel(config.events.bus_capacity);
+        let playbooks = coaching::Playbooks::preload(&config)?;
+        let live = live::LiveHub::new(config.live.clone(), metrics.clone());
+        let webhooks = webhooks::Webhooks::start(config.webhooks.clone(), metrics.clone());
+        let postcall = coaching::PostCallQueue::start(webhooks, metrics.clone());
+        {
+            // Ended calls stay resumable for `live.linger`, then go.
+            let live = live.clone();
+            tokio::spawn(async move {
+                let mut iv = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    iv.tick().await;
+                    live.sweep();
+                }
+            });
+        }
         let listen = config.http.listen;
         let tls = config.http.tls.clone();
         let app = Arc::new(AppState {
@@ -223,6 +252,9 @@ impl Server {
             force_close: CancellationToken::new(),
             tracker: TaskTracker::new(),
             recogniser: opts.recogniser,
+            live,
+            playbooks,
+            postcall,
         });
         let handle = axum_server::Handle::new();
         let make = router(app.clone()).into_make_service();

@@ -226,6 +226,7 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
                     untranscribed: t.untranscribed.clone(),
                 });
             }
+            _ => {}
         }
         if ended == n_calls {
             done_calls = calls.keys().filter(|id| transcript_written(&dir, id)).count();

@@ -6,6 +6,7 @@ mod bad_input;
 mod common;
 mod events;
 mod lifecycle;
+mod live;
 mod live_asr;
 mod media_forks;
 mod model_fetch;

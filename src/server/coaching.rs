@@ -1,0 +1,156 @@
+//! The IO side of coaching: playbooks read from disk (re-read when the file changes,
+//! so a new version applies from the next call without a restart), and the post-call
+//! worker that saves `hints.json` / `scorecard.json` and queues webhooks off the call path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+use super::webhooks::Webhooks;
+use crate::coach::{Playbook, PlaybookError, PlaybookFile};
+use crate::config::{Config, TenantConfig};
+use crate::events::Event;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+#[error("playbook {path}: {detail}")]
+pub struct PlaybookLoadError {
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+type Stamp = (Option<SystemTime>, u64);
+
+/// Parsed playbooks by path, with the file's modification stamp.
+#[derive(Default)]
+pub struct Playbooks {
+    cache: Mutex<HashMap<PathBuf, (Stamp, Arc<PlaybookFile>)>>,
+}
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    let md = std::fs::metadata(path)?;
+    Ok((md.modified().ok(), md.len()))
+}
+
+pub fn load_playbook(path: &Path) -> Result<PlaybookFile, PlaybookLoadError> {
+    let err = |detail: String| PlaybookLoadError { path: path.to_path_buf(), detail };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    PlaybookFile::parse(&text).map_err(|e: PlaybookError| err(e.to_string()))
+}
+
+impl Playbooks {
+    /// Loads every tenant's playbook: a bad one is a start-up error.
+    pub fn preload(config: &Config) -> Result<Playbooks, PlaybookLoadError> {
+        let p = Playbooks::default();
+        for t in &config.tenants {
+            if let Some(path) = &t.playbook {
+                let file = load_playbook(path)?;
+                let st = stamp(path).map_err(|e| PlaybookLoadError { path: path.clone(), detail: e.to_string() })?;
+                p.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone(), (st, Arc::new(file)));
+            }
+        }
+        Ok(p)
+    }
+
+    /// The rules for a new call (blocking: a `stat`, and a read when the file changed).
+    /// A file that became unreadable or invalid keeps its last good version (logged).
+    pub fn for_call(&self, tenant: Option<&TenantConfig>, campaign: Option<&str>) -> Arc<Playbook> {
+        let Some(path) = tenant.and_then(|t| t.playbook.as_ref()) else {
+            return Arc::new(Playbook::default());
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let current = stamp(path).ok();
+        let cached = cache.get(path).cloned();
+        let file = match (&cached, current) {
+            (Some((st, f)), Some(now)) if *st == now => f.clone(),
+            (_, Some(now)) => match load_playbook(path) {
+                Ok(f) => {
+                    let f = Arc::new(f);
+                    if cached.is_some() {
+                        tracing::info!(path = %path.display(), "playbook changed: reloaded");
+                    }
+                    cache.insert(path.clone(), (now, f.clone()));
+                    f
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "playbook reload failed: keeping the last good version");
+                    match cached {
+                        Some((_, f)) => f,
+                        None => return Arc::new(Playbook::default()),
+                    }
+                }
+            },
+            (Some((_, f)), None) => {
+                tracing::error!(path = %path.display(), "playbook unreadable: keeping the last good version");
+                f.clone()
+            }
+            (None, None) => return Arc::new(Playbook::default()),
+        };
+        drop(cache);
+        match file.resolve(campaign) {
+            Ok(pb) => Arc::new(pb),
+            Err(e) => {
+                tracing::error!(error = %e, "playbook campaign does not resolve: using defaults");
+                Arc::new(Playbook::default())
+            }
+        }
+    }
+}
+
+/// Work after a call, off the call path.
+pub enum PostCall {
+    /// Save the call's hints and scorecard next to its recording.
+    Files { dir: PathBuf, hints: Vec<Arc<Event>>, scorecard: Arc<Event> },
+    /// POST an event to the tenant's webhook.
+    Webhook { url: String, secret: String, event: Arc<Event> },
+}
+
+#[derive(Clone)]
+pub struct PostCallQueue {
+    tx: mpsc::Sender<PostCall>,
+    metrics: Metrics,
+}
+
+impl PostCallQueue {
+    /// Starts the worker on the current tokio runtime.
+    pub fn start(webhooks: Webhooks, metrics: Metrics) -> PostCallQueue {
+        let (tx, mut rx) = mpsc::channel::<PostCall>(4096);
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    PostCall::Files { dir, hints, scorecard } => {
+                        let _ = tokio::task::spawn_blocking(move || {
+                            if let Err(e) = write_files(&dir, &hints, &scorecard) {
+                                tracing::error!(dir = %dir.display(), error = %e, "writing hints/scorecard");
+                            }
+                        })
+                        .await;
+                    }
+                    PostCall::Webhook { url, secret, event } => webhooks.enqueue(&url, &secret, &event),
+                }
+            }
+        });
+        PostCallQueue { tx, metrics }
+    }
+
+    /// Never waits; a full queue drops the job (counted).
+    pub fn submit(&self, job: PostCall) {
+        if self.tx.try_send(job).is_err() {
+            self.metrics.postcall_dropped.inc();
+        }
+    }
+}
+
+fn write_files(dir: &Path, hints: &[Arc<Event>], scorecard: &Event) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let hints: Vec<&Event> = hints.iter().map(|h| h.as_ref()).collect();
+    for (name, bytes) in [("hints.json", serde_json::to_vec_pretty(&hints)?), ("scorecard.json", serde_json::to_vec_pretty(scorecard)?)] {
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    Ok(())
+}
