@@ -35,11 +35,25 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { cat data/demo-run/server.log; exit 1; }
-echo "==> replaying the sample call as a Twilio Media Streams fork (real time, transcribed live)"
+token=$("$bin" token issue --tenant demo --sub alex --role rep --ttl 12h)
+manager=$("$bin" token issue --tenant demo --sub lead --role manager --ttl 12h)
+echo
+echo "==> open the rep overlay now to watch the calls live (token in the URL fragment):"
+echo "      http://127.0.0.1:$port/overlay#token=$token"
+echo "    team view (manager):"
+echo "      http://127.0.0.1:$port/overlay#token=$manager"
+echo
+echo "==> replaying the sample call as a Twilio Media Streams fork (real time, transcribed and coached live)"
 "$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format twilio --speed 1 --campaign demo --rep alex
 echo "==> and as a raw 16 kHz PCM fork (jambonz/mod_audio_fork style)"
 "$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format pcm --rate 16000 --speed 1 --campaign demo-pcm --rep alex
 
+sleep 2   # the last words' transcripts and the scorecards
+if [ -t 0 ] && [ -z "${CI:-}" ]; then
+  echo
+  echo "==> the server is still running: the overlay above shows both calls and their scorecards."
+  read -r -p "    press Enter to stop it and print the results " _
+fi
 kill -TERM $pid; wait $pid || true
 trap - EXIT
 echo
@@ -54,7 +68,10 @@ for id in $("$bin" calls list --tenant demo | tail -n 2); do
     echo "    transcript ($dir/transcript.txt):"
     sed 's/^/      /' "$dir/transcript.txt"
   fi
+  echo "    coaching ($dir/hints.json, $dir/scorecard.json):"
+  "$bin" calls coaching "$id" | sed 's/^/      /' || true
 done
 echo
 echo "Metrics were at http://127.0.0.1:$port/metrics while it ran; server log: data/demo-run/server.log"
-echo "Coaching hints and the rep overlay arrive with the next features (see README)."
+echo "Rep overlay (while the server runs): http://127.0.0.1:$port/overlay#token=$token"
+echo "Playbook (phrases, deadlines, checklist; reloaded on save): config/playbooks/demo.toml"

@@ -9,8 +9,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 say() { espeak-ng -v "$1" -s 165 -w "$tmp/$2.raw.wav" "$3"; sox "$tmp/$2.raw.wav" -r "$rate" -c 1 -b 16 "$tmp/$2.wav"; }
 say en-us r1 "Hi, this is Alex from Acme Cloud. This call is being recorded. Do you have a minute to talk about your phone system?"
-say en-gb+f3 c1 "Sure, but we already use Globex and honestly your price seems high."
-say en-us r2 "I understand. Many teams moved from Globex because our plan includes live coaching at no extra cost. What matters most to you?"
+say en-gb+f3 c1 "Sure. Right now we use Salesforce, and honestly it is too expensive."
+say en-us r2 "I understand. Many teams moved from Salesforce because our plan includes live coaching at no extra cost. What matters most to you?"
 say en-gb+f3 c2 "Reliability, and we need to decide by Friday."
 # Build each side: own turns, silence for the other's turns.
 len() { soxi -D "$1"; }

@@ -173,6 +173,15 @@ enum CallsCommand {
         config: Option<PathBuf>,
         call_id: String,
     },
+    /// Print a call's coaching: the hints raised live and the scorecard.
+    Coaching {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        call_id: String,
+        /// The raw JSON (scorecard.json) instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a call's recording to a WAV file.
     GetAudio {
         #[arg(long, short)]
@@ -533,6 +542,34 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
         CallsCommand::Show { config, call_id } => {
             let m = storage(config)?.manifest(parse_id(&call_id)?)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
+        }
+        CallsCommand::Coaching { config, call_id, json } => {
+            let dir = storage(config)?.find_call(parse_id(&call_id)?)?;
+            let path = dir.join("scorecard.json");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("{}: no scorecard (the call may still be running)", path.display()))?;
+            if json {
+                println!("{text}");
+                return Ok(());
+            }
+            let card: serde_json::Value = serde_json::from_str(&text)?;
+            let ms = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |ms| format!("{}:{:02}", ms / 60_000, ms / 1000 % 60));
+            println!("hints:");
+            for h in card["hints"].as_array().into_iter().flatten() {
+                println!("  [{}] {:>9} {}: {}", ms(&h["created_ms"]), h["severity"].as_str().unwrap_or(""), h["title"].as_str().unwrap_or(""), h["body"].as_str().unwrap_or(""));
+                println!("                    why: {}", h["reason"].as_str().unwrap_or(""));
+            }
+            println!("checklist:");
+            for i in card["checklist"].as_array().into_iter().flatten() {
+                println!("  {:>7}  {}", i["status"].as_str().unwrap_or(""), i["label"].as_str().unwrap_or(""));
+            }
+            let m = &card["metrics"];
+            let ratio = m["talk_ratio"].as_f64().map_or("-".into(), |r| format!("{:.0}%", r * 100.0));
+            println!("metrics: rep talk {ratio}, longest monologue {}, longest customer story {}, questions {}, interruptions {}",
+                ms(&m["longest_rep_monologue_ms"]), ms(&m["longest_customer_story_ms"]), m["rep_questions"], m["interruptions"]);
+            println!("score: {} / 100", card["score"]);
+            for p in card["parts"].as_array().into_iter().flatten() {
+                println!("  {:<11} {:>4.0}%  {}", p["name"].as_str().unwrap_or(""), p["value"].as_f64().unwrap_or(0.0) * 100.0, p["reason"].as_str().unwrap_or(""));
+            }
         }
         CallsCommand::GetAudio { config, call_id, out } => {
             let rec = storage(config)?.audio(parse_id(&call_id)?)?;

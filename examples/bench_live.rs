@@ -1,0 +1,211 @@
+//! Live-coaching benchmarks (BENCHMARKS.md), on the real server in process:
+//!
+//! * `hint-latency`: real calls through the PCM fork with real Whisper; the customer's
+//!   sentence ends with a competitor's name; latency = arrival of the `hint` at a
+//!   websocket client minus the end of that word in the audio (its last voiced sample).
+//!   `--calls N` runs N calls at once (staggered), `--rounds R` repeats.
+//! * `fanout`: N `/live` clients of one tenant, M events published through the server's
+//!   own path; events/s delivered to all clients, and how many lagged.
+//!
+//! cargo run --release --example bench_live -- hint-latency --calls 1 --rounds 5
+//! cargo run --release --example bench_live -- fanout --clients 100 --events 20000
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use earshot::asr::engine::Model;
+use earshot::config::Config;
+use earshot::server::asr_hub::{AsrHub, AsrSettings};
+use earshot::server::token::{self, TokenRole};
+use earshot::server::{ServeOptions, Server};
+use earshot::store::StoreLayout;
+use earshot_loadtest::audio::Audio;
+use earshot_loadtest::{pcm, ws};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+
+const SIGNING: &str = "bench-signing-secret-0123456789abcdefgh";
+const SECRET: &str = "bench-fork-secret-0123456789";
+const PLAYBOOK: &str = "[[triggers]]\nid = \"competitor\"\nkind = \"competitor\"\nchannel = \"customer\"\nphrases = [\"salesforce\"]\ntitle = \"Salesforce\"\ncooldown = \"0s\"\n";
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn config(dir: &std::path::Path, extra: &str) -> Config {
+    std::fs::write(dir.join("playbook.toml"), PLAYBOOK).unwrap();
+    let text = format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[limits]\nmax_calls = 100\n{extra}\n[[tenants]]\nid = \"bench\"\nfork_secret = \"{SECRET}\"\nsigning_secret = \"{SIGNING}\"\nplaybook = \"playbook.toml\"\n",
+        dir.join("data").display()
+    );
+    Config::from_toml_with_env(&text, &dir.join("c.toml"), std::iter::empty()).unwrap()
+}
+
+fn speech(voice: &str, text: &str) -> Vec<i16> {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw.wav");
+    let out = tmp.path().join("out.wav");
+    assert!(std::process::Command::new("espeak-ng").args(["-v", voice, "-s", "165", "-w"]).arg(&raw).arg(text).status().unwrap().success());
+    assert!(std::process::Command::new("sox").arg(&raw).args(["-r", "16000", "-c", "1", "-b", "16"]).arg(&out).status().unwrap().success());
+    hound::WavReader::open(&out).unwrap().into_samples::<i16>().map(|s| s.unwrap()).collect()
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn hint_latency() {
+    let calls = arg("--calls", 1);
+    let rounds = arg("--rounds", 3);
+    let model = std::env::var("EARSHOT_MODEL").unwrap_or_else(|_| "models/ggml-tiny.en.bin".into());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "[live]\nmax_connections_per_tenant = 1000\n");
+    let metrics = earshot::metrics::Metrics::new();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hub = AsrHub::start(vec![Arc::new(Model::load(std::path::Path::new(&model)).unwrap())], AsrSettings::new(workers, "en"), StoreLayout::new(dir.path().join("data")), metrics.clone()).unwrap();
+    let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics), ..Default::default() };
+    let server = Server::start(cfg.clone(), opts).await.unwrap();
+    let addr = server.local_addr;
+    // Rep asks, customer answers; the trigger is the customer's last word.
+    let rep = speech("en-us", "Hello, this is Alex from Acme. Which tools do you use for your phone calls today?");
+    let cust = speech("en-gb+f3", "At the moment we are using Salesforce");
+    let lead = 8000;
+    let cust_at = lead + rep.len() + 8000;
+    let total = cust_at + cust.len() + 32000;
+    let (mut l, mut r) = (vec![0i16; total], vec![0i16; total]);
+    l[lead..lead + rep.len()].copy_from_slice(&rep);
+    r[cust_at..cust_at + cust.len()].copy_from_slice(&cust);
+    let last_voiced = cust.iter().rposition(|s| s.unsigned_abs() > 300).unwrap();
+    let trigger_end = (cust_at + last_voiced) as f64 / 16000.0;
+    let audio = Arc::new(Audio { sample_rate: 16000, channels: vec![l, r] });
+    let token = token::issue(&cfg, "bench", "lead", TokenRole::Manager, Duration::from_secs(3600), None).unwrap();
+    let mut lat = Vec::new();
+    let mut missed = 0;
+    for round in 0..rounds {
+        let mut tasks = Vec::new();
+        for i in 0..calls {
+            let (audio, token) = (audio.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(700 * i as u64)).await;
+                let campaign = format!("r{round}c{i}");
+                let (mut live, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/live?token={token}")).await.unwrap();
+                let script = pcm::render(&audio, serde_json::json!({"campaign": campaign, "rep": "alex"}));
+                let mut fork = ws::connect(&format!("ws://{addr}/fork/pcm/bench"), &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+                let t0 = Instant::now();
+                let send = tokio::spawn(async move { pcm::send(&mut fork, &script, 1.0).await.unwrap() });
+                let mut call_id = None;
+                let mut hint_at = None;
+                while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(60), live.next()).await {
+                    let Message::Text(t) = m else { continue };
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "call.started" && v["campaign"] == campaign.as_str() {
+                        call_id = Some(v["call_id"].clone());
+                    }
+                    if call_id.is_none() || v["call_id"] != *call_id.as_ref().unwrap() {
+                        continue;
+                    }
+                    if v["type"] == "hint" && v["kind"] == "competitor" && hint_at.is_none() {
+                        hint_at = Some(t0.elapsed().as_secs_f64());
+                    }
+                    if v["type"] == "scorecard" {
+                        break;
+                    }
+                }
+                send.await.unwrap();
+                hint_at.map(|h| h - trigger_end)
+            }));
+        }
+        for t in tasks {
+            match t.await.unwrap() {
+                Some(l) => lat.push(l),
+                None => missed += 1,
+            }
+        }
+    }
+    let n = lat.len();
+    let (p50, p95) = if n > 0 { (pct(&mut lat, 0.5), pct(&mut lat, 0.95)) } else { (f64::NAN, f64::NAN) };
+    println!("hint-latency calls={calls} rounds={rounds} workers={workers} model={model}: n={n} p50={p50:.2}s p95={p95:.2}s max={:.2}s missed={missed}", lat.iter().cloned().fold(f64::NAN, f64::max));
+    server.drain(std::future::pending()).await;
+}
+
+async fn fanout() {
+    use earshot::call::{CallId, Layout, Role, Source};
+    use earshot::coach::MetricsPayload;
+    use earshot::events::{CallStartedPayload, EventBody, EventSequencer};
+    let clients = arg("--clients", 100);
+    let events = arg("--events", 20_000) as u64;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &format!("[live]\nmax_connections_per_tenant = {}\nclient_queue = 4096\n", clients + 10));
+    let server = Server::start(cfg.clone(), ServeOptions::default()).await.unwrap();
+    let addr = server.local_addr;
+    let token = token::issue(&cfg, "bench", "lead", TokenRole::Manager, Duration::from_secs(3600), None).unwrap();
+    let mut readers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(clients);
+    for _ in 0..clients {
+        let (token, ready) = (token.clone(), ready_tx.clone());
+        readers.push(tokio::spawn(async move {
+            let (mut live, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/live?token={token}")).await.unwrap();
+            live.next().await; // hello
+            ready.send(()).await.unwrap();
+            let (mut got, mut lagged) = (0u64, 0u64);
+            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), live.next()).await {
+                if let Message::Text(t) = m {
+                    if t.as_str().contains("\"lagged\"") {
+                        lagged += 1;
+                    } else if t.as_str().starts_with("{\"v\"") {
+                        got += 1;
+                        if got == events + 1 {
+                            break;
+                        }
+                    }
+                }
+            }
+            (got, lagged, Instant::now())
+        }));
+    }
+    for _ in 0..clients {
+        ready_rx.recv().await.unwrap();
+    }
+    let now = chrono::Utc::now();
+    let id = CallId::new_at(now);
+    let mut seqr = EventSequencer::new("bench".into(), id, now);
+    let t0 = Instant::now();
+    server.app.publish(seqr.stamp(now, EventBody::CallStarted(CallStartedPayload {
+        source: Source::Pcm, campaign: None, rep_id: Some("alex".into()), layout: Layout::Stereo,
+        channels: vec![Role::Rep, Role::Customer], sample_rate: 8000, recording: false, source_ids: Default::default(), participants: vec![],
+    })));
+    for i in 0..events {
+        server.app.publish(seqr.stamp(chrono::Utc::now(), EventBody::Metrics(MetricsPayload { at_ms: i, rep_talk_ms: i, talk_ratio: Some(0.5), ..Default::default() })));
+        if i % 200 == 199 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let publish_s = t0.elapsed().as_secs_f64();
+    let mut delivered = 0;
+    let mut lagged = 0;
+    let mut last = t0;
+    for r in readers {
+        let (g, l, at) = r.await.unwrap();
+        delivered += g;
+        lagged += l;
+        last = last.max(at);
+    }
+    let secs = last.duration_since(t0).as_secs_f64();
+    println!(
+        "fanout clients={clients} events={events}: delivered {delivered} in {secs:.2}s = {:.0} events/s to clients ({:.0} published/s), lagged clients {lagged}",
+        delivered as f64 / secs,
+        events as f64 / publish_s
+    );
+    server.drain(std::future::pending()).await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    match std::env::args().nth(1).as_deref() {
+        Some("hint-latency") => rt.block_on(hint_latency()),
+        Some("fanout") => rt.block_on(fanout()),
+        _ => eprintln!("usage: bench_live hint-latency [--calls N --rounds R] | fanout [--clients N --events M]"),
+    }
+}
