@@ -27,6 +27,9 @@ echo "==> making the Whisper model appear: earshot model fetch tiny.en"
 export EARSHOT__ASR__ENABLED=true EARSHOT__ASR__MODEL=tiny.en EARSHOT__ASR__MODEL_DIR=models
 sample=data/demo-run/sample-call.wav
 scripts/make-sample-call.sh "$sample" 8000
+# The same call as a wideband softphone would send it (16 kHz): Whisper hears it far better.
+sample16=data/demo-run/sample-call-16k.wav
+scripts/make-sample-call.sh "$sample16" 16000
 port=${EARSHOT_DEMO_PORT:-8080}
 export EARSHOT__HTTP__LISTEN="127.0.0.1:$port"
 echo "==> starting earshot serve on 127.0.0.1:$port (config/earshot.toml, storage ./data)"
@@ -45,8 +48,8 @@ echo "      http://127.0.0.1:$port/overlay#token=$manager"
 echo
 echo "==> replaying the sample call as a Twilio Media Streams fork (real time, transcribed and coached live)"
 "$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format twilio --speed 1 --campaign demo --rep alex
-echo "==> and as a raw 16 kHz PCM fork (jambonz/mod_audio_fork style)"
-"$bin" replay "$sample" --to "ws://127.0.0.1:$port" --format pcm --rate 16000 --speed 1 --campaign demo-pcm --rep alex
+echo "==> and recorded at 16 kHz, as a raw PCM fork (jambonz/mod_audio_fork style)"
+"$bin" replay "$sample16" --to "ws://127.0.0.1:$port" --format pcm --rate 16000 --speed 1 --campaign demo-pcm --rep alex
 
 sleep 2   # the last words' transcripts and the scorecards
 if [ -t 0 ] && [ -z "${CI:-}" ]; then

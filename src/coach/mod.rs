@@ -866,7 +866,9 @@ impl Coach {
                 .zip(&self.checklist)
                 .filter(|(_, at)| at.is_some())
                 .map(|(c, _)| c.weight)
-                .sum();
+                .sum::<f64>()
+                // An empty f64 sum is -0.0; printed it reads "-0 %".
+                + 0.0;
             let n = self.checklist.iter().filter(|a| a.is_some()).count();
             parts.push(ScorePart {
                 name: "checklist".into(),
