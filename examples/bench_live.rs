@@ -97,6 +97,7 @@ async fn hint_latency() {
                 let send = tokio::spawn(async move { pcm::send(&mut fork, &script, 1.0).await.unwrap() });
                 let mut call_id = None;
                 let mut hint_at = None;
+                let mut heard = String::new();
                 while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(60), live.next()).await {
                     let Message::Text(t) = m else { continue };
                     let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
@@ -109,11 +110,17 @@ async fn hint_latency() {
                     if v["type"] == "hint" && v["kind"] == "competitor" && hint_at.is_none() {
                         hint_at = Some(t0.elapsed().as_secs_f64());
                     }
+                    if v["type"] == "transcript.final" && v["channel"] == "customer" {
+                        heard.push_str(v["text"].as_str().unwrap_or(""));
+                    }
                     if v["type"] == "scorecard" {
                         break;
                     }
                 }
                 send.await.unwrap();
+                if hint_at.is_none() {
+                    eprintln!("no hint: the customer was heard as {heard:?}");
+                }
                 hint_at.map(|h| h - trigger_end)
             }));
         }
@@ -136,6 +143,7 @@ async fn fanout() {
     use earshot::events::{CallStartedPayload, EventBody, EventSequencer};
     let clients = arg("--clients", 100);
     let events = arg("--events", 20_000) as u64;
+    let rate = arg("--rate", 2_000) as f64;
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &format!("[live]\nmax_connections_per_tenant = {}\nclient_queue = 4096\n", clients + 10));
     let server = Server::start(cfg.clone(), ServeOptions::default()).await.unwrap();
@@ -154,6 +162,7 @@ async fn fanout() {
                 if let Message::Text(t) = m {
                     if t.as_str().contains("\"lagged\"") {
                         lagged += 1;
+                        break;
                     } else if t.as_str().starts_with("{\"v\"") {
                         got += 1;
                         if got == events + 1 {
@@ -176,10 +185,14 @@ async fn fanout() {
         source: Source::Pcm, campaign: None, rep_id: Some("alex".into()), layout: Layout::Stereo,
         channels: vec![Role::Rep, Role::Customer], sample_rate: 8000, recording: false, source_ids: Default::default(), participants: vec![],
     })));
+    // Paced: `rate` events per second in 10 ms batches.
+    let per_batch = (rate / 100.0).max(1.0) as u64;
+    let mut next = tokio::time::Instant::now();
     for i in 0..events {
         server.app.publish(seqr.stamp(chrono::Utc::now(), EventBody::Metrics(MetricsPayload { at_ms: i, rep_talk_ms: i, talk_ratio: Some(0.5), ..Default::default() })));
-        if i % 200 == 199 {
-            tokio::task::yield_now().await;
+        if i % per_batch == per_batch - 1 {
+            next += Duration::from_millis(10);
+            tokio::time::sleep_until(next).await;
         }
     }
     let publish_s = t0.elapsed().as_secs_f64();
@@ -194,7 +207,7 @@ async fn fanout() {
     }
     let secs = last.duration_since(t0).as_secs_f64();
     println!(
-        "fanout clients={clients} events={events}: delivered {delivered} in {secs:.2}s = {:.0} events/s to clients ({:.0} published/s), lagged clients {lagged}",
+        "fanout clients={clients} events={events} rate={rate}/s: delivered {delivered} in {secs:.2}s = {:.0} events/s to clients ({:.0} published/s), lagged clients {lagged}",
         delivered as f64 / secs,
         events as f64 / publish_s
     );
