@@ -139,6 +139,7 @@ pub struct ScorecardPayload {
 
 /// What the engine asks to publish.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived, drained right after each input
 pub enum CoachOutput {
     Hint(HintPayload),
     Checklist(ChecklistPayload),

@@ -176,8 +176,8 @@ async fn run(app: Arc<AppState>, socket: WebSocket, principal: Principal, resume
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
-fn send_within(sink: &mut Sink, m: Message, limit: std::time::Duration) -> impl std::future::Future<Output = bool> + '_ {
-    async move { matches!(tokio::time::timeout(limit, sink.send(m)).await, Ok(Ok(()))) }
+async fn send_within(sink: &mut Sink, m: Message, limit: std::time::Duration) -> bool {
+    matches!(tokio::time::timeout(limit, sink.send(m)).await, Ok(Ok(())))
 }
 
 #[cfg(test)]

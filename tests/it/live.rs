@@ -438,7 +438,10 @@ fn bad_tokens_roles_and_connection_limits_are_refused_before_the_upgrade() {
 }
 
 /// An HTTP receiver that fails the first `fail` attempts of each delivery.
-fn webhook_receiver(fail: usize) -> (SocketAddr, Arc<Mutex<Vec<(HashMap<String, String>, Vec<u8>, u16)>>>) {
+/// One request the receiver saw: headers, body, the status it answered.
+type Seen = (HashMap<String, String>, Vec<u8>, u16);
+
+fn webhook_receiver(fail: usize) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -499,8 +502,8 @@ fn webhooks_deliver_signed_call_ended_and_scorecard_retrying_failures() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let log = log.lock().unwrap();
-        let mut by_event: HashMap<String, Vec<&(HashMap<String, String>, Vec<u8>, u16)>> = HashMap::new();
+        let log: Vec<Seen> = log.lock().unwrap().clone();
+        let mut by_event: HashMap<String, Vec<&Seen>> = HashMap::new();
         for entry in log.iter() {
             by_event.entry(entry.0["earshot-event"].clone()).or_default().push(entry);
         }
