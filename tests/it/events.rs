@@ -35,8 +35,9 @@ fn call_events_match_the_schema_and_count_seq_per_call() {
             let mut c = ws::connect(&url, &[], None).await.unwrap();
             twilio::send(&mut c, &script, 16.0).await.unwrap();
         }
+        // Until both calls' scorecards (periodic `metrics` may come between, on a slow machine).
         let mut events = Vec::new();
-        while events.len() < 4 {
+        while events.iter().filter(|e: &&std::sync::Arc<earshot::events::Event>| e.type_name() == "scorecard").count() < 2 {
             let e = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
             events.push(e);
         }
@@ -45,11 +46,17 @@ fn call_events_match_the_schema_and_count_seq_per_call() {
             let errors: Vec<String> = validator.iter_errors(&json).map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{json}: {errors:?}");
         }
-        // Two calls, each: call.started seq 1, call.ended seq 2.
-        let types: Vec<(&str, u64)> = events.iter().map(|e| (e.type_name(), e.seq)).collect();
-        assert_eq!(types, vec![("call.started", 1), ("call.ended", 2), ("call.started", 1), ("call.ended", 2)]);
-        assert_ne!(events[0].call_id, events[2].call_id);
-        assert_eq!(events[0].call_id, events[1].call_id);
+        // Two calls, each with its own seq from 1, no gaps: call.started, call.ended, then
+        // the scorecard (no transcripts: this server has no recogniser).
+        let mut ids: Vec<_> = events.iter().map(|e| e.call_id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 2, "the calls ran one after the other");
+        for id in &ids {
+            let of: Vec<_> = events.iter().filter(|e| e.call_id == *id).collect();
+            assert_eq!(of.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=of.len() as u64).collect::<Vec<_>>());
+            let types: Vec<&str> = of.iter().map(|e| e.type_name()).filter(|t| *t != "metrics").collect();
+            assert_eq!(types, ["call.started", "call.ended", "scorecard"]);
+        }
         // The schema rejects a malformed envelope.
         let mut bad = serde_json::to_value(&*events[0]).unwrap();
         bad["seq"] = serde_json::json!(0);
