@@ -11,6 +11,7 @@ pub mod coach;
 pub mod config;
 pub mod events;
 pub mod ingest;
+pub mod live_protocol;
 pub mod manifest;
 pub mod media;
 pub mod recorder;
@@ -43,6 +44,33 @@ pub mod fuzzing {
                 let mut out = Vec::new();
                 for chunk in data[split..].chunks(7) {
                     framer.push(chunk, &mut out);
+                }
+            }
+        }
+    }
+
+    /// `/live` resume query and client text frame.
+    pub fn live_client(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = crate::live_protocol::parse_resume(text);
+            let _ = crate::live_protocol::parse_client_message(text);
+        }
+    }
+
+    /// Coaching playbook text, every campaign resolved, and its phrases run over the
+    /// same text as if it were a transcript.
+    pub fn playbook(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let words = crate::coach::text::words(text);
+            for line in text.lines().take(16) {
+                if let Some(p) = crate::coach::text::Phrase::new(line) {
+                    let _ = p.find_all(&words);
+                }
+            }
+            if let Ok(file) = crate::coach::PlaybookFile::parse(text) {
+                let _ = file.resolve(None);
+                for name in file.campaigns.keys() {
+                    let _ = file.resolve(Some(name));
                 }
             }
         }

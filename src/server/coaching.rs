@@ -154,3 +154,35 @@ fn write_files(dir: &Path, hints: &[Arc<Event>], scorecard: &Event) -> std::io::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playbooks_reload_when_the_file_changes_and_keep_the_last_good_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pb.toml");
+        let v1 = "[[triggers]]\nid = \"a\"\nphrases = [\"alpha\"]\ntitle = \"A\"\n";
+        std::fs::write(&path, v1).unwrap();
+        let text = format!("[[tenants]]\nid = \"t\"\nfork_secret = \"0123456789abcdef0\"\nplaybook = \"{}\"\n", path.display());
+        let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
+        let p = Playbooks::preload(&config).unwrap();
+        let t = config.tenant("t");
+        assert_eq!(p.for_call(t, None).triggers[0].id, "a");
+        // A new version (different size, so the stamp changes even within one mtime tick).
+        std::fs::write(&path, "[[triggers]]\nid = \"bravo\"\nphrases = [\"bravo\"]\ntitle = \"B\"\n").unwrap();
+        assert_eq!(p.for_call(t, None).triggers[0].id, "bravo");
+        // A broken edit keeps the last good version; a deleted file too.
+        std::fs::write(&path, "[[triggers]]\nid = \"c\"\nphrases = []\ntitle = \"broken, and longer than before\"\n").unwrap();
+        assert_eq!(p.for_call(t, None).triggers[0].id, "bravo");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(p.for_call(t, None).triggers[0].id, "bravo");
+        // No playbook: the defaults.
+        assert!(p.for_call(None, None).triggers.is_empty());
+        // A bad playbook at start-up is an error naming the file.
+        std::fs::write(&path, "nonsense = = 1").unwrap();
+        let e = Playbooks::preload(&config).err().unwrap().to_string();
+        assert!(e.contains("pb.toml"), "{e}");
+    }
+}

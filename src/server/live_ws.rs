@@ -26,6 +26,7 @@ use super::live::{Connected, LiveHub};
 use super::token::{self, Principal, TokenRole};
 use super::{auth, AppState};
 use crate::call::CallId;
+use crate::live_protocol::{parse_client_message, parse_resume, ClientMessage};
 
 pub async fn handler(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
@@ -82,21 +83,6 @@ pub async fn handler(
             run(app, socket, principal, resume).await;
             drop(slot);
         })
-}
-
-/// `id:seq,id:seq`.
-pub fn parse_resume(s: &str) -> Result<HashMap<CallId, u64>, String> {
-    let mut out = HashMap::new();
-    for part in s.split(',').filter(|p| !p.is_empty()) {
-        let (id, seq) = part.split_once(':').ok_or_else(|| format!("{part:?} is not <call_id>:<seq>"))?;
-        let id = CallId::parse(id).ok_or_else(|| format!("{id:?} is not a call id"))?;
-        let seq: u64 = seq.parse().map_err(|_| format!("{seq:?} is not a sequence number"))?;
-        out.insert(id, seq);
-        if out.len() > 1000 {
-            return Err("at most 1000 calls".into());
-        }
-    }
-    Ok(out)
 }
 
 async fn run(app: Arc<AppState>, socket: WebSocket, principal: Principal, resume: HashMap<CallId, u64>) {
@@ -156,9 +142,9 @@ async fn run(app: Arc<AppState>, socket: WebSocket, principal: Principal, resume
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(t))) => {
                     last_heard = Instant::now();
-                    let reply = match serde_json::from_str::<serde_json::Value>(t.as_str()) {
-                        Ok(v) if v["type"] == "ping" => r#"{"type":"pong"}"#,
-                        _ => r#"{"type":"error","code":"bad_message","message":"expected {\"type\":\"ping\"}"}"#,
+                    let reply = match parse_client_message(t.as_str()) {
+                        Ok(ClientMessage::Ping) => r#"{"type":"pong"}"#,
+                        Err(_) => r#"{"type":"error","code":"bad_message","message":"expected {\"type\":\"ping\"}"}"#,
                     };
                     ok = send_within(&mut sink, Message::Text(Utf8Bytes::from_static(reply)), send_timeout).await;
                 }
@@ -178,20 +164,4 @@ type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
 async fn send_within(sink: &mut Sink, m: Message, limit: std::time::Duration) -> bool {
     matches!(tokio::time::timeout(limit, sink.send(m)).await, Ok(Ok(())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resume_lists_parse_and_reject_garbage() {
-        let id = CallId::new_at(chrono::Utc::now());
-        let r = parse_resume(&format!("{id}:42")).unwrap();
-        assert_eq!(r[&id], 42);
-        assert!(parse_resume("").unwrap().is_empty());
-        assert!(parse_resume("nope").is_err());
-        assert!(parse_resume(&format!("{id}:x")).is_err());
-        assert!(parse_resume("abc:1").is_err());
-    }
 }

@@ -220,6 +220,10 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         assert!(ended < msgs.len() - 1, "the scorecard follows call.ended");
         assert!(card["score"].as_f64().unwrap() >= 0.0);
         assert!(card["hints"].as_array().unwrap().iter().any(|h| h["kind"] == "competitor"));
+        // Voice activity from the recogniser reached the coach: both sides talked.
+        let m = &card["metrics"];
+        assert!(m["rep_talk_ms"].as_u64().unwrap() > 1000 && m["customer_talk_ms"].as_u64().unwrap() > 1000, "{m}");
+        assert!(m["talk_ratio"].as_f64().is_some_and(|r| r > 0.2 && r < 0.8), "{m}");
         // The manager sees the same call; another rep and another tenant see nothing.
         let boss_msgs = collect_until(&mut boss, "scorecard", Duration::from_secs(10)).await;
         assert_eq!(seqs(&boss_msgs), seqs(&msgs));
