@@ -7,17 +7,20 @@
 //! finals, which is what brings a hint within a second or two of the words. Every hint
 //! says why it fired (`reason`, and the transcript span for phrase rules).
 
+mod payload;
 pub mod playbook;
+mod scorecard;
 pub mod text;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::call::Role;
 use crate::events::TranscriptPayload;
 use playbook::PhraseRule;
+pub use payload::{
+    ChecklistItem, ChecklistPayload, HintPayload, ItemStatus, MetricsPayload, ScorePart, ScorecardPayload, TriggerSpan,
+};
 pub use playbook::{Playbook, PlaybookError, PlaybookFile, Severity, Speaker};
 use text::Phrase;
 
@@ -26,115 +29,6 @@ use text::Phrase;
 pub enum Voice {
     Start(u64),
     End(u64),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TriggerSpan {
-    pub channel: Role,
-    pub utterance_id: String,
-    /// The utterance text the rule saw (stable words of a partial, or the final).
-    pub text: String,
-    /// The words that matched.
-    pub matched: String,
-    pub start_ms: u64,
-    pub end_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HintPayload {
-    /// Unique within the call.
-    pub id: String,
-    /// The playbook rule (or `metric.*`) that fired.
-    pub rule: String,
-    pub kind: String,
-    pub severity: Severity,
-    pub title: String,
-    pub body: String,
-    /// Why it fired, in words.
-    pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<TriggerSpan>,
-    /// When it was created (ms into the call).
-    pub created_ms: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct MetricsPayload {
-    pub at_ms: u64,
-    pub rep_talk_ms: u64,
-    pub customer_talk_ms: u64,
-    /// Rep share of talk time (0–1); absent before anyone spoke.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub talk_ratio: Option<f64>,
-    /// The rep's current uninterrupted turn (0 when the rep does not hold the floor).
-    pub rep_monologue_ms: u64,
-    pub longest_rep_monologue_ms: u64,
-    pub longest_customer_story_ms: u64,
-    /// Average pause before the rep answers the customer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patience_ms: Option<u64>,
-    /// Times the rep started talking over the customer.
-    pub interruptions: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rep_wpm: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_wpm: Option<f64>,
-    /// Current silence on both channels.
-    pub dead_air_ms: u64,
-    pub longest_dead_air_ms: u64,
-    pub rep_questions: u32,
-    pub rep_fillers: u32,
-    pub rep_words: u64,
-    pub customer_words: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemStatus {
-    Pending,
-    Done,
-    /// A required phrase said after its deadline.
-    Late,
-    Missed,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ChecklistItem {
-    pub id: String,
-    pub label: String,
-    /// `checklist` or `required`.
-    pub kind: String,
-    pub status: ItemStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ChecklistPayload {
-    pub items: Vec<ChecklistItem>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScorePart {
-    pub name: String,
-    pub weight: f64,
-    /// 0–1.
-    pub value: f64,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScorecardPayload {
-    /// 0–100, the weighted mean of the parts that apply to this call.
-    pub score: f64,
-    pub parts: Vec<ScorePart>,
-    pub metrics: MetricsPayload,
-    pub checklist: Vec<ChecklistItem>,
-    pub hints: Vec<HintPayload>,
 }
 
 /// What the engine asks to publish.
@@ -850,119 +744,6 @@ impl Coach {
         self.update_turn_records(now);
         if let Some(s) = self.silence_start() {
             self.longest_dead_air = self.longest_dead_air.max(now.saturating_sub(s));
-        }
-    }
-
-    fn scorecard(&self, now: u64) -> ScorecardPayload {
-        let m = self.metrics(now);
-        let t = self.pb.thresholds;
-        let w = self.pb.score;
-        let mut parts = Vec::new();
-        let total_weight: f64 = self.pb.checklist.iter().map(|c| c.weight).sum();
-        if total_weight > 0.0 {
-            let done: f64 = self
-                .pb
-                .checklist
-                .iter()
-                .zip(&self.checklist)
-                .filter(|(_, at)| at.is_some())
-                .map(|(c, _)| c.weight)
-                .sum::<f64>()
-                // An empty f64 sum is -0.0; printed it reads "-0 %".
-                + 0.0;
-            let n = self.checklist.iter().filter(|a| a.is_some()).count();
-            parts.push(ScorePart {
-                name: "checklist".into(),
-                weight: w.checklist,
-                value: done / total_weight,
-                reason: format!("{n} of {} checklist items done", self.checklist.len()),
-            });
-        }
-        if !self.pb.required.is_empty() || !self.pb.forbidden.is_empty() {
-            let on_time = self
-                .required
-                .iter()
-                .filter(|s| s.status == ItemStatus::Done)
-                .count();
-            let forbidden_hits = self
-                .hints
-                .iter()
-                .filter(|h| h.kind == "compliance.forbidden")
-                .count();
-            let req = if self.required.is_empty() {
-                1.0
-            } else {
-                on_time as f64 / self.required.len() as f64
-            };
-            parts.push(ScorePart {
-                name: "compliance".into(),
-                weight: w.compliance,
-                value: (req - 0.5 * forbidden_hits as f64).max(0.0),
-                reason: format!("{on_time} of {} required phrases on time, {forbidden_hits} forbidden phrase(s)", self.required.len()),
-            });
-        }
-        if let Some(r) = m
-            .talk_ratio
-            .filter(|_| m.rep_talk_ms + m.customer_talk_ms >= 10_000)
-        {
-            let off = if r > t.talk_ratio_max {
-                r - t.talk_ratio_max
-            } else if r < t.talk_ratio_min {
-                t.talk_ratio_min - r
-            } else {
-                0.0
-            };
-            parts.push(ScorePart {
-                name: "talk_ratio".into(),
-                weight: w.talk_ratio,
-                value: (1.0 - off / 0.35).clamp(0.0, 1.0),
-                reason: format!(
-                    "rep talked {:.0}% of the time (target {:.0}–{:.0}%)",
-                    r * 100.0,
-                    t.talk_ratio_min * 100.0,
-                    t.talk_ratio_max * 100.0
-                ),
-            });
-        }
-        if m.rep_talk_ms > 0 {
-            let longest = m.longest_rep_monologue_ms;
-            parts.push(ScorePart {
-                name: "monologue".into(),
-                weight: w.monologue,
-                value: if longest <= t.monologue_ms {
-                    1.0
-                } else {
-                    t.monologue_ms as f64 / longest as f64
-                },
-                reason: format!(
-                    "longest rep monologue {} (limit {})",
-                    secs(longest),
-                    secs(t.monologue_ms)
-                ),
-            });
-        }
-        if let Some(p) = m.patience_ms {
-            parts.push(ScorePart {
-                name: "patience".into(),
-                weight: w.patience,
-                value: (p as f64 / 600.0).min(1.0),
-                reason: format!(
-                    "the rep waited {p} ms on average before answering (aim for 600 ms or more)"
-                ),
-            });
-        }
-        let wsum: f64 = parts.iter().map(|p| p.weight).sum();
-        let score = if wsum > 0.0 {
-            parts.iter().map(|p| p.weight * p.value).sum::<f64>() / wsum * 100.0
-        } else {
-            0.0
-        };
-        ScorecardPayload {
-            score: (score * 10.0).round() / 10.0,
-            parts,
-            metrics: m,
-            checklist: self.checklist_payload().items,
-            hints: self.hints.clone(),
         }
     }
 }
