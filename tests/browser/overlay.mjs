@@ -13,8 +13,17 @@ const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "e
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: true, args, viewport: { width: 1400, height: 860 },
 });
 const errors = [];
-const open = async (token) => {
+// The rep page's websocket goes through a route, so the test can cut it mid-call and watch
+// the page reconnect with `resume=` by itself.
+const repSockets = [];
+const open = async (token, routed) => {
   const page = await ctx.newPage();
+  if (routed) {
+    await page.routeWebSocket(/\/live/, (ws) => {
+      repSockets.push({ route: ws, url: ws.url() });
+      ws.connectToServer();
+    });
+  }
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
   await page.goto(`${BASE}/overlay#token=${token}`);
@@ -22,10 +31,13 @@ const open = async (token) => {
   return page;
 };
 try {
-  const rep = await open(REP_TOKEN);
-  const team = await open(MANAGER_TOKEN);
+  const rep = await open(REP_TOKEN, true);
+  const team = await open(MANAGER_TOKEN, false);
   console.log("ready");
   // The rep: live transcript lines, the competitor hint card, then the scorecard.
+  // First words on screen: drop the connection (as a flaky Wi-Fi would).
+  await rep.waitForSelector(".line", { timeout: 60000 });
+  await repSockets[0].route.close({ code: 1006 });
   await rep.waitForSelector(".line.customer", { timeout: 60000 });
   await rep.waitForSelector('.hint-card[data-kind="competitor"]', { timeout: 60000 });
   await rep.screenshot({ path: join(OUT, "overlay-rep-live.png") });
@@ -42,6 +54,8 @@ try {
     rep_lines: await rep.$$eval(".line", (els) => els.map((e) => ({ cls: e.className, text: e.querySelector(".text").textContent }))),
     rep_hints: await rep.$$eval(".hint-card", (els) => els.map((e) => e.dataset.kind)),
     rep_score: await rep.textContent("#score"),
+    rep_utterances: await rep.$$eval(".line", (els) => els.map((e) => e.dataset.utterance)),
+    rep_socket_urls: repSockets.map((s) => s.url.replace(/token=[^&]*/, "token=…")),
     checklist: await rep.$$eval("#checklist li", (els) => els.map((e) => e.className + ":" + e.textContent)),
     team_calls: teamCalls,
     team_title: await team.textContent("#call-title"),

@@ -596,6 +596,15 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
         assert!(s["team_title"].as_str().unwrap().contains("alex"));
         assert!(s["team_lines"].as_u64().unwrap() >= 2);
         assert!(s["errors"].as_array().unwrap().is_empty(), "page errors: {s:#}");
+        // The rep page lost its socket mid-call, reconnected by itself with `resume=`, and
+        // shows each utterance once (nothing missed, nothing doubled).
+        let urls = s["rep_socket_urls"].as_array().unwrap();
+        assert!(urls.len() >= 2, "{s:#}");
+        assert!(!urls[0].as_str().unwrap().contains("resume="));
+        assert!(urls[1].as_str().unwrap().contains("resume="), "{s:#}");
+        let utts: Vec<&str> = s["rep_utterances"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+        let unique: std::collections::BTreeSet<&str> = utts.iter().copied().collect();
+        assert_eq!(unique.len(), utts.len(), "{s:#}");
         for f in ["overlay-rep-live.png", "overlay-rep-scorecard.png", "overlay-team.png"] {
             assert!(std::fs::metadata(artefacts.join(f)).unwrap().len() > 10_000, "{f}");
         }
