@@ -11,3 +11,4 @@ mod live_asr;
 mod media_forks;
 mod model_fetch;
 mod recogniser;
+mod sre;
