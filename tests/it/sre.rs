@@ -64,3 +64,53 @@ fn every_metric_named_by_alerts_and_dashboards_is_exported() {
         assert!(missing.is_empty(), "{} names metrics Earshot does not export: {missing:?}", path.display());
     }
 }
+
+#[test]
+fn systemd_unit_verifies() {
+    require_tool("systemd-analyze");
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/earshot.service")).unwrap();
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let unit = unit.replace("/usr/local/bin/earshot", env!("CARGO_BIN_EXE_earshot"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("earshot.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("earshot.service")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify:\n{stderr}");
+}
+
+#[test]
+fn kubernetes_manifests_validate_and_their_config_checks() {
+    let kv = root().join("target/test-tools/kvenv/bin/kubernetes-validate");
+    assert!(kv.exists(), "kubernetes-validate missing: run scripts/install-test-deps.sh");
+    let manifest = root().join("deploy/kubernetes/earshot-sidecar.yaml");
+    let out = Command::new(&kv).arg("--strict").arg(&manifest).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The ConfigMap's earshot.toml and playbook, with the Secret's files, pass `config check`.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let block = |key: &str| -> String {
+        let mut lines = text.lines().skip_while(|l| l.trim() != format!("{key}: |")).skip(1);
+        let mut out = String::new();
+        for l in lines.by_ref() {
+            if !l.starts_with("    ") && !l.trim().is_empty() {
+                break;
+            }
+            out.push_str(l.get(4..).unwrap_or(""));
+            out.push('\n');
+        }
+        out
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("fork_secret"), "replace-me-with-32-random-characters").unwrap();
+    std::fs::write(secrets.join("signing_secret"), "replace-me-with-at-least-32-random-characters-too").unwrap();
+    std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+    std::fs::write(dir.path().join("playbooks/acme.toml"), block("acme.toml")).unwrap();
+    let config = block("earshot.toml").replace("/etc/earshot/secrets", &secrets.display().to_string());
+    assert!(config.contains("[[tenants]]"), "{config}");
+    std::fs::write(dir.path().join("earshot.toml"), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_earshot")).args(["config", "check"]).arg(dir.path().join("earshot.toml")).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
