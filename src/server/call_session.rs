@@ -338,8 +338,9 @@ impl CallSession {
                 }
             }
         });
-        // Metrics and time-based hints, until the call ends.
-        let ticker = publisher.clone();
+        // Metrics and time-based hints, until the call ends. Weak: a call whose task died
+        // without ending it (the recorder marks it internal_error) must not be ticked forever.
+        let ticker = Arc::downgrade(&publisher);
         let every = app.config.live.metrics_interval;
         tokio::spawn(async move {
             let mut iv = tokio::time::interval(every);
@@ -347,7 +348,7 @@ impl CallSession {
             iv.tick().await;
             loop {
                 iv.tick().await;
-                if !ticker.tick() {
+                if !ticker.upgrade().is_some_and(|p| p.tick()) {
                     break;
                 }
             }
