@@ -8,6 +8,7 @@
 pub mod asr;
 pub mod call;
 pub mod coach;
+pub mod crypt;
 pub mod config;
 pub mod events;
 pub mod ingest;
@@ -15,6 +16,7 @@ pub mod live_protocol;
 pub mod manifest;
 pub mod media;
 pub mod recorder;
+pub mod retention;
 pub mod store;
 
 #[cfg(feature = "server")]
