@@ -23,6 +23,8 @@ pub mod store;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod storage;
 
 /// Entry points for fuzz targets: thin, always compiled, never panicking.
 pub mod fuzzing {

@@ -182,6 +182,28 @@ enum CallsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a call's transcript (text, or the JSON with --json).
+    GetTranscript {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        call_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a call under legal hold: retention deletes nothing of it until released.
+    Hold {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        call_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a call's legal hold.
+    Release {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        call_id: String,
+    },
     /// Write a call's recording to a WAV file.
     GetAudio {
         #[arg(long, short)]
@@ -315,7 +337,7 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
     let metrics = earshot::metrics::Metrics::new();
     let recogniser = asr_hub(&config, &metrics)?;
     tokio_main(async move {
-        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser, metrics: Some(metrics) }).await?;
+        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser, metrics: Some(metrics), config_path: Some(path.clone()) }).await?;
         wait_for_signal().await;
         server.drain(wait_for_signal()).await;
         Ok(())
@@ -396,7 +418,7 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
         });
     }
     settings.model_names = names.clone();
-    let hub = AsrHub::start(models, settings, earshot::store::StoreLayout::new(config.storage.dir.clone()), metrics.clone())?;
+    let hub = AsrHub::start(models, settings, earshot::store::StoreLayout::new(config.storage.spool_dir()), metrics.clone())?;
     Ok(Some((std::sync::Arc::new(hub), Default::default())))
 }
 
@@ -527,10 +549,15 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs storage work from the synchronous CLI.
+fn run_async<T>(f: impl std::future::Future<Output = Result<T, earshot::storage::StorageError>>) -> anyhow::Result<T> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)?)
+}
+
 fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
     let storage = |config: Option<PathBuf>| -> anyhow::Result<earshot::store::StoreReader> {
         let c = Config::load(&default_config_path(config))?;
-        Ok(earshot::store::StoreReader::new(c.storage.dir))
+        Ok(earshot::store::StoreReader::open(&c.storage)?)
     };
     let parse_id = |s: &str| earshot::call::CallId::parse(s).with_context(|| format!("{s:?} is not a call id (UUIDv7)"));
     match cmd {
@@ -544,9 +571,8 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
         CallsCommand::Coaching { config, call_id, json } => {
-            let dir = storage(config)?.find_call(parse_id(&call_id)?)?;
-            let path = dir.join("scorecard.json");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("{}: no scorecard (the call may still be running)", path.display()))?;
+            let bytes = storage(config)?.file(parse_id(&call_id)?, "scorecard.json").with_context(|| format!("call {call_id}: no scorecard (the call may still be running)"))?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
             if json {
                 println!("{text}");
                 return Ok(());
@@ -570,6 +596,25 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
             for p in card["parts"].as_array().into_iter().flatten() {
                 println!("  {:<11} {:>4.0}%  {}", p["name"].as_str().unwrap_or(""), p["value"].as_f64().unwrap_or(0.0) * 100.0, p["reason"].as_str().unwrap_or(""));
             }
+        }
+        CallsCommand::GetTranscript { config, call_id, json } => {
+            let name = if json { "transcript.json" } else { "transcript.txt" };
+            let bytes = storage(config)?.file(parse_id(&call_id)?, name).with_context(|| format!("call {call_id}: no transcript"))?;
+            print!("{}", String::from_utf8_lossy(&bytes));
+        }
+        CallsCommand::Hold { config, call_id, reason } => {
+            let r = storage(config)?;
+            let id = parse_id(&call_id)?;
+            let s = r.store().clone();
+            run_async(async move { s.hold(&s.find_call(id).await?, &reason).await })?;
+            println!("call {call_id}: on legal hold (nothing of it is deleted until `earshot calls release {call_id}`)");
+        }
+        CallsCommand::Release { config, call_id } => {
+            let r = storage(config)?;
+            let id = parse_id(&call_id)?;
+            let s = r.store().clone();
+            let was = run_async(async move { s.release(&s.find_call(id).await?).await })?;
+            println!("call {call_id}: {}", if was { "hold released; retention applies again from the next sweep" } else { "was not on hold" });
         }
         CallsCommand::GetAudio { config, call_id, out } => {
             let rec = storage(config)?.audio(parse_id(&call_id)?)?;

@@ -57,6 +57,24 @@ pub struct Metrics {
     pub coach_hints: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
     pub postcall_dropped: IntCounter,
+    pub spool_bytes: IntGauge,
+    pub spool_calls: IntGauge,
+    pub uploads: IntCounterVec,
+    pub upload_bytes: IntCounter,
+    pub upload_seconds: Histogram,
+    pub retention_deleted_objects: IntCounter,
+    pub retention_deleted_bytes: IntCounter,
+    pub retention_overdue: IntGauge,
+    pub retention_sweep_seconds: Histogram,
+    pub retention_sweeps: IntCounterVec,
+}
+
+pub const UPLOAD_OUTCOMES: [&str; 3] = ["ok", "failed", "erased"];
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
 }
 
 pub const LIVE_REJECT_REASONS: [&str; 3] = ["auth", "limit", "draining"];
@@ -201,8 +219,24 @@ impl Metrics {
             coach_hints: counter_vec(&r, "earshot_coach_hints_total", "Coaching hints raised, by severity.", &["severity"]),
             webhook_deliveries: counter_vec(&r, "earshot_webhook_deliveries_total", "Webhook attempts and results: delivered, retried (attempt failed, will retry), failed (gave up), dropped (queue full).", &["outcome"]),
             postcall_dropped: int_counter(&r, "earshot_postcall_dropped_total", "Post-call jobs (scorecard files, webhooks) dropped because their queue was full."),
+            spool_bytes: int_gauge(&r, "earshot_spool_bytes", "Bytes in the local spool: calls being recorded or waiting for upload (the only plain copies)."),
+            spool_calls: int_gauge(&r, "earshot_spool_calls", "Calls in the local spool (running or waiting for upload)."),
+            uploads: counter_vec(&r, "earshot_uploads_total", "Call uploads to the store: ok, failed (kept in the spool, retried), erased (tombstoned meanwhile: dropped).", &["outcome"]),
+            upload_bytes: int_counter(&r, "earshot_upload_bytes_total", "Encrypted bytes uploaded to the store."),
+            upload_seconds: histogram(&r, "earshot_upload_seconds", "Time to encrypt and upload one call.", vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            retention_deleted_objects: int_counter(&r, "earshot_retention_deleted_objects_total", "Stored objects deleted by retention."),
+            retention_deleted_bytes: int_counter(&r, "earshot_retention_deleted_bytes_total", "Stored bytes deleted by retention."),
+            retention_overdue: int_gauge(&r, "earshot_retention_calls_overdue", "Calls found more than a day past their retention at the last sweep, plus deletions that failed (should stay 0)."),
+            retention_sweep_seconds: histogram(&r, "earshot_retention_sweep_seconds", "Duration of a retention sweep.", vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]),
+            retention_sweeps: counter_vec(&r, "earshot_retention_sweeps_total", "Retention sweeps: ok or failed.", &["outcome"]),
             registry: r,
         };
+        for o in UPLOAD_OUTCOMES {
+            m.uploads.with_label_values(&[o]);
+        }
+        for o in ["ok", "failed"] {
+            m.retention_sweeps.with_label_values(&[o]);
+        }
         for reason in LIVE_REJECT_REASONS {
             m.live_rejected.with_label_values(&[reason]);
         }

@@ -103,74 +103,8 @@ impl Recording {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct StoreReader {
-    layout: StoreLayout,
-}
-
-impl StoreReader {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { layout: StoreLayout::new(root) }
-    }
-
-    /// Directory of a call, found under any tenant.
-    pub fn find_call(&self, call_id: CallId) -> Result<PathBuf, StoreError> {
-        let entries = std::fs::read_dir(self.layout.root()).map_err(io_err(self.layout.root()))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(tenant) = name.to_str() else { continue };
-            if tenant.starts_with('.') {
-                continue;
-            }
-            let dir = self.layout.call_dir(tenant, call_id);
-            if dir.join("manifest.json").exists() {
-                return Ok(dir);
-            }
-        }
-        Err(StoreError::NotFound(call_id))
-    }
-
-    pub fn manifest(&self, call_id: CallId) -> Result<Manifest, StoreError> {
-        let dir = self.find_call(call_id)?;
-        Manifest::read_from_dir(&dir).map_err(|e| StoreError::Corrupt { path: dir.join("manifest.json"), detail: e.to_string() })
-    }
-
-    pub fn audio(&self, call_id: CallId) -> Result<Recording, StoreError> {
-        let dir = self.find_call(call_id)?;
-        let path = dir.join(AUDIO_FILE);
-        if !path.exists() {
-            return Err(StoreError::NoRecording(call_id));
-        }
-        let reader = hound::WavReader::open(&path)
-            .map_err(|e| StoreError::Corrupt { path: path.clone(), detail: e.to_string() })?;
-        let spec = reader.spec();
-        let samples = reader
-            .into_samples::<i16>()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Corrupt { path: path.clone(), detail: e.to_string() })?;
-        Ok(Recording { sample_rate: spec.sample_rate, channels: spec.channels, samples })
-    }
-
-    /// Every call of a tenant, oldest first.
-    pub fn list_calls(&self, tenant: &str) -> Vec<CallId> {
-        let mut out = Vec::new();
-        let mut stack = vec![(self.layout.root().join(tenant), 0)];
-        while let Some((dir, depth)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for e in entries.flatten() {
-                if depth == 3 {
-                    if let Some(id) = e.file_name().to_str().and_then(CallId::parse) {
-                        out.push(id);
-                    }
-                } else if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push((e.path(), depth + 1));
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-}
+#[cfg(feature = "server")]
+pub use crate::storage::StoreReader;
 
 /// A call found open after a crash and closed again.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! file (`<key>_file`). Loading is pure given the file text and the environment, so it
 //! is unit-tested without touching the process environment.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub use coaching::{webhook_url_ok, LiveConfig, WebhooksConfig};
 pub const ENV_PREFIX: &str = "EARSHOT__";
 /// Keys that hold secrets: they also accept `<key>_file`, and env values for them are
 /// always taken as strings.
-pub const SECRET_KEYS: &[&str] = &["fork_secret", "twilio_auth_token", "signing_secret", "webhook_secret"];
+pub const SECRET_KEYS: &[&str] = &["fork_secret", "twilio_auth_token", "signing_secret", "webhook_secret", "secret_access_key"];
 /// The well-known secret of the shipped demo tenant.
 pub const DEMO_SECRET: &str = "demo";
 /// The well-known token signing secret of the shipped demo tenant.
@@ -207,18 +207,114 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Local folder: the spool (calls being written or waiting for upload) and, with the
+    /// local backend, the store itself.
     #[serde(default = "default_storage_dir")]
     pub dir: PathBuf,
+    /// Where recordings are spooled until uploaded (default `<dir>/.spool`). The only
+    /// place plain audio exists.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// `local` (objects under `dir`) or `s3` (any S3-compatible store, see `[storage.s3]`).
+    #[serde(default)]
+    pub backend: StorageBackend,
+    #[serde(default)]
+    pub s3: Option<S3Config>,
+    /// The keyring of tenant key-encryption keys (default `<dir>/.keys/keyring.toml`;
+    /// in production keep it off the data volume and its backups). Created if missing.
+    #[serde(default)]
+    pub keyring: Option<PathBuf>,
+    /// Longest wait between upload retries while the store is unavailable.
+    #[serde(default = "default_upload_backoff_max", with = "humantime_serde")]
+    pub upload_backoff_max: Duration,
+    /// How often the retention sweeper runs.
+    #[serde(default = "default_sweep_interval", with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 fn default_storage_dir() -> PathBuf {
     PathBuf::from("./data")
 }
+fn default_upload_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_sweep_interval() -> Duration {
+    Duration::from_secs(3600)
+}
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { dir: default_storage_dir() }
+        Self {
+            dir: default_storage_dir(),
+            spool_dir: None,
+            backend: StorageBackend::Local,
+            s3: None,
+            keyring: None,
+            upload_backoff_max: default_upload_backoff_max(),
+            sweep_interval: default_sweep_interval(),
+        }
     }
+}
+
+impl StorageConfig {
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| self.dir.join(".spool"))
+    }
+
+    pub fn keyring_path(&self) -> PathBuf {
+        self.keyring.clone().unwrap_or_else(|| self.dir.join(".keys").join("keyring.toml"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Local,
+    S3,
+}
+
+/// An S3-compatible object store (AWS S3, MinIO, Ceph RGW, moto…).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    /// e.g. `https://minio.internal:9000`; unset: AWS for `region`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Unset: taken from the standard AWS environment (`AWS_ACCESS_KEY_ID`, …).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// `bucket.host` URLs instead of `host/bucket` (path style suits MinIO and most
+    /// self-hosted stores).
+    #[serde(default)]
+    pub virtual_hosted: bool,
+    /// Allow a plain-http endpoint (tests, or a store on loopback).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// Per-campaign settings of a tenant (`[tenants.campaigns.NAME]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// Record this campaign's audio, instead of the tenant's `recording`.
+    #[serde(default)]
+    pub recording: Option<bool>,
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    #[serde(default)]
+    pub retention_transcript_days: Option<u32>,
+    #[serde(default)]
+    pub retention_coaching_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -438,6 +534,47 @@ pub struct TenantConfig {
     /// Open `/live` connections for this tenant, instead of `live.max_connections_per_tenant`.
     #[serde(default)]
     pub live_max_connections: Option<usize>,
+    /// The retention plan: days a call's audio is kept (7, 30, 90, 365 or any number).
+    /// Unset: kept until deleted by hand (a warning at start-up).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// Transcripts' retention, if not the audio's.
+    #[serde(default)]
+    pub retention_transcript_days: Option<u32>,
+    /// Hints' and scorecards' retention, if not the audio's.
+    #[serde(default)]
+    pub retention_coaching_days: Option<u32>,
+    /// Legal hold on every call of the tenant: nothing is deleted while set.
+    #[serde(default)]
+    pub legal_hold: bool,
+    /// Per-campaign recording and retention overrides.
+    #[serde(default)]
+    pub campaigns: BTreeMap<String, CampaignConfig>,
+}
+
+impl TenantConfig {
+    /// Whether a call of `campaign` records audio.
+    pub fn recording_for(&self, campaign: Option<&str>) -> bool {
+        campaign.and_then(|c| self.campaigns.get(c)).and_then(|c| c.recording).unwrap_or(self.recording)
+    }
+
+    /// The tenant's retention policy, if it has a plan.
+    pub fn retention_policy(&self) -> Option<crate::retention::TenantPolicy> {
+        use crate::retention::{CampaignPolicy, KindDays, TenantPolicy};
+        Some(TenantPolicy {
+            days: self.retention_days?,
+            kinds: KindDays { transcript: self.retention_transcript_days, coaching: self.retention_coaching_days },
+            campaigns: self
+                .campaigns
+                .iter()
+                .map(|(name, c)| {
+                    let kinds = KindDays { transcript: c.retention_transcript_days, coaching: c.retention_coaching_days };
+                    (name.clone(), CampaignPolicy { days: c.retention_days, kinds })
+                })
+                .collect(),
+            hold: self.legal_hold,
+        })
+    }
 }
 
 fn default_rep_track() -> RepTrack {
@@ -538,6 +675,28 @@ impl Config {
         if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
             return Err(invalid("webhooks.max_attempts", "max_attempts and queue must be at least 1"));
         }
+        if self.storage.backend == StorageBackend::S3 {
+            let Some(s3) = &self.storage.s3 else {
+                return Err(invalid("storage.s3", "backend = \"s3\" needs a [storage.s3] section with at least bucket"));
+            };
+            if s3.bucket.is_empty() {
+                return Err(invalid("storage.s3.bucket", "must not be empty"));
+            }
+            if let Some(e) = &s3.endpoint {
+                if e.starts_with("http://") && !s3.allow_http {
+                    return Err(invalid("storage.s3.endpoint", "is plain http: set allow_http = true to accept that (loopback or tests only)"));
+                }
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(invalid("storage.s3.endpoint", "must start with https:// (or http:// with allow_http)"));
+                }
+            }
+            if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+                return Err(invalid("storage.s3.secret_access_key", "access_key_id and secret_access_key go together"));
+            }
+        }
+        if self.storage.sweep_interval < Duration::from_secs(1) || self.storage.upload_backoff_max < Duration::from_millis(100) {
+            return Err(invalid("storage.sweep_interval", "sweep_interval must be at least 1s and upload_backoff_max at least 100ms"));
+        }
         if self.limits.max_calls == 0 {
             return Err(invalid("limits.max_calls", "must be at least 1"));
         }
@@ -589,11 +748,32 @@ impl Config {
                 }
                 _ => {}
             }
+            let days_ok = |d: Option<u32>| d.is_none_or(|d| (1..=3650).contains(&d));
+            for (k, d) in [("retention_days", t.retention_days), ("retention_transcript_days", t.retention_transcript_days), ("retention_coaching_days", t.retention_coaching_days)] {
+                if !days_ok(d) {
+                    return Err(invalid(format!("{key}.{k}"), "must be between 1 and 3650 days"));
+                }
+            }
+            for (name, c) in &t.campaigns {
+                for (k, d) in [("retention_days", c.retention_days), ("retention_transcript_days", c.retention_transcript_days), ("retention_coaching_days", c.retention_coaching_days)] {
+                    if !days_ok(d) {
+                        return Err(invalid(format!("{key}.campaigns.{name}.{k}"), "must be between 1 and 3650 days"));
+                    }
+                }
+                if t.retention_days.is_none() && (c.retention_days.is_some() || c.retention_transcript_days.is_some() || c.retention_coaching_days.is_some()) {
+                    return Err(invalid(format!("{key}.campaigns.{name}"), "a campaign's retention needs the tenant's retention_days (the plan) too"));
+                }
+            }
             if t.live_max_connections == Some(0) {
                 return Err(invalid(format!("{key}.live_max_connections"), "must be at least 1"));
             }
         }
         Ok(())
+    }
+
+    /// Retention policies of the tenants that have a plan.
+    pub fn retention_policies(&self) -> crate::retention::Policies {
+        self.tenants.iter().filter_map(|t| Some((t.id.clone(), t.retention_policy()?))).collect()
     }
 
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {

@@ -242,6 +242,8 @@ struct CallState {
     publisher: Arc<CallPublisher>,
     /// Released (dropped) once the transcript is written.
     _part: PartGuard,
+    /// Handed to the refinement, if any, so the call is uploaded after it.
+    seal: Option<super::uploader::Seal>,
     open_streams: usize,
     finals: Vec<FinalSegment>,
     gaps: Vec<Gap>,
@@ -388,7 +390,7 @@ impl Scheduler {
                 let roles = call.layout.roles();
                 self.calls.insert(
                     call.call_id,
-                    CallState { info: call.clone(), publisher, open_streams: taps.len(), finals: Vec::new(), gaps: Vec::new(), _part: part },
+                    CallState { info: call.clone(), seal: publisher.seal(), publisher, open_streams: taps.len(), finals: Vec::new(), gaps: Vec::new(), _part: part },
                 );
                 for (i, tap) in taps.into_iter().enumerate() {
                     self.next_stream += 1;
@@ -642,6 +644,7 @@ impl Scheduler {
                             model_name: self.model_names.get(model).cloned().unwrap_or_default(),
                             language: tenant.and_then(|t| t.language.clone()).unwrap_or_else(|| self.language.to_string()),
                             attempts: 0,
+                            seal: c.seal.clone(),
                             spans: c
                                 .finals
                                 .iter()

@@ -79,6 +79,8 @@ struct PublisherInner {
     /// Set at `call.ended`.
     duration_ms: Option<u64>,
     finished: bool,
+    /// Keeps the call's spool folder from upload until hints and scorecard are written.
+    seal: Option<super::uploader::Seal>,
 }
 
 /// Keeps the scorecard waiting while held (see [`CallPublisher::hold`]).
@@ -93,7 +95,7 @@ impl Drop for PartGuard {
 impl CallPublisher {
     fn new(app: Arc<AppState>, info: &CallInfo, playbook: Arc<Playbook>) -> Self {
         Self {
-            app,
+            app: app.clone(),
             inner: std::sync::Mutex::new(PublisherInner {
                 sequencer: EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at),
                 started_at: info.started_at,
@@ -105,6 +107,7 @@ impl CallPublisher {
                 parts: 1,
                 duration_ms: None,
                 finished: false,
+                seal: Some(app.uploader.seal(&info.tenant, info.call_id)),
             }),
         }
     }
@@ -157,6 +160,11 @@ impl CallPublisher {
         true
     }
 
+    /// Keeps the call's spool folder from upload while held (refinement).
+    pub fn seal(&self) -> Option<super::uploader::Seal> {
+        self.lock().seal.clone()
+    }
+
     /// Another part of the call that must finish before the scorecard.
     pub fn hold(self: &Arc<Self>) -> PartGuard {
         self.lock().parts += 1;
@@ -195,7 +203,8 @@ impl CallPublisher {
         inner.flush(&self.app);
         let scorecard = inner.emit(&self.app, EventBody::Scorecard(Box::new(card)));
         let dir = self.app.layout.call_dir(&inner.tenant, inner.call_id);
-        self.app.postcall.submit(PostCall::Files { dir, hints: std::mem::take(&mut inner.hints), scorecard: scorecard.clone() });
+        let seal = inner.seal.take();
+        self.app.postcall.submit(PostCall::Files { dir, hints: std::mem::take(&mut inner.hints), scorecard: scorecard.clone(), seal });
         self.webhook(&inner.tenant, scorecard);
     }
 }

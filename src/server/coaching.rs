@@ -103,7 +103,8 @@ impl Playbooks {
 /// Work after a call, off the call path.
 pub enum PostCall {
     /// Save the call's hints and scorecard next to its recording.
-    Files { dir: PathBuf, hints: Vec<Arc<Event>>, scorecard: Arc<Event> },
+    /// The seal (if any) is let go once they are written: the call may then be uploaded.
+    Files { dir: PathBuf, hints: Vec<Arc<Event>>, scorecard: Arc<Event>, seal: Option<super::uploader::Seal> },
     /// POST an event to the tenant's webhook.
     Webhook { url: String, secret: String, event: Arc<Event> },
 }
@@ -121,11 +122,12 @@ impl PostCallQueue {
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 match job {
-                    PostCall::Files { dir, hints, scorecard } => {
+                    PostCall::Files { dir, hints, scorecard, seal } => {
                         let _ = tokio::task::spawn_blocking(move || {
                             if let Err(e) = write_files(&dir, &hints, &scorecard) {
                                 tracing::error!(dir = %dir.display(), error = %e, "writing hints/scorecard");
                             }
+                            drop(seal);
                         })
                         .await;
                     }

@@ -196,7 +196,8 @@ async fn start_call(
         encoding: SampleEncoding::L16,
         started_at: now,
     };
-    let session = CallSession::start(app.clone(), slot, info, tenant.recording)
+    let recording = tenant.recording_for(info.campaign.as_deref());
+    let session = CallSession::start(app.clone(), slot, info, recording)
         .await
         .map_err(|_| IngestError::StorageUnavailable)?;
     Ok(LiveCall {

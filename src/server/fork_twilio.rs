@@ -190,7 +190,8 @@ async fn handle_text(
             let slot = CallSlot::try_acquire(app).ok_or(IngestError::Overloaded)?;
             let (info, rep) = call_info(tenant, &start)?;
             let media = TwilioMedia::new(&start.tracks, rep, start.encoding, app.twilio_media_settings());
-            let session = CallSession::start(app.clone(), slot, info, tenant.recording)
+            let recording = tenant.recording_for(info.campaign.as_deref());
+            let session = CallSession::start(app.clone(), slot, info, recording)
                 .await
                 .map_err(|_| IngestError::StorageUnavailable)?;
             *call = Some(LiveCall { session, media, reporter: StatsReporter::new(&app.metrics, Source::Twilio) });

@@ -18,6 +18,7 @@ pub mod realtime;
 pub mod refine;
 pub mod token;
 pub mod webhooks;
+pub mod uploader;
 pub mod recogniser;
 
 use std::net::SocketAddr;
@@ -57,6 +58,49 @@ pub enum ServerError {
     Recorder(std::io::Error),
     #[error(transparent)]
     Playbook(#[from] coaching::PlaybookLoadError),
+    #[error("storage: {0}")]
+    Store(crate::storage::StorageError),
+}
+
+/// Runs retention every `storage.sweep_interval`. Policies are re-read from the config
+/// file before each sweep (an invalid edit is logged and the last good policies stay).
+fn spawn_sweeper(store: crate::storage::Store, config: &Config, path: Option<std::path::PathBuf>, metrics: Metrics) {
+    let mut policies = config.retention_policies();
+    let every = config.storage.sweep_interval;
+    tokio::spawn(async move {
+        let mut cache = crate::storage::SweepCache::default();
+        let mut iv = tokio::time::interval(every);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            iv.tick().await;
+            if let Some(p) = &path {
+                let p2 = p.clone();
+                match tokio::task::spawn_blocking(move || Config::load(&p2)).await {
+                    Ok(Ok(c)) => policies = c.retention_policies(),
+                    Ok(Err(e)) => tracing::error!(error = %e, "retention: config reload failed; keeping the last good policies"),
+                    Err(_) => {}
+                }
+            }
+            let t0 = std::time::Instant::now();
+            let opts = crate::storage::SweepOptions { overdue_after: chrono::Duration::from_std(every * 2).unwrap_or(chrono::Duration::days(1)), ..Default::default() };
+            match crate::storage::sweep(&store, &policies, chrono::Utc::now(), &opts, &mut cache).await {
+                Ok((_, r)) => {
+                    metrics.retention_sweeps.with_label_values(&["ok"]).inc();
+                    metrics.retention_deleted_objects.inc_by(r.objects_deleted as u64);
+                    metrics.retention_deleted_bytes.inc_by(r.bytes_deleted);
+                    metrics.retention_overdue.set((r.overdue + r.errors) as i64);
+                    if r.objects_deleted > 0 || r.errors > 0 {
+                        tracing::info!(calls = r.calls_deleted, objects = r.objects_deleted, bytes = r.bytes_deleted, held = r.held, errors = r.errors, "retention sweep");
+                    }
+                }
+                Err(e) => {
+                    metrics.retention_sweeps.with_label_values(&["failed"]).inc();
+                    tracing::error!(error = %e, "retention sweep failed; retried at the next interval");
+                }
+            }
+            metrics.retention_sweep_seconds.observe(t0.elapsed().as_secs_f64());
+        }
+    });
 }
 
 /// Shared by every connection. Hot-path state lives in the call tasks, not here.
@@ -65,7 +109,11 @@ pub struct AppState {
     pub metrics: Metrics,
     pub bus: broadcast::Sender<Arc<Event>>,
     pub recorder: RecorderPool,
+    /// The spool: where calls are written until uploaded.
     pub layout: StoreLayout,
+    /// Finished calls, encrypted: local or S3-compatible.
+    pub store: crate::storage::Store,
+    pub uploader: uploader::Uploader,
     pub active_calls: AtomicUsize,
     draining: AtomicBool,
     /// Cancelled when the drain timeout expires: calls still open close as `shutdown`.
@@ -173,6 +221,8 @@ pub struct ServeOptions {
     /// Metrics registry to use (so parts built before the server, like the ASR hub,
     /// report into the same one); a fresh one when `None`.
     pub metrics: Option<Metrics>,
+    /// The config file, re-read for what reloads without a restart (retention policies).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// A running server.
@@ -201,9 +251,17 @@ impl Server {
             tracing::warn!(tenants = ?demo, "!!! tenant(s) use the well-known demo fork secret `demo`: anyone who can reach this port can push calls. Set a real fork_secret before exposing Earshot.");
         }
         check_exposure(&config, opts.allow_demo_secrets)?;
-        let root = config.storage.dir.clone();
+        let root = config.storage.spool_dir();
         std::fs::create_dir_all(&root).map_err(|source| ServerError::Storage { path: root.clone(), source })?;
         let layout = StoreLayout::new(root);
+        let store = crate::storage::Store::open(&config.storage).map_err(ServerError::Store)?;
+        store.keys().ensure_tenants(config.tenants.iter().map(|t| t.id.as_str())).map_err(ServerError::Store)?;
+        for t in &config.tenants {
+            if t.retention_days.is_none() {
+                tracing::warn!(tenant = %t.id, "tenant has no retention_days: its calls are kept until deleted by hand");
+            }
+        }
+        tracing::info!(store = store.describe(), spool = %layout.root().display(), keyring = %store.keys().path().display(), "storage");
         let metrics = opts.metrics.clone().unwrap_or_default();
         let recovery_layout = layout.clone();
         let recovered = tokio::task::spawn_blocking(move || recover_inflight(&recovery_layout)).await.unwrap_or_default();
@@ -228,6 +286,8 @@ impl Server {
             metrics.clone(),
         )
         .map_err(ServerError::Recorder)?;
+        let uploader = uploader::Uploader::start(store.clone(), metrics.clone(), config.storage.upload_backoff_max);
+        spawn_sweeper(store.clone(), &config, opts.config_path.clone(), metrics.clone());
         let (bus, _) = broadcast::channel(config.events.bus_capacity);
         let playbooks = coaching::Playbooks::preload(&config)?;
         let live = live::LiveHub::new(config.live.clone(), metrics.clone());
@@ -252,6 +312,8 @@ impl Server {
             bus,
             recorder,
             layout,
+            store,
+            uploader,
             active_calls: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             force_close: CancellationToken::new(),
@@ -316,6 +378,11 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(3), self.serve_task).await;
         let app2 = app.clone();
         let _ = tokio::task::spawn_blocking(move || app2.recorder.shutdown()).await;
+        // Give finished calls a moment to reach the store; what does not stays in the
+        // spool and is uploaded at the next start.
+        if !app.uploader.flush(Duration::from_secs(10)).await {
+            tracing::warn!("stopping with calls still in the spool: they are uploaded at the next start");
+        }
         tracing::info!(open_recordings = app.recorder.open_recordings(), "stopped");
     }
 }

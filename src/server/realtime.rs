@@ -270,6 +270,8 @@ fn rotated(audio: &Audio, shift: usize) -> Audio {
 }
 
 fn transcript_written(dir: &std::path::Path, id: &CallId) -> bool {
-    let store = crate::store::StoreReader::new(dir);
-    store.find_call(*id).is_ok_and(|d| d.join("transcript.json").exists())
+    // The hub here writes straight into `dir`, laid out like a spool.
+    crate::storage::spool_calls(&crate::store::StoreLayout::new(dir), None)
+        .into_iter()
+        .any(|(c, d)| c.call_id == *id && d.join("transcript.json").exists())
 }

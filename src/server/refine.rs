@@ -27,6 +27,8 @@ pub struct RefineTask {
     /// gaps: refinement decodes these regions, merged into chunks of up to 28 s, so
     /// offsets stay right and silence is never decoded.
     pub spans: Vec<(Role, u64, u64)>,
+    /// Keeps the call in the spool (not uploaded) until the refinement is done.
+    pub seal: Option<super::uploader::Seal>,
 }
 
 /// Merges sorted spans into decode windows of at most `max_ms` (a longer span is kept whole).

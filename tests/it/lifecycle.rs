@@ -64,7 +64,7 @@ fn kill_9_mid_call_then_restart_recovers_a_playable_recording() {
     let l = rec.channel(0);
     assert!(l.iter().all(|&s| s == earshot::media::g711::decode_ulaw(0x20)));
     // No in-flight marker is left behind; a second restart changes nothing.
-    assert!(std::fs::read_dir(server.data_dir().join(".inflight")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(server.data_dir().join(".spool/.inflight")).unwrap().next().is_none());
     let metrics = server.metrics();
     assert_eq!(metric(&metrics, "earshot_recovered_calls_total", &[]), 1.0);
 }
@@ -277,7 +277,6 @@ fn full_disk_ends_the_call_as_storage_error_and_keeps_what_fitted() {
     // What fitted on the disk is a readable recording.
     let store = server.store();
     let id = store.list_calls(TENANT)[0];
-    let wav = store.find_call(id).unwrap().join("audio.wav");
-    let len = std::fs::metadata(&wav).unwrap().len();
+    let len = store.file(id, "audio.wav").unwrap().len();
     assert!(len > 512 * 1024, "kept {len} bytes");
 }

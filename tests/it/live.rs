@@ -153,7 +153,7 @@ fn whisper_hub(dir: &std::path::Path, metrics: &earshot::metrics::Metrics) -> As
     let model_path = dir.join("tiny.bin");
     model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
     let model = Arc::new(Model::load(&model_path).unwrap());
-    AsrHub::start(vec![model], AsrSettings::new(1, "en"), StoreLayout::new(dir.join("data")), metrics.clone()).unwrap()
+    AsrHub::start(vec![model], AsrSettings::new(1, "en"), StoreLayout::new(dir.join("data/.spool")), metrics.clone()).unwrap()
 }
 
 async fn fork(addr: SocketAddr, audio: &Audio, campaign: &str, rep: &str, speed: f64) {
@@ -252,7 +252,7 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         let call_dir = store.find_call(id).unwrap();
         let mut saved = None;
         for _ in 0..100 {
-            if let Ok(t) = std::fs::read_to_string(call_dir.join("scorecard.json")) {
+            if let Ok(t) = store.text(call_dir.call_id, "scorecard.json") {
                 saved = Some(t);
                 break;
             }
@@ -260,7 +260,7 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         }
         let saved: Value = serde_json::from_str(&saved.expect("scorecard.json")).unwrap();
         assert_eq!(saved["score"], card["score"]);
-        let hints: Value = serde_json::from_str(&std::fs::read_to_string(call_dir.join("hints.json")).unwrap()).unwrap();
+        let hints: Value = serde_json::from_str(&store.text(call_dir.call_id, "hints.json").unwrap()).unwrap();
         assert_eq!(hints.as_array().unwrap().len(), msgs.iter().filter(|m| m["type"] == "hint").count());
         let text = server.app.metrics.render();
         assert!(metric(&text, "earshot_coach_hints_total", &[]) >= 2.0);

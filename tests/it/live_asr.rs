@@ -55,7 +55,7 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
     let hub = AsrHub::start(
         vec![Arc::new(Model::load(&model_path).unwrap())],
         AsrSettings::new(1, "en"),
-        StoreLayout::new(&data),
+        StoreLayout::new(data.join(".spool")),
         metrics.clone(),
     )
     .unwrap();
@@ -116,7 +116,7 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         let call_dir = store.find_call(id).unwrap();
         let mut saved = None;
         for _ in 0..100 {
-            if let Ok(t) = std::fs::read_to_string(call_dir.join("transcript.json")) {
+            if let Ok(t) = store.text(call_dir.call_id, "transcript.json") {
                 saved = Some(t);
                 break;
             }
@@ -124,7 +124,7 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         }
         let saved: serde_json::Value = serde_json::from_str(&saved.expect("transcript.json")).unwrap();
         assert_eq!(saved["segments"].as_array().unwrap().len(), finals.len());
-        let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap();
+        let txt = store.text(call_dir.call_id, "transcript.txt").unwrap();
         assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
         // The ASR metrics saw the same work.
         let text = server.app.metrics.render();
@@ -211,7 +211,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
     let mut settings = AsrSettings::new(1, "en");
     settings.overload.max_lag_ms = 4_000;
     settings.overload.recover_ms = 1_000;
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(&data), metrics.clone()).unwrap();
+    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(data.join(".spool")), metrics.clone()).unwrap();
     let busy = busy_call(18.0);
     let calm = {
         let jfk = Audio::load_wav(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav")).unwrap();
@@ -257,7 +257,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
                     Ok(e) => e.unwrap(),
                     Err(_) => {
                         assert!(tokio::time::Instant::now() < deadline, "transcripts never finished");
-                        let written = started.keys().filter(|id| store.find_call(**id).is_ok_and(|d| d.join("transcript.json").exists())).count();
+                        let written = started.keys().filter(|id| store.find_call(**id).is_ok_and(|d| store.text(d.call_id, "transcript.json").is_ok())).count();
                         if ended == n && written == n {
                             break;
                         }
@@ -311,7 +311,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
             let secs = m.audio.as_ref().unwrap().duration_ms as f64 / 1000.0;
             assert!((secs - 18.0).abs() < 0.1, "recorded {secs} s of 18 s");
             let saved: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(store.find_call(*id).unwrap().join("transcript.json")).unwrap()).unwrap();
+                serde_json::from_str(&store.text(*id, "transcript.json").unwrap()).unwrap();
             assert!(saved["gaps"].is_array());
         }
         // Load falls: the level steps back down by itself, and a new call is served
@@ -338,7 +338,7 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
     let mut settings = AsrSettings::new(1, "en");
     settings.refine = true;
     settings.model_names = vec!["tiny.en".into()];
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(&data), metrics.clone()).unwrap();
+    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(data.join(".spool")), metrics.clone()).unwrap();
     let (audio, _) = two_party_call(16000, 0.2);
     rt().block_on(async {
         let server = serve(config, hub, &metrics).await;
@@ -352,7 +352,7 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
             assert!(t0.elapsed() < Duration::from_secs(60), "no refined transcript");
             if let Some(id) = store.list_calls(TENANT).first() {
                 let d = store.find_call(*id).unwrap();
-                let refined = std::fs::read_to_string(d.join("transcript.json"))
+                let refined = store.text(d.call_id, "transcript.json")
                     .ok()
                     .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
                     .is_some_and(|v| v["source"] == "refined");
@@ -362,10 +362,10 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let live: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(call_dir.join("transcript.live.json")).unwrap()).unwrap();
+        let live: serde_json::Value = serde_json::from_str(&store.text(call_dir.call_id, "transcript.live.json").unwrap()).unwrap();
         assert!(live["segments"].as_array().is_some_and(|s| !s.is_empty()), "{live}");
         assert!(live.get("source").is_none());
-        let refined: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(call_dir.join("transcript.json")).unwrap()).unwrap();
+        let refined: serde_json::Value = serde_json::from_str(&store.text(call_dir.call_id, "transcript.json").unwrap()).unwrap();
         assert_eq!(refined["refined"]["model"], "tiny.en");
         let segs = refined["segments"].as_array().unwrap();
         let said = |ch: &str| segs.iter().filter(|s| s["channel"] == ch).map(|s| s["text"].as_str().unwrap().to_lowercase()).collect::<String>();
@@ -374,7 +374,7 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
         // Offsets are the call's: the customer speaks after the rep.
         let first = |ch: &str| segs.iter().find(|s| s["channel"] == ch).unwrap()["start_ms"].as_u64().unwrap();
         assert!(first("customer") > first("rep") + 1000, "{refined}");
-        let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap();
+        let txt = store.text(call_dir.call_id, "transcript.txt").unwrap();
         assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
         assert!(metric(&server.app.metrics.render(), "earshot_asr_inference_seconds_count", &["kind=\"refine\""]) >= 1.0);
         server.drain(std::future::pending()).await;
@@ -384,7 +384,7 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
 #[test]
 fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_right_offsets() {
     let Setup { dir: _dir, model_path, data, config, metrics } = setup();
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], AsrSettings::new(2, "en"), StoreLayout::new(&data), metrics.clone())
+    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], AsrSettings::new(2, "en"), StoreLayout::new(data.join(".spool")), metrics.clone())
         .unwrap();
     // Three turns at known places (16 kHz before the fork's 8 kHz µ-law).
     let turns = [
@@ -433,7 +433,7 @@ fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_r
                     assert!(tokio::time::Instant::now() < deadline, "no transcript");
                     if let Some(id) = store.list_calls(TENANT).first() {
                         let d = store.find_call(*id).unwrap();
-                        if d.join("transcript.json").exists() {
+                        if store.text(d.call_id, "transcript.json").is_ok() {
                             break d;
                         }
                     }
@@ -453,7 +453,7 @@ fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_r
             assert!(mine[0].start_ms >= last_end, "turn {i} out of order: {finals:?}");
             last_end = mine.last().unwrap().end_ms;
         }
-        let txt = std::fs::read_to_string(call_dir.join("transcript.txt")).unwrap().to_lowercase();
+        let txt = store.text(call_dir.call_id, "transcript.txt").unwrap().to_lowercase();
         for key in ["acme", "alex", "coaching"] {
             assert!(txt.contains(key), "{key:?} missing from the saved transcript:\n{txt}\nfinals: {finals:#?}");
         }
