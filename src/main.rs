@@ -67,6 +67,16 @@ enum Command {
         #[arg(long, conflicts_with = "realtime")]
         offline: bool,
     },
+    /// Encryption keys: list versions, rotate, destroy (crypto-shredding).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Retention: what is due for deletion, and deleting it.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Whisper models: import and check.
     Model {
         #[command(subcommand)]
@@ -159,6 +169,51 @@ enum ModelCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// Tenants, their active key version and the versions kept (never the keys).
+    List {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// A new key version for a tenant: new objects use it, old ones stay readable.
+    /// A running server picks it up at its next upload.
+    Rotate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Destroys every key of a tenant: all of its stored data, wherever copies of it
+    /// are (backups included), becomes unreadable. Cannot be undone.
+    Destroy {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        /// The tenant id again, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// What a sweep at a given time would delete (nothing is deleted).
+    Plan {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// RFC 3339 time or a date (YYYY-MM-DD, midnight UTC); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Run a retention sweep now.
+    Sweep {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CallsCommand {
     /// List a tenant's calls.
     List {
@@ -237,6 +292,8 @@ fn main() -> ExitCode {
         }
         Command::Calls { command } => calls(command),
         Command::Token { command } => token(command),
+        Command::Keys { command } => keys(command),
+        Command::Retention { command } => retention(command),
         Command::Model { command } => model(command),
         #[cfg(feature = "asr")]
         Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, max_lag, offline } => {
@@ -546,6 +603,75 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             println!("{}: OK ({} tensors, vocabulary {}, {:?})", file.display(), summary.tensors, summary.vocab, summary.hparams);
         }
     }
+    Ok(())
+}
+
+fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let open = |config: Option<PathBuf>| -> anyhow::Result<earshot::storage::KeyringHandle> {
+        let c = Config::load(&default_config_path(config))?;
+        Ok(earshot::storage::KeyringHandle::open(&c.storage.keyring_path(), true)?)
+    };
+    match cmd {
+        KeysCommand::List { config } => {
+            let k = open(config)?;
+            let ring = k.current()?;
+            println!("keyring {}", k.path().display());
+            for (tenant, tk) in &ring.tenants {
+                let versions: Vec<&str> = tk.keys.keys().map(String::as_str).collect();
+                println!("  {tenant}: active {}, versions [{}], destroyed {:?}", tk.active, versions.join(", "), tk.destroyed);
+            }
+        }
+        KeysCommand::Rotate { config, tenant } => {
+            let k = open(config)?;
+            let v = k.update(|r| r.rotate(&tenant))?;
+            println!("tenant {tenant}: key version {v} is now active (older versions stay for reading)");
+        }
+        KeysCommand::Destroy { config, tenant, confirm } => {
+            anyhow::ensure!(confirm == tenant, "--confirm must repeat the tenant id");
+            let k = open(config)?;
+            let n = k.update(|r| r.destroy_tenant(&tenant))?;
+            println!("tenant {tenant}: {n} key version(s) destroyed; its stored data is unreadable from now on");
+        }
+    }
+    Ok(())
+}
+
+fn parse_at(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| format!("{s:?}: not an RFC 3339 time or YYYY-MM-DD date"))?;
+    Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+}
+
+fn retention(cmd: RetentionCommand) -> anyhow::Result<()> {
+    let (config, at, dry_run) = match cmd {
+        RetentionCommand::Plan { config, at } => (config, at.as_deref().map(parse_at).transpose()?, true),
+        RetentionCommand::Sweep { config } => (config, None, false),
+    };
+    let c = Config::load(&default_config_path(config))?;
+    let store = earshot::storage::Store::open(&c.storage)?;
+    let policies = c.retention_policies();
+    let now = at.unwrap_or_else(chrono::Utc::now);
+    let opts = earshot::storage::SweepOptions { dry_run, ..Default::default() };
+    let (plan, report) = run_async(async move { earshot::storage::sweep(&store, &policies, now, &opts, &mut Default::default()).await })?;
+    for a in &plan.actions {
+        let what = if a.whole_call { "whole call".to_string() } else { a.delete.join(", ") };
+        println!("{} {} {}: {what} ({} bytes, due since {})", if dry_run { "would delete" } else { "deleted" }, a.tenant, a.call_id, a.bytes, a.due_since.to_rfc3339());
+    }
+    for t in c.tenants.iter().filter(|t| t.retention_days.is_none()) {
+        println!("tenant {}: no retention_days, nothing of it is deleted", t.id);
+    }
+    println!(
+        "{} at {}: {} call(s) with something due, {} kept by legal hold, {} unreadable{}",
+        if dry_run { "plan" } else { "sweep" },
+        now.to_rfc3339(),
+        plan.actions.len(),
+        report.held,
+        report.unreadable,
+        if dry_run { String::new() } else { format!("; deleted {} objects, {} bytes, {} errors", report.objects_deleted, report.bytes_deleted, report.errors) }
+    );
+    anyhow::ensure!(report.errors == 0, "{} deletion(s) failed", report.errors);
     Ok(())
 }
 

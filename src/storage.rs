@@ -191,7 +191,6 @@ impl Store {
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
                     .with_virtual_hosted_style_request(s3.virtual_hosted)
-                    .with_allow_http(s3.allow_http)
                     // Our own uploader retries with back-off and keeps the spool; the
                     // client only retries briefly so an outage is seen quickly.
                     .with_retry(object_store::RetryConfig {
@@ -200,7 +199,10 @@ impl Store {
                         retry_timeout: Duration::from_secs(10),
                     })
                     .with_client_options(
-                        object_store::ClientOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(120)),
+                        object_store::ClientOptions::new()
+                            .with_allow_http(s3.allow_http)
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_timeout(Duration::from_secs(120)),
                     );
                 if let Some(e) = &s3.endpoint {
                     b = b.with_endpoint(e);
@@ -357,10 +359,11 @@ impl Store {
 
     /// The tenant of a call: looked up in the spool, then the store.
     pub async fn find_call(&self, call_id: CallId) -> Result<CallRef, StorageError> {
-        let mut tenants: Vec<String> = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(self.spool.root()) {
-            tenants.extend(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)));
+        // The spool first: it answers even while the store is unreachable.
+        if let Some((call, _)) = spool_calls(&self.spool, None).into_iter().find(|(c, _)| c.call_id == call_id) {
+            return Ok(call);
         }
+        let mut tenants: Vec<String> = Vec::new();
         let listed = self.backend.list_with_delimiter(None).await?;
         tenants.extend(listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)));
         tenants.retain(|t| !t.starts_with('.'));
@@ -409,8 +412,13 @@ impl Store {
 
     /// Every call of a tenant, spooled or stored, oldest first.
     pub async fn list_calls(&self, tenant: &str) -> Result<Vec<CallId>, StorageError> {
-        let mut ids: Vec<CallId> = self.list_objects(tenant).await?.into_keys().collect();
-        ids.extend(spool_calls(&self.spool, Some(tenant)).into_iter().map(|(c, _)| c.call_id));
+        let mut ids: Vec<CallId> = spool_calls(&self.spool, Some(tenant)).into_iter().map(|(c, _)| c.call_id).collect();
+        match self.list_objects(tenant).await {
+            Ok(stored) => ids.extend(stored.into_keys()),
+            // Calls still in the spool are listed while the store is unreachable.
+            Err(e) if !ids.is_empty() => tracing::warn!(error = %e, "listing the store failed: spooled calls only"),
+            Err(e) => return Err(e),
+        }
         ids.sort();
         ids.dedup();
         Ok(ids)
@@ -498,6 +506,12 @@ impl Store {
     /// Raw stored bytes (for tests that look at what is at rest, and for backups).
     pub async fn raw(&self, path: &ObjPath) -> Result<Vec<u8>, StorageError> {
         Ok(self.backend.get(path).await?.bytes().await?.to_vec())
+    }
+
+    /// Stores raw bytes as they are (tests that tamper with what is at rest).
+    pub async fn put_raw(&self, path: &ObjPath, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.backend.put(path, PutPayload::from(bytes)).await?;
+        Ok(())
     }
 
     /// Every stored object path, for tests and audits.
@@ -668,6 +682,13 @@ impl Default for SweepOptions {
     }
 }
 
+/// What retention reads of a manifest.
+#[derive(serde::Deserialize)]
+struct CampaignOf {
+    #[serde(default)]
+    campaign: Option<String>,
+}
+
 /// Remembers calls' campaigns between sweeps, so a manifest is decrypted once.
 #[derive(Default)]
 pub struct SweepCache {
@@ -705,7 +726,7 @@ pub async fn sweep(
                     continue;
                 }
                 None => match store.get_object(tenant, &call.object("manifest.json")).await {
-                    Ok(Some(b)) => match serde_json::from_slice::<Manifest>(&b) {
+                    Ok(Some(b)) => match serde_json::from_slice::<CampaignOf>(&b) {
                         Ok(m) => {
                             cache.campaigns.insert(call_id, m.campaign.clone());
                             m.campaign

@@ -188,8 +188,14 @@ impl TestServer {
         }
     }
 
+    /// The server's store (local or S3, as its config says), through the library reader.
     pub fn store(&self) -> StoreReader {
-        StoreReader::new(self.data_dir())
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let mut c = earshot::config::Config::from_toml_with_env(&text, &self.config_path, self.env.clone()).expect("test config");
+        if self.tmpfs.is_some() {
+            c.storage.dir = self.data_dir();
+        }
+        StoreReader::open(&c.storage).expect("store")
     }
 
     pub fn pid(&self) -> u32 {

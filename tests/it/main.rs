@@ -11,4 +11,6 @@ mod live_asr;
 mod media_forks;
 mod model_fetch;
 mod recogniser;
+mod s3;
 mod sre;
+mod storage;
