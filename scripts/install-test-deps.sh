@@ -46,6 +46,12 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 # kubernetes-validate (schemas of every Kubernetes version) for the deploy/ manifests.
+# A real S3-compatible server for the storage tests (in-memory, on 127.0.0.1).
+if [ ! -x target/test-tools/motovenv/bin/moto_server ]; then
+  echo "installing moto_server (target/test-tools/motovenv)"
+  python3 -m venv target/test-tools/motovenv
+  target/test-tools/motovenv/bin/pip install --quiet --disable-pip-version-check "moto[server]==5.2.5"
+fi
 if [ ! -x target/test-tools/kvenv/bin/kubernetes-validate ]; then
   echo "installing kubernetes-validate (target/test-tools/kvenv)"
   python3 -m venv target/test-tools/kvenv

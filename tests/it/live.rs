@@ -166,7 +166,9 @@ async fn fork(addr: SocketAddr, audio: &Audio, campaign: &str, rep: &str, speed:
 #[test]
 fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() {
     let dir = tempfile::tempdir().unwrap();
-    let config = live_config(dir.path(), "[live]\nmetrics_interval = \"500ms\"\n");
+    let mut config = live_config(dir.path(), "[live]\nmetrics_interval = \"500ms\"\n");
+    // Recording off for this campaign: transcription and coaching still run, no audio is kept.
+    config.tenants[0].campaigns.insert("coach".into(), earshot::config::CampaignConfig { recording: Some(false), ..Default::default() });
     let data = dir.path().join("data");
     let metrics = earshot::metrics::Metrics::new();
     let hub = whisper_hub(dir.path(), &metrics);
@@ -266,6 +268,14 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         assert!(metric(&text, "earshot_coach_hints_total", &[]) >= 2.0);
         assert_eq!(metric(&text, "earshot_live_connections", &[]), 6.0);
         server.drain(std::future::pending()).await;
+        // Stored (the drain waits for the upload): no audio, but transcript and hints.
+        assert!(store.is_uploaded(id));
+        assert!(matches!(store.audio(id), Err(earshot::storage::StorageError::NoObject(..))));
+        let names: Vec<String> = store.store().list_objects(TENANT).await.unwrap().remove(&id).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert!(!names.iter().any(|n| n == "audio.wav"), "{names:?}");
+        let transcript = store.text(id, "transcript.json").unwrap().to_lowercase();
+        assert!(transcript.contains("expensive"), "{transcript}");
+        assert!(store.text(id, "hints.json").is_ok());
     });
 }
 
