@@ -60,20 +60,22 @@ fi
 kill -TERM $pid; wait $pid || true
 trap - EXIT
 echo
-echo "==> stored calls (tenant demo):"
+echo "==> stored calls (tenant demo): encrypted at rest (AES-256-GCM, key per object, tenant keys in keys/keyring.toml);"
+echo "    read back through earshot, never from the files:"
 for id in $("$bin" calls list --tenant demo | tail -n 2); do
-  dir=$(find data/demo -type d -name "$id")
-  echo "  $id"
-  echo "    recording: $dir/audio.wav"
-  echo "    manifest:  $dir/manifest.json"
+  dir=$(find data/demo -type d -name "$id" | head -n 1)
+  echo "  $id  (objects: $dir/)"
   "$bin" calls show "$id" | grep -E '"(source|outcome|duration_ms|frames_received)"' | sed 's/^/      /'
-  if [ -f "$dir/transcript.txt" ]; then
-    echo "    transcript ($dir/transcript.txt):"
-    sed 's/^/      /' "$dir/transcript.txt"
+  echo "    recording: earshot calls get-audio $id --out call.wav"
+  if "$bin" calls get-transcript "$id" >/dev/null 2>&1; then
+    echo "    transcript (earshot calls get-transcript $id):"
+    "$bin" calls get-transcript "$id" | sed 's/^/      /'
   fi
-  echo "    coaching ($dir/hints.json, $dir/scorecard.json):"
+  echo "    coaching (earshot calls coaching $id):"
   "$bin" calls coaching "$id" | sed 's/^/      /' || true
 done
+echo
+echo "Retention: the demo tenant keeps calls 30 days (retention_days); see what would go: earshot retention plan --at $(date -u -d '+31 days' +%F 2>/dev/null || echo YYYY-MM-DD)"
 echo
 echo "Metrics were at http://127.0.0.1:$port/metrics while it ran; server log: data/demo-run/server.log"
 echo "Rep overlay (while the server runs): http://127.0.0.1:$port/overlay#token=$token"
