@@ -61,6 +61,26 @@ pub mod fuzzing {
         }
     }
 
+    /// A stored object as read back from a store (S3 answers are not trusted): header,
+    /// layout and every chunk, with a fixed keyring; and keyring text.
+    pub fn stored_object(data: &[u8]) {
+        use crate::crypt::{decrypt, Header, Key, Keyring, Layout, TenantKeys};
+        let mut ring = Keyring::default();
+        ring.tenants.insert("t".into(), TenantKeys { active: 1, keys: [("1".to_string(), Key([7u8; 32]).to_base64())].into(), destroyed: vec![] });
+        let _ = decrypt(&ring, "t", "t/x", data);
+        if let Ok(h) = Header::parse(data) {
+            if let Ok(l) = Layout::of(data.len() as u64, h.chunk_size) {
+                for i in 0..l.chunks.min(64) {
+                    let _ = l.chunk_range(i);
+                }
+                let _ = l.chunks_for(3..l.plain_len.saturating_add(5));
+            }
+        }
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = Keyring::parse(text);
+        }
+    }
+
     /// Coaching playbook text, every campaign resolved, and its phrases run over the
     /// same text as if it were a transcript.
     pub fn playbook(data: &[u8]) {
