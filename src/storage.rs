@@ -66,12 +66,22 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 pub struct KeyringHandle {
     path: PathBuf,
     cached: Mutex<(Option<(SystemTime, u64)>, Arc<Keyring>)>,
+    /// A keyring given in the environment (`EARSHOT_KEYRING`, the TOML text): read-only.
+    fixed: Option<Arc<Keyring>>,
 }
+
+/// Environment variable that carries the whole keyring (TOML), instead of the file.
+pub const KEYRING_ENV: &str = "EARSHOT_KEYRING";
 
 impl KeyringHandle {
     /// Opens the keyring, creating it (mode 0600) with a tombstone key if missing.
+    /// With `EARSHOT_KEYRING` set, that text is the keyring and the file is not used.
     pub fn open(path: &Path, create: bool) -> Result<KeyringHandle, StorageError> {
-        let h = KeyringHandle { path: path.to_path_buf(), cached: Mutex::new((None, Arc::new(Keyring::default()))) };
+        if let Ok(text) = std::env::var(KEYRING_ENV) {
+            let k = Keyring::parse(&text).map_err(|e| StorageError::Keyring { path: KEYRING_ENV.into(), detail: e.to_string() })?;
+            return Ok(KeyringHandle { path: KEYRING_ENV.into(), cached: Mutex::new((None, Arc::new(Keyring::default()))), fixed: Some(Arc::new(k)) });
+        }
+        let h = KeyringHandle { path: path.to_path_buf(), cached: Mutex::new((None, Arc::new(Keyring::default()))), fixed: None };
         if !path.exists() {
             if !create {
                 return Err(StorageError::Keyring { path: path.into(), detail: "not found".into() });
@@ -94,6 +104,9 @@ impl KeyringHandle {
 
     /// The keyring as the file says now.
     pub fn current(&self) -> Result<Arc<Keyring>, StorageError> {
+        if let Some(k) = &self.fixed {
+            return Ok(k.clone());
+        }
         let stamp = self.stamp();
         let mut c = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if c.0.is_some() && c.0 == stamp {
@@ -126,6 +139,12 @@ impl KeyringHandle {
 
     /// Read-modify-write of the keyring file.
     pub fn update<R>(&self, f: impl FnOnce(&mut Keyring) -> R) -> Result<R, StorageError> {
+        if self.fixed.is_some() {
+            return Err(StorageError::Keyring {
+                path: self.path.clone(),
+                detail: "the keyring comes from the environment and is read-only here: change it where it is kept (missing tenant keys or a rotation need a new EARSHOT_KEYRING)".into(),
+            });
+        }
         let mut k = (*self.current()?).clone();
         let r = f(&mut k);
         self.write(&k)?;

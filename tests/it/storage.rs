@@ -487,3 +487,81 @@ fn retention_and_keys_cli() {
     assert!(!listed.contains(&earshot::crypt::Keyring::parse(&std::fs::read_to_string(data.join(".keys/keyring.toml")).unwrap()).unwrap().tenants["d7"].keys["1"]));
     assert!(rt().block_on(store.get(&young, "audio.wav")).is_ok(), "old version still reads");
 }
+
+#[test]
+fn the_server_sweeps_on_its_own_and_picks_up_retention_edits_without_a_restart() {
+    // No retention at first: an old call stays. Sweeps every second.
+    let server = TestServer::start_with("", &[("EARSHOT__STORAGE__SWEEP_INTERVAL", "1s")]);
+    let config_text = std::fs::read_to_string(&server.config_path).unwrap();
+    let store = server.store();
+    let old = rt().block_on(put_call(store.store(), TENANT, Utc::now() - chrono::Duration::days(10), None));
+    let young = rt().block_on(put_call(store.store(), TENANT, Utc::now() - chrono::Duration::days(2), None));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rt().block_on(present(store.store(), &old)).len(), 4);
+    // The plan becomes 7 days: the next sweep deletes the old call.
+    let edited = config_text
+        .replacen("rep_track = \"inbound\"\n", "rep_track = \"inbound\"\nretention_days = 7\n", 1);
+    std::fs::write(&server.config_path, edited).unwrap();
+    let t0 = Instant::now();
+    while !rt().block_on(present(store.store(), &old)).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(90), "not swept; log:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(rt().block_on(present(store.store(), &young)).len(), 4, "not due yet");
+    let metrics = server.metrics();
+    assert!(metric(&metrics, "earshot_retention_deleted_objects_total", &[]) >= 4.0, "{metrics}");
+    // It was found 3 days late (the plan was just set): overdue once, then 0 again.
+    let t1 = Instant::now();
+    while metric(&server.metrics(), "earshot_retention_calls_overdue", &[]) != 0.0 {
+        assert!(t1.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_keyring_from_the_environment_is_used_read_only() {
+    let mut ring = earshot::crypt::Keyring::default();
+    ring.ensure_tombstone_key();
+    ring.ensure_tenant(TENANT);
+    // Missing a configured tenant's key: a clear error at start, nothing written.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(["serve", "--config"])
+        .arg({
+            let dir = tempfile::tempdir().unwrap().keep();
+            let p = dir.join("c.toml");
+            std::fs::write(&p, format!("[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n[[tenants]]\nid = \"norec\"\nfork_secret = \"{SECRET}\"\n", dir.join("data").display())).unwrap();
+            p
+        })
+        .env("EARSHOT_KEYRING", ring.to_toml())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("EARSHOT_KEYRING") && err.contains("read-only"), "{err}");
+    // Complete: calls are stored with it; no keyring file appears beside the data.
+    ring.ensure_tenant("norec");
+    let text = ring.to_toml();
+    let server = TestServer::start_with("", &[("EARSHOT_KEYRING", text.as_str())]);
+    let (audio, _) = two_party_call(8000, 1.0);
+    send_pcm(&server, TENANT, &audio, serde_json::json!({"campaign": "env-keys"}));
+    let reader_cfg = {
+        let keyfile = server.dir.path().join("ring.toml");
+        std::fs::write(&keyfile, &text).unwrap();
+        StorageConfig { dir: server.data_dir(), keyring: Some(keyfile), ..StorageConfig::default() }
+    };
+    let reader = earshot::storage::StoreReader::open(&reader_cfg).unwrap();
+    let t0 = Instant::now();
+    let id = loop {
+        if let Some(id) = reader.list_calls(TENANT).first() {
+            break *id;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let m = reader.manifest(id).unwrap();
+    while !reader.is_uploaded(m.call_id) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reader.audio(m.call_id).unwrap().channel(0)[..audio.channels[0].len()], audio.channels[0][..]);
+    assert!(!server.data_dir().join(".keys").exists());
+}
