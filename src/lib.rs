@@ -25,6 +25,8 @@ pub mod metrics;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod storage;
+#[cfg(feature = "server")]
+pub mod privacy;
 
 /// Entry points for fuzz targets: thin, always compiled, never panicking.
 pub mod fuzzing {

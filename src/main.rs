@@ -394,7 +394,7 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
     let metrics = earshot::metrics::Metrics::new();
     let recogniser = asr_hub(&config, &metrics)?;
     tokio_main(async move {
-        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser, metrics: Some(metrics), config_path: Some(path.clone()) }).await?;
+        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser, metrics: Some(metrics), config_path: Some(path.clone()), clock: None }).await?;
         wait_for_signal().await;
         server.drain(wait_for_signal()).await;
         Ok(())

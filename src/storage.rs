@@ -10,7 +10,7 @@
 //!
 //! Reading looks in the spool first (a call not yet uploaded), then in the store.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -450,17 +450,155 @@ impl Store {
         }
     }
 
-    fn tombstone_path(&self, call: &CallRef) -> Result<ObjPath, StorageError> {
+    /// A keyed hash (HMAC-SHA256 with the keyring's tombstone key) naming something
+    /// without revealing it: tombstones, the subject index, call references in the audit log.
+    pub fn keyed_hash(&self, purpose: &str, tenant: &str, value: &str) -> Result<String, StorageError> {
         let key = self.keyring()?.tombstone_key().ok_or_else(|| StorageError::Keyring {
             path: self.keys.path().into(),
             detail: "no tombstone_key".into(),
         })?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("any key length");
-        mac.update(call.tenant.as_bytes());
+        // Tombstones keep their original form: tenant "/" call id.
+        if purpose != "tombstone" {
+            mac.update(purpose.as_bytes());
+            mac.update(b"\0");
+        }
+        mac.update(tenant.as_bytes());
         mac.update(b"/");
-        mac.update(call.call_id.to_string().as_bytes());
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        mac.update(value.as_bytes());
+        Ok(mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    fn tombstone_path(&self, call: &CallRef) -> Result<ObjPath, StorageError> {
+        let hex = self.keyed_hash("tombstone", &call.tenant, &call.call_id.to_string())?;
         Ok(ObjPath::from(format!("{META}/tombstones/{}/{hex}", call.tenant)))
+    }
+
+    /// Objects of one call (stored, not spooled): (file, stored bytes).
+    pub async fn list_call_objects(&self, call: &CallRef) -> Result<Vec<(String, u64)>, StorageError> {
+        let prefix = ObjPath::from(call.prefix());
+        let mut out = Vec::new();
+        let mut stream = self.backend.list(Some(&prefix));
+        while let Some(meta) = stream.next().await {
+            match meta {
+                Ok(m) => {
+                    if let Some(name) = m.location.filename() {
+                        out.push((name.to_string(), m.size));
+                    }
+                }
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tenant of a call, looked up only under `tenant` (spool or store): a call of
+    /// another tenant is simply not found.
+    pub async fn find_call_in(&self, tenant: &str, call_id: CallId) -> Result<CallRef, StorageError> {
+        let call = CallRef { tenant: tenant.to_string(), call_id };
+        if self.spool.call_dir(tenant, call_id).join("manifest.json").exists() {
+            return Ok(call);
+        }
+        match self.backend.head(&call.object("manifest.json")).await {
+            Ok(_) => Ok(call),
+            Err(object_store::Error::NotFound { .. }) => Err(StorageError::NotFound(call_id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Metadata objects (`.meta/...`): put encrypted with the tenant's key.
+    pub async fn put_meta(&self, tenant: &str, rel: &str, plain: &[u8]) -> Result<(), StorageError> {
+        self.put_encrypted(tenant, &ObjPath::from(format!("{META}/{rel}")), plain).await.map(|_| ())
+    }
+
+    /// An empty marker object (its name is the information).
+    pub async fn put_marker(&self, rel: &str) -> Result<(), StorageError> {
+        self.backend.put(&ObjPath::from(format!("{META}/{rel}")), PutPayload::from_static(b"")).await?;
+        Ok(())
+    }
+
+    pub async fn get_meta(&self, tenant: &str, rel: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get_object(tenant, &ObjPath::from(format!("{META}/{rel}"))).await
+    }
+
+    pub async fn exists_meta(&self, rel: &str) -> Result<bool, StorageError> {
+        match self.backend.head(&ObjPath::from(format!("{META}/{rel}"))).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn delete_meta(&self, rel: &str) -> Result<(), StorageError> {
+        match self.backend.delete(&ObjPath::from(format!("{META}/{rel}"))).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Metadata objects under `.meta/<rel>/`: (path below `.meta/<rel>/`, size).
+    pub async fn list_meta(&self, rel: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        let base = format!("{META}/{rel}");
+        let mut out = Vec::new();
+        let mut stream = self.backend.list(Some(&ObjPath::from(base.as_str())));
+        while let Some(meta) = stream.next().await {
+            match meta {
+                Ok(m) => {
+                    let p = m.location.as_ref();
+                    if let Some(rest) = p.strip_prefix(&base).map(|r| r.trim_start_matches('/')) {
+                        out.push((rest.to_string(), m.size));
+                    }
+                }
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every object under a prefix (a tenant's folder). Returns how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
+        let mut n = 0;
+        let paths: Vec<ObjPath> = {
+            let mut v = Vec::new();
+            let mut stream = self.backend.list(Some(&ObjPath::from(prefix)));
+            while let Some(meta) = stream.next().await {
+                match meta {
+                    Ok(m) => v.push(m.location),
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            v
+        };
+        for p in paths {
+            match self.backend.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Legal hold on every call of a tenant (set through the admin API), besides the
+    /// config's `legal_hold`.
+    pub async fn set_tenant_hold(&self, tenant: &str, on: bool, reason: &str) -> Result<(), StorageError> {
+        let rel = format!("holds/{tenant}/tenant");
+        if on {
+            let body = serde_json::json!({ "reason": reason, "at": chrono::Utc::now() });
+            self.put_meta(tenant, &rel, body.to_string().as_bytes()).await
+        } else {
+            self.delete_meta(&rel).await
+        }
+    }
+
+    pub async fn tenant_hold(&self, tenant: &str) -> Result<bool, StorageError> {
+        self.exists_meta(&format!("holds/{tenant}/tenant")).await
+    }
+
+    pub async fn is_held(&self, call: &CallRef) -> Result<bool, StorageError> {
+        Ok(self.exists_meta(&format!("holds/{}/{}", call.tenant, call.call_id)).await? || self.tenant_hold(&call.tenant).await?)
     }
 
     /// Marks a call deleted for good: uploads and jobs that come later drop it.
@@ -682,6 +820,8 @@ pub struct SweepReport {
     /// or keys destroyed).
     pub unreadable: usize,
     pub errors: usize,
+    /// Tenants something was deleted of.
+    pub tenants_touched: BTreeSet<String>,
 }
 
 /// Options of a sweep.
@@ -728,6 +868,14 @@ pub async fn sweep(
     use crate::retention::{plan, StoredCall};
     let mut report = SweepReport::default();
     let holds = store.holds().await?;
+    // A tenant-wide hold set through the admin API counts like the config's `legal_hold`.
+    let mut policies = policies.clone();
+    for (tenant, p) in policies.iter_mut() {
+        if !p.hold && store.tenant_hold(tenant).await? {
+            p.hold = true;
+        }
+    }
+    let policies = &policies;
     let mut calls = Vec::new();
     for (tenant, policy) in policies {
         let horizon = now - chrono::Duration::days(i64::from(policy.min_days()));
@@ -793,6 +941,7 @@ pub async fn sweep(
             match store.delete(&call, name).await {
                 Ok(()) => {
                     report.objects_deleted += 1;
+                    report.tenants_touched.insert(a.tenant.clone());
                     report.bytes_deleted += sizes.get(name.as_str()).copied().unwrap_or(0);
                 }
                 Err(e) => {

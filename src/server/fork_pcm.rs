@@ -163,7 +163,7 @@ async fn start_call(
         }
     }
     let unauthorized = IngestError::Unauthorized("invalid credentials");
-    let tenant = app.config.tenant(&tenant_id).ok_or(unauthorized.clone())?;
+    let tenant = app.ingest_tenant(&tenant_id).ok_or(unauthorized.clone())?;
     let creds = creds.ok_or(IngestError::Unauthorized("missing Authorization (Bearer or Basic)"))?;
     if !auth::secret_matches(tenant, creds.secret()) {
         return Err(unauthorized);

@@ -48,7 +48,7 @@ enum PreAuth {
 }
 
 fn pre_authenticate(app: &AppState, tenant_id: &str, headers: &HeaderMap) -> PreAuth {
-    let Some(tenant) = app.config.tenant(tenant_id) else {
+    let Some(tenant) = app.ingest_tenant(tenant_id) else {
         // Same answer as a wrong secret: a tenant's existence is not disclosed.
         return PreAuth::Failed("invalid credentials");
     };
@@ -180,7 +180,7 @@ async fn handle_text(
     match stream.on_text(text)? {
         TwilioMessage::Connected | TwilioMessage::Mark { .. } => Ok(Step::Continue),
         TwilioMessage::Start(start) => {
-            let tenant = app.config.tenant(tenant_id).ok_or(IngestError::Unauthorized("invalid credentials"))?;
+            let tenant = app.ingest_tenant(tenant_id).ok_or(IngestError::Unauthorized("invalid credentials"))?;
             if *pre_auth == PreAuth::Pending {
                 let ok = start.custom_parameters.get("token").is_some_and(|t| auth::secret_matches(tenant, t));
                 if !ok {

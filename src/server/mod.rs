@@ -19,6 +19,7 @@ pub mod refine;
 pub mod token;
 pub mod webhooks;
 pub mod uploader;
+pub mod admin;
 pub mod recogniser;
 
 use std::net::SocketAddr;
@@ -64,9 +65,12 @@ pub enum ServerError {
 
 /// Runs retention every `storage.sweep_interval`. Policies are re-read from the config
 /// file before each sweep (an invalid edit is logged and the last good policies stay).
-fn spawn_sweeper(store: crate::storage::Store, config: &Config, path: Option<std::path::PathBuf>, metrics: Metrics) {
-    let mut policies = config.retention_policies();
-    let every = config.storage.sweep_interval;
+fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
+    let store = app.store.clone();
+    let metrics = app.metrics.clone();
+    let mut policies = app.config.retention_policies();
+    let every = app.config.storage.sweep_interval;
+    let tenants: Vec<String> = app.config.tenants.iter().map(|t| t.id.clone()).collect();
     tokio::spawn(async move {
         let mut cache = crate::storage::SweepCache::default();
         let mut iv = tokio::time::interval(every);
@@ -83,7 +87,25 @@ fn spawn_sweeper(store: crate::storage::Store, config: &Config, path: Option<std
             }
             let t0 = std::time::Instant::now();
             let opts = crate::storage::SweepOptions { overdue_after: chrono::Duration::from_std(every * 2).unwrap_or(chrono::Duration::days(1)), ..Default::default() };
-            match crate::storage::sweep(&store, &policies, chrono::Utc::now(), &opts, &mut cache).await {
+            let now = app.now();
+            // Tenant deletions whose grace period has ended.
+            match crate::privacy::run_due_tenant_deletions(&store, now).await {
+                Ok(done) => {
+                    for t in done {
+                        tracing::warn!(tenant = %t, "tenant deleted: its data and keys are gone; its calls are refused");
+                        app.deleted_tenants.write().unwrap_or_else(|e| e.into_inner()).insert(t.clone());
+                        admin::audit_system(&app, &t, "tenant.deleted", None, serde_json::Value::Null).await;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "tenant deletion failed; retried at the next interval"),
+            }
+            // The audit log keeps at most 90 days.
+            for t in &tenants {
+                if let Err(e) = crate::privacy::sweep_audit(&store, t, now, crate::privacy::AUDIT_RETENTION_DAYS).await {
+                    tracing::error!(tenant = %t, error = %e, "audit log retention");
+                }
+            }
+            match crate::storage::sweep(&store, &policies, now, &opts, &mut cache).await {
                 Ok((_, r)) => {
                     metrics.retention_sweeps.with_label_values(&["ok"]).inc();
                     metrics.retention_deleted_objects.inc_by(r.objects_deleted as u64);
@@ -91,6 +113,9 @@ fn spawn_sweeper(store: crate::storage::Store, config: &Config, path: Option<std
                     metrics.retention_overdue.set((r.overdue + r.errors) as i64);
                     if r.objects_deleted > 0 || r.errors > 0 {
                         tracing::info!(calls = r.calls_deleted, objects = r.objects_deleted, bytes = r.bytes_deleted, held = r.held, errors = r.errors, "retention sweep");
+                        for t in &r.tenants_touched {
+                            admin::audit_system(&app, t, "retention.sweep", None, serde_json::json!({ "objects_deleted": r.objects_deleted, "calls_deleted": r.calls_deleted })).await;
+                        }
                     }
                 }
                 Err(e) => {
@@ -114,6 +139,13 @@ pub struct AppState {
     /// Finished calls, encrypted: local or S3-compatible.
     pub store: crate::storage::Store,
     pub uploader: uploader::Uploader,
+    /// Wall clock (tests inject one to cross 24-hour links and 7-day grace periods).
+    pub clock: Clock,
+    /// Tenants deleted for good: ingest refused while they are still configured.
+    pub deleted_tenants: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    /// Exports being built: id → (done, total).
+    pub exports: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
+    pub config_path: Option<std::path::PathBuf>,
     pub active_calls: AtomicUsize,
     draining: AtomicBool,
     /// Cancelled when the drain timeout expires: calls still open close as `shutdown`.
@@ -128,7 +160,22 @@ pub struct AppState {
     pub postcall: coaching::PostCallQueue,
 }
 
+/// A source of the current time.
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
 impl AppState {
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
+    }
+
+    /// A configured tenant that may send calls (not deleted).
+    pub fn ingest_tenant(&self, id: &str) -> Option<&crate::config::TenantConfig> {
+        if self.deleted_tenants.read().unwrap_or_else(|e| e.into_inner()).contains(id) {
+            return None;
+        }
+        self.config.tenant(id)
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -190,6 +237,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/overlay/", get(overlay::index))
         .route("/overlay/overlay.js", get(overlay::script))
         .route("/overlay/overlay.css", get(overlay::style))
+        .merge(admin::router())
         .with_state(app)
 }
 
@@ -223,6 +271,8 @@ pub struct ServeOptions {
     pub metrics: Option<Metrics>,
     /// The config file, re-read for what reloads without a restart (retention policies).
     pub config_path: Option<std::path::PathBuf>,
+    /// The clock; the system's when `None`.
+    pub clock: Option<Clock>,
 }
 
 /// A running server.
@@ -287,7 +337,11 @@ impl Server {
         )
         .map_err(ServerError::Recorder)?;
         let uploader = uploader::Uploader::start(store.clone(), metrics.clone(), config.storage.upload_backoff_max);
-        spawn_sweeper(store.clone(), &config, opts.config_path.clone(), metrics.clone());
+        let clock: Clock = opts.clock.clone().unwrap_or_else(|| Arc::new(chrono::Utc::now));
+        let deleted = crate::privacy::deleted_tenants(&store).await.map_err(ServerError::Store)?;
+        if !deleted.is_empty() {
+            tracing::warn!(tenants = ?deleted, "deleted tenants are still configured: their calls are refused");
+        }
         let (bus, _) = broadcast::channel(config.events.bus_capacity);
         let playbooks = coaching::Playbooks::preload(&config)?;
         let live = live::LiveHub::new(config.live.clone(), metrics.clone());
@@ -314,6 +368,10 @@ impl Server {
             layout,
             store,
             uploader,
+            clock,
+            deleted_tenants: std::sync::RwLock::new(deleted),
+            exports: Default::default(),
+            config_path: opts.config_path.clone(),
             active_calls: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             force_close: CancellationToken::new(),
@@ -323,8 +381,9 @@ impl Server {
             playbooks,
             postcall,
         });
+        spawn_sweeper(app.clone(), opts.config_path.clone());
         let handle = axum_server::Handle::new();
-        let make = router(app.clone()).into_make_service();
+        let make = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
         // Bind here so that a taken port is an error now, not later in the task.
         let std_listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind { addr: listen, source })?;
         std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: listen, source })?;

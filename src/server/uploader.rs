@@ -182,6 +182,12 @@ pub async fn upload_call(store: &Store, call: &CallRef, dir: &Path) -> Result<Up
     for name in &files {
         total += store.put_encrypted_file(&call.tenant, &call.object(name), &dir.join(name)).await?;
     }
+    // Indexed by its subjects, for erasure and export requests.
+    if let Ok(m) = std::fs::read(dir.join("manifest.json")).map(|b| serde_json::from_slice::<crate::manifest::Manifest>(&b)) {
+        if let Ok(m) = m {
+            crate::privacy::index_call(store, &call.tenant, &m).await?;
+        }
+    }
     // Erased while uploading: take back what was just stored.
     if store.is_tombstoned(call).await? {
         for name in &files {

@@ -1,5 +1,6 @@
 //! One integration-test binary (links once): the real server on 127.0.0.1.
 
+mod admin;
 mod asr_model;
 mod auth;
 mod bad_input;
