@@ -72,6 +72,49 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Erase every call of a data subject (phone number, email or participant id).
+    Erase {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        subject: String,
+    },
+    /// Export a subject's calls (or the whole tenant's) as a ZIP, decrypted.
+    Export {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        /// Without it: every call of the tenant.
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Put a call under legal hold, or release it (a pending erasure then runs).
+    Hold {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        call_id: String,
+        #[arg(long, required_unless_present = "release")]
+        reason: Option<String>,
+        #[arg(long)]
+        release: bool,
+    },
+    /// Print a tenant's audit log (JSON lines).
+    Audit {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339 time or YYYY-MM-DD (default: 90 days ago).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+    },
     /// Retention: what is due for deletion, and deleting it.
     Retention {
         #[command(subcommand)]
@@ -294,6 +337,10 @@ fn main() -> ExitCode {
         Command::Token { command } => token(command),
         Command::Keys { command } => keys(command),
         Command::Retention { command } => retention(command),
+        Command::Erase { config, tenant, subject } => erase(config, tenant, subject),
+        Command::Export { config, tenant, subject, out } => export(config, tenant, subject, out),
+        Command::Hold { config, call_id, reason, release } => hold(config, call_id, reason, release),
+        Command::Audit { config, tenant, since, action } => audit_log(config, tenant, since, action),
         Command::Model { command } => model(command),
         #[cfg(feature = "asr")]
         Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, max_lag, offline } => {
@@ -622,8 +669,13 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Rotate { config, tenant } => {
+            let config_for_audit = config.clone();
             let k = open(config)?;
             let v = k.update(|r| r.rotate(&tenant))?;
+            if let Ok((_, store)) = open_store(config_for_audit.clone()) {
+                let t = tenant.clone();
+                let _ = run_async(async move { operator_audit(&store, &t, "keys.rotate", None, serde_json::json!({ "version": v })).await });
+            }
             println!("tenant {tenant}: key version {v} is now active (older versions stay for reading)");
         }
         KeysCommand::Destroy { config, tenant, confirm } => {
@@ -632,6 +684,86 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             let n = k.update(|r| r.destroy_tenant(&tenant))?;
             println!("tenant {tenant}: {n} key version(s) destroyed; its stored data is unreadable from now on");
         }
+    }
+    Ok(())
+}
+
+fn open_store(config: Option<PathBuf>) -> anyhow::Result<(Config, earshot::storage::Store)> {
+    let c = Config::load(&default_config_path(config))?;
+    let store = earshot::storage::Store::open(&c.storage)?;
+    Ok((c, store))
+}
+
+/// An audit entry for an operator's action from the command line.
+async fn operator_audit(store: &earshot::storage::Store, tenant: &str, action: &str, target: Option<String>, detail: serde_json::Value) -> Result<(), earshot::storage::StorageError> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let e = earshot::privacy::AuditEntry { at: chrono::Utc::now(), tenant: tenant.into(), actor: format!("operator:{user}"), action: action.into(), target, addr: Some("cli".into()), detail };
+    earshot::privacy::audit(store, &e).await
+}
+
+fn erase(config: Option<PathBuf>, tenant: String, subject: String) -> anyhow::Result<()> {
+    let (_, store) = open_store(config)?;
+    let receipt = run_async(async move {
+        let r = earshot::privacy::erase_subject(&store, &tenant, &subject, chrono::Utc::now()).await?;
+        let h = store.keyed_hash("audit-subject", &tenant, &earshot::privacy::normalize_subject(&subject))?;
+        operator_audit(&store, &tenant, "erasure", Some(format!("subject:{}", &h[..32])), serde_json::json!({ "erased_calls": r.erased.len(), "held_calls": r.held.len() })).await?;
+        Ok(r)
+    })?;
+    println!("{}", serde_json::to_string_pretty(&receipt)?);
+    Ok(())
+}
+
+fn export(config: Option<PathBuf>, tenant: String, subject: Option<String>, out: PathBuf) -> anyhow::Result<()> {
+    let (_, store) = open_store(config)?;
+    let out2 = out.clone();
+    let summary = run_async(async move {
+        let calls = match &subject {
+            Some(s) => earshot::privacy::subject_calls(&store, &tenant, s).await?,
+            None => store.list_calls(&tenant).await?,
+        };
+        let s = earshot::privacy::build_export(&store, &tenant, &calls, &out2, |done, total| eprint!("\r{done}/{total} calls")).await?;
+        eprintln!();
+        operator_audit(&store, &tenant, "export.cli", None, serde_json::json!({ "calls": s.calls, "files": s.files })).await?;
+        Ok(s)
+    })?;
+    println!("{}: {} calls, {} files, {} bytes (decrypted: keep it safe)", out.display(), summary.calls, summary.files, summary.bytes);
+    Ok(())
+}
+
+fn hold(config: Option<PathBuf>, call_id: String, reason: Option<String>, release: bool) -> anyhow::Result<()> {
+    let (_, store) = open_store(config)?;
+    let id = earshot::call::CallId::parse(&call_id).with_context(|| format!("{call_id:?} is not a call id"))?;
+    let msg = run_async(async move {
+        let call = store.find_call(id).await?;
+        let target = earshot::privacy::call_ref(&store, &call.tenant, id).ok();
+        if release {
+            let (was, erased) = earshot::privacy::release_hold(&store, &call).await?;
+            operator_audit(&store, &call.tenant, "hold.release", target, serde_json::json!({ "was_held": was, "pending_erasure_ran": erased.is_some() })).await?;
+            Ok(format!("released (was held: {was}){}", if erased.is_some() { "; its pending erasure ran" } else { "" }))
+        } else {
+            let reason = reason.unwrap_or_default();
+            store.hold(&call, &reason).await?;
+            operator_audit(&store, &call.tenant, "hold.set", target, serde_json::json!({ "reason": reason })).await?;
+            Ok("on legal hold".to_string())
+        }
+    })?;
+    println!("call {call_id}: {msg}");
+    Ok(())
+}
+
+fn audit_log(config: Option<PathBuf>, tenant: String, since: Option<String>, action: Option<String>) -> anyhow::Result<()> {
+    let (_, store) = open_store(config)?;
+    let from = match since {
+        Some(s) => parse_at(&s)?,
+        None => chrono::Utc::now() - chrono::Duration::days(earshot::privacy::AUDIT_RETENTION_DAYS),
+    };
+    let entries = run_async(async move {
+        let e = earshot::privacy::read_audit(&store, &tenant, from, chrono::Utc::now() + chrono::Duration::minutes(1), action.as_deref()).await?;
+        operator_audit(&store, &tenant, "audit.read", None, serde_json::json!({ "returned": e.len() })).await?;
+        Ok(e)
+    })?;
+    for e in entries {
+        println!("{}", serde_json::to_string(&e)?);
     }
     Ok(())
 }
@@ -673,6 +805,16 @@ fn retention(cmd: RetentionCommand) -> anyhow::Result<()> {
     );
     anyhow::ensure!(report.errors == 0, "{} deletion(s) failed", report.errors);
     Ok(())
+}
+
+/// Logs an operator's read of a call in the tenant's audit log.
+fn audit_read(r: &earshot::store::StoreReader, id: earshot::call::CallId, action: &'static str) -> anyhow::Result<()> {
+    let store = r.store().clone();
+    run_async(async move {
+        let call = store.find_call(id).await?;
+        let target = earshot::privacy::call_ref(&store, &call.tenant, id).ok();
+        operator_audit(&store, &call.tenant, action, target, serde_json::Value::Null).await
+    })
 }
 
 /// Runs storage work from the synchronous CLI.
@@ -725,7 +867,10 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
         }
         CallsCommand::GetTranscript { config, call_id, json } => {
             let name = if json { "transcript.json" } else { "transcript.txt" };
-            let bytes = storage(config)?.file(parse_id(&call_id)?, name).with_context(|| format!("call {call_id}: no transcript"))?;
+            let r = storage(config)?;
+            let id = parse_id(&call_id)?;
+            let bytes = r.file(id, name).with_context(|| format!("call {call_id}: no transcript"))?;
+            audit_read(&r, id, "transcript.read")?;
             print!("{}", String::from_utf8_lossy(&bytes));
         }
         CallsCommand::Hold { config, call_id, reason } => {
@@ -743,7 +888,10 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
             println!("call {call_id}: {}", if was { "hold released; retention applies again from the next sweep" } else { "was not on hold" });
         }
         CallsCommand::GetAudio { config, call_id, out } => {
-            let rec = storage(config)?.audio(parse_id(&call_id)?)?;
+            let r = storage(config)?;
+            let id = parse_id(&call_id)?;
+            let rec = r.audio(id)?;
+            audit_read(&r, id, "recording.read")?;
             let spec = hound::WavSpec {
                 channels: rec.channels,
                 sample_rate: rec.sample_rate,

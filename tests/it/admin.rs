@@ -397,3 +397,49 @@ fn every_route_refuses_other_tenants_and_wrong_roles() {
     // The signed-link route without a valid link: refused.
     assert_eq!(env.req("GET", &format!("/v1/exports/{export}/download"), None, None, &[]).0, 403);
 }
+
+#[test]
+fn operators_have_the_same_rights_on_the_command_line() {
+    let server = TestServer::start();
+    let (audio, _) = two_party_call(8000, 1.0);
+    let send = |campaign: &str, phone: &str| {
+        let script = pcm::render(&audio, serde_json::json!({"campaign": campaign, "from": phone}));
+        rt().block_on(async {
+            let url = format!("{}/fork/pcm/{TENANT}", server.ws());
+            let mut conn = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+            pcm::send(&mut conn, &script, 8.0).await.unwrap()
+        });
+        server.wait_call(TENANT, campaign, Duration::from_secs(15)).call_id
+    };
+    let keep = send("keep", "+15557770000");
+    let gone = send("gone", "+15556660000");
+    let held = send("held", "+15556660000");
+    let store = server.store();
+    wait_for(Duration::from_secs(20), || [keep, gone, held].iter().all(|id| store.is_uploaded(*id)));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot")).args(args).arg("-c").arg(&server.config_path).env("USER", "olga").output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    run(&["hold", &held.to_string(), "--reason", "court order"]);
+    let receipt: Value = serde_json::from_str(&run(&["erase", "--tenant", TENANT, "--subject", "+1 555 666 0000"])).unwrap();
+    assert_eq!(receipt["erased"][0]["call_id"], gone.to_string(), "{receipt}");
+    assert_eq!(receipt["held"], serde_json::json!([held.to_string()]));
+    assert!(store.manifest(gone).is_err());
+    let released = run(&["hold", &held.to_string(), "--release"]);
+    assert!(released.contains("pending erasure ran"), "{released}");
+    assert!(store.manifest(held).is_err());
+    let zip_path = server.dir.path().join("export.zip");
+    let printed = run(&["export", "--tenant", TENANT, "--subject", "+15557770000", "--out", zip_path.to_str().unwrap()]);
+    assert!(printed.contains("1 calls"), "{printed}");
+    let zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    assert!(zip.file_names().any(|n| n == format!("{keep}/audio.wav")));
+    run(&["calls", "get-audio", &keep.to_string(), "--out", server.dir.path().join("k.wav").to_str().unwrap()]);
+    let log = run(&["audit", "--tenant", TENANT]);
+    for action in ["hold.set", "erasure", "hold.release", "export.cli", "recording.read"] {
+        assert!(log.contains(&format!("\"action\":\"{action}\"")), "{action}: {log}");
+    }
+    assert!(log.contains("operator:olga"));
+    assert!(!log.contains(&gone.to_string()) && !log.contains(&held.to_string()) && !log.contains("5556660000"), "{log}");
+}
