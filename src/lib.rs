@@ -16,6 +16,7 @@ pub mod live_protocol;
 pub mod manifest;
 pub mod media;
 pub mod recorder;
+pub mod redact;
 pub mod retention;
 pub mod store;
 

@@ -550,6 +550,13 @@ pub struct TenantConfig {
     /// Per-campaign recording and retention overrides.
     #[serde(default)]
     pub campaigns: BTreeMap<String, CampaignConfig>,
+    /// Mask card numbers (and `redact_patterns`) in the live events overlays see too,
+    /// not only in what is stored (always masked).
+    #[serde(default = "default_true")]
+    pub redact_live: bool,
+    /// More to mask, as regular expressions (e.g. national id numbers).
+    #[serde(default)]
+    pub redact_patterns: Vec<String>,
 }
 
 impl TenantConfig {
@@ -763,6 +770,9 @@ impl Config {
                 if t.retention_days.is_none() && (c.retention_days.is_some() || c.retention_transcript_days.is_some() || c.retention_coaching_days.is_some()) {
                     return Err(invalid(format!("{key}.campaigns.{name}"), "a campaign's retention needs the tenant's retention_days (the plan) too"));
                 }
+            }
+            if let Err(e) = crate::redact::Redactor::new(&t.redact_patterns) {
+                return Err(invalid(format!("{key}.redact_patterns"), format!("not a valid regular expression: {e}")));
             }
             if t.live_max_connections == Some(0) {
                 return Err(invalid(format!("{key}.live_max_connections"), "must be at least 1"));

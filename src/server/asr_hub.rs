@@ -645,6 +645,7 @@ impl Scheduler {
                             language: tenant.and_then(|t| t.language.clone()).unwrap_or_else(|| self.language.to_string()),
                             attempts: 0,
                             seal: c.seal.clone(),
+                            redactor: c.publisher.redactor(),
                             spans: c
                                 .finals
                                 .iter()
@@ -670,6 +671,13 @@ impl Scheduler {
 /// Writes the live transcript; returns whether the call has a recording to refine from.
 fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
     c.finals.sort_by_key(|f| (f.start_ms, f.end_ms));
+    // Stored transcripts never hold a card number (the live events may, if the tenant allows).
+    let redactor = c.publisher.redactor();
+    for f in &mut c.finals {
+        if let std::borrow::Cow::Owned(m) = redactor.apply(&f.text) {
+            f.text = m;
+        }
+    }
     let dir: PathBuf = layout.call_dir(&c.info.tenant, c.info.call_id);
     let json = serde_json::json!({
         "version": 1,

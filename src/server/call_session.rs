@@ -116,7 +116,24 @@ impl CallPublisher {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What is masked in this call's text.
+    pub fn redactor(&self) -> Arc<crate::redact::Redactor> {
+        self.app.redactor(&self.lock().tenant)
+    }
+
     pub fn publish(&self, body: EventBody) {
+        let mut body = body;
+        let tenant = self.lock().tenant.clone();
+        if let EventBody::TranscriptPartial(p) | EventBody::TranscriptFinal(p) = &mut body {
+            if self.app.config.tenant(&tenant).is_none_or(|t| t.redact_live) {
+                let r = self.app.redactor(&tenant);
+                for s in [&mut p.text, &mut p.stable, &mut p.unstable] {
+                    if let std::borrow::Cow::Owned(m) = r.apply(s) {
+                        *s = m;
+                    }
+                }
+            }
+        }
         let mut inner = self.lock();
         let now = inner.now_ms();
         let transcript = match &body {
@@ -204,7 +221,8 @@ impl CallPublisher {
         let scorecard = inner.emit(&self.app, EventBody::Scorecard(Box::new(card)));
         let dir = self.app.layout.call_dir(&inner.tenant, inner.call_id);
         let seal = inner.seal.take();
-        self.app.postcall.submit(PostCall::Files { dir, hints: std::mem::take(&mut inner.hints), scorecard: scorecard.clone(), seal });
+        let redactor = self.app.redactor(&inner.tenant);
+        self.app.postcall.submit(PostCall::Files { dir, hints: std::mem::take(&mut inner.hints), scorecard: scorecard.clone(), seal, redactor });
         self.webhook(&inner.tenant, scorecard);
     }
 }
@@ -416,7 +434,16 @@ impl CallSession {
     pub async fn end(mut self, outcome: Outcome, mut stats: MediaStats) -> Option<Manifest> {
         let outcome = if self.storage_failed { Outcome::StorageError } else { outcome };
         stats.dtmf_events = self.dtmf_count;
-        let end = CallEnd { outcome: outcome.clone(), ended_at: Utc::now(), stats, dtmf: std::mem::take(&mut self.dtmf) };
+        // Keyed card numbers never reach the manifest.
+        let mut dtmf = std::mem::take(&mut self.dtmf);
+        let digits: Vec<&str> = dtmf.iter().map(|d| d.digit.as_str()).collect();
+        let mask = crate::redact::dtmf_card_mask(&digits);
+        for (d, m) in dtmf.iter_mut().zip(mask) {
+            if m {
+                d.digit = "*".into();
+            }
+        }
+        let end = CallEnd { outcome: outcome.clone(), ended_at: Utc::now(), stats, dtmf };
         let rx = self.recorder.take().expect("end is called once").finish(end);
         // Dropping the feed closes the rings: the recogniser sees the call's end.
         self.recogniser.take();

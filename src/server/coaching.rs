@@ -104,7 +104,7 @@ impl Playbooks {
 pub enum PostCall {
     /// Save the call's hints and scorecard next to its recording.
     /// The seal (if any) is let go once they are written: the call may then be uploaded.
-    Files { dir: PathBuf, hints: Vec<Arc<Event>>, scorecard: Arc<Event>, seal: Option<super::uploader::Seal> },
+    Files { dir: PathBuf, hints: Vec<Arc<Event>>, scorecard: Arc<Event>, seal: Option<super::uploader::Seal>, redactor: Arc<crate::redact::Redactor> },
     /// POST an event to the tenant's webhook.
     Webhook { url: String, secret: String, event: Arc<Event> },
 }
@@ -122,9 +122,9 @@ impl PostCallQueue {
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 match job {
-                    PostCall::Files { dir, hints, scorecard, seal } => {
+                    PostCall::Files { dir, hints, scorecard, seal, redactor } => {
                         let _ = tokio::task::spawn_blocking(move || {
-                            if let Err(e) = write_files(&dir, &hints, &scorecard) {
+                            if let Err(e) = write_files(&dir, &hints, &scorecard, &redactor) {
                                 tracing::error!(dir = %dir.display(), error = %e, "writing hints/scorecard");
                             }
                             drop(seal);
@@ -146,10 +146,15 @@ impl PostCallQueue {
     }
 }
 
-fn write_files(dir: &Path, hints: &[Arc<Event>], scorecard: &Event) -> std::io::Result<()> {
+fn write_files(dir: &Path, hints: &[Arc<Event>], scorecard: &Event, redactor: &crate::redact::Redactor) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let hints: Vec<&Event> = hints.iter().map(|h| h.as_ref()).collect();
-    for (name, bytes) in [("hints.json", serde_json::to_vec_pretty(&hints)?), ("scorecard.json", serde_json::to_vec_pretty(scorecard)?)] {
+    // What is stored never holds a card number, whatever the overlays were shown.
+    let mut hints = serde_json::to_value(&hints)?;
+    let mut card = serde_json::to_value(scorecard)?;
+    redactor.apply_json(&mut hints);
+    redactor.apply_json(&mut card);
+    for (name, bytes) in [("hints.json", serde_json::to_vec_pretty(&hints)?), ("scorecard.json", serde_json::to_vec_pretty(&card)?)] {
         let tmp = dir.join(format!("{name}.tmp"));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, dir.join(name))?;

@@ -143,6 +143,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Tenants deleted for good: ingest refused while they are still configured.
     pub deleted_tenants: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    /// Per tenant: what is masked in transcripts, hints and keyed digits.
+    pub redactors: std::collections::HashMap<String, Arc<crate::redact::Redactor>>,
     /// Exports being built: id → (done, total).
     pub exports: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
     pub config_path: Option<std::path::PathBuf>,
@@ -160,12 +162,25 @@ pub struct AppState {
     pub postcall: coaching::PostCallQueue,
 }
 
+fn config_redactors(config: &Config) -> std::collections::HashMap<String, Arc<crate::redact::Redactor>> {
+    config
+        .tenants
+        .iter()
+        .map(|t| (t.id.clone(), Arc::new(crate::redact::Redactor::new(&t.redact_patterns).unwrap_or_default())))
+        .collect()
+}
+
 /// A source of the current time.
 pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 impl AppState {
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
         (self.clock)()
+    }
+
+    /// The tenant's redactor (card numbers at least).
+    pub fn redactor(&self, tenant: &str) -> Arc<crate::redact::Redactor> {
+        self.redactors.get(tenant).cloned().unwrap_or_default()
     }
 
     /// A configured tenant that may send calls (not deleted).
@@ -360,6 +375,7 @@ impl Server {
         }
         let listen = config.http.listen;
         let tls = config.http.tls.clone();
+        let redactors = config_redactors(&config);
         let app = Arc::new(AppState {
             config,
             metrics,
@@ -371,6 +387,7 @@ impl Server {
             clock,
             deleted_tenants: std::sync::RwLock::new(deleted),
             exports: Default::default(),
+            redactors,
             config_path: opts.config_path.clone(),
             active_calls: AtomicUsize::new(0),
             draining: AtomicBool::new(false),

@@ -29,6 +29,8 @@ pub struct RefineTask {
     pub spans: Vec<(Role, u64, u64)>,
     /// Keeps the call in the spool (not uploaded) until the refinement is done.
     pub seal: Option<super::uploader::Seal>,
+    /// Masks card numbers and the tenant's patterns in the refined text.
+    pub redactor: std::sync::Arc<crate::redact::Redactor>,
 }
 
 /// Merges sorted spans into decode windows of at most `max_ms` (a longer span is kept whole).
@@ -105,6 +107,11 @@ pub fn refine(
         }
     }
     segments.sort_by_key(|s| (s.start_ms, s.end_ms));
+    for s in &mut segments {
+        if let std::borrow::Cow::Owned(m) = task.redactor.apply(&s.text) {
+            s.text = m;
+        }
+    }
     let json = serde_json::json!({
         "version": 1,
         "call_id": task.call_id,

@@ -621,3 +621,77 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
         server.drain(std::future::pending()).await;
     });
 }
+
+#[test]
+fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = live_config(dir.path(), "");
+    let data = dir.path().join("data");
+    let metrics = earshot::metrics::Metrics::new();
+    let hub = whisper_hub(dir.path(), &metrics);
+    let (audio, _, _) = call_audio(
+        "Can I take your payment details?",
+        "My card number is four two four two, four two four two, four two four two, four two four two. Thank you.",
+    );
+    // Eight card digits in a row (separators aside) would be a leak; the recogniser may
+    // leave a garbled fragment like "4242-", which is not.
+    let leaks = |text: &str| text.replace(['-', ' ', ',', '.'], "").contains("42424242");
+    rt().block_on(async {
+        let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+        let server = Server::start(config.clone(), opts).await.unwrap();
+        let addr = server.local_addr;
+        let mut alex = live(addr, &tok(&config, TENANT, "alex", TokenRole::Rep), None).await;
+        assert_eq!(next_json(&mut alex, Duration::from_secs(5)).await.unwrap()["type"], "hello");
+        // The fork: metadata, the card keyed as DTMF, then the audio in real time.
+        let script = pcm::render(&audio, serde_json::json!({"campaign": "pay", "rep": "alex"}));
+        let url = format!("ws://{addr}/fork/pcm/{TENANT}");
+        let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+        use futures_util::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        c.send(Message::Text(script.metadata.clone().into())).await.unwrap();
+        for d in "4242424242424242#".chars() {
+            c.send(Message::Text(serde_json::json!({"event": "dtmf", "dtmf": d.to_string()}).to_string().into())).await.unwrap();
+        }
+        let t0 = tokio::time::Instant::now();
+        for (k, f) in script.frames.iter().enumerate() {
+            c.send(Message::Binary(f.clone())).await.unwrap();
+            tokio::time::sleep_until(t0 + Duration::from_millis(20) * (k as u32 + 1)).await;
+        }
+        c.send(Message::Close(None)).await.unwrap();
+        let msgs = collect_until(&mut alex, "scorecard", Duration::from_secs(60)).await;
+        // What the overlay saw: masked (the tenant keeps the default redact_live).
+        let finals: Vec<String> = msgs.iter().filter(|m| m["type"] == "transcript.final").map(|m| m["text"].as_str().unwrap().to_string()).collect();
+        assert!(finals.iter().any(|t| t.contains("[card number]")), "the recogniser heard the card: {finals:?}");
+        for m in &msgs {
+            assert!(!leaks(&m.to_string()), "shown live: {m}");
+        }
+        server.drain(std::future::pending()).await;
+    });
+    // Nothing stored holds it: transcript, hints, scorecard, manifest (keyed digits masked).
+    let store = StoreReader::new(&data);
+    let id = store.list_calls(TENANT)[0];
+    assert!(store.is_uploaded(id));
+    let names: Vec<String> = rt().block_on(store.store().list_call_objects(&earshot::storage::CallRef { tenant: TENANT.into(), call_id: id })).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"transcript.json".to_string()) && names.contains(&"manifest.json".to_string()), "{names:?}");
+    for name in names.iter().filter(|n| n.ends_with(".json") || n.ends_with(".txt")) {
+        let text = store.text(id, name).unwrap();
+        assert!(!leaks(&text), "{name} holds the card: {text}");
+    }
+    assert!(store.text(id, "transcript.txt").unwrap().contains("[card number]"));
+    let m = store.manifest(id).unwrap();
+    let keyed: String = m.dtmf.iter().map(|d| d.digit.as_str()).collect();
+    assert_eq!(keyed, "****************#");
+    // Nor does an export.
+    let zip_path = dir.path().join("x.zip");
+    rt().block_on(earshot::privacy::build_export(store.store(), TENANT, &[id], &zip_path, |_, _| {})).unwrap();
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        if f.name().ends_with(".wav") {
+            continue;
+        }
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut f, &mut s).unwrap();
+        assert!(!leaks(&s), "export {} holds the card", f.name());
+    }
+}
