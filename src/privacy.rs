@@ -58,9 +58,14 @@ fn subject_dir(store: &Store, tenant: &str, subject: &str) -> Result<String, Sto
 /// Records the call under each of its subjects.
 pub async fn index_call(store: &Store, tenant: &str, m: &Manifest) -> Result<(), StorageError> {
     for s in subjects_of(m) {
-        store.put_marker(&format!("{}/{}", subject_dir(store, tenant, &s)?, m.call_id)).await?;
+        index_subject(store, tenant, &s, m.call_id).await?;
     }
     Ok(())
+}
+
+/// Records one subject of a call.
+pub async fn index_subject(store: &Store, tenant: &str, subject: &str, call_id: CallId) -> Result<(), StorageError> {
+    store.put_marker(&format!("{}/{call_id}", subject_dir(store, tenant, subject)?)).await
 }
 
 /// Every call of the tenant that involved `subject`.
@@ -84,6 +89,12 @@ pub struct ErasedCall {
 /// Erases every object of a call wherever it is: store, spool, subject index, hold
 /// and pending-erasure markers. A tombstone first, so a late upload cannot bring it back.
 pub async fn erase_call(store: &Store, call: &CallRef) -> Result<ErasedCall, StorageError> {
+    erase_call_of(store, call, None).await
+}
+
+/// As [`erase_call`]; `subject` (the one an erasure request named) is dropped from
+/// the index even if the manifest cannot be read.
+async fn erase_call_of(store: &Store, call: &CallRef, subject: Option<&str>) -> Result<ErasedCall, StorageError> {
     let manifest = store.manifest(call).await.ok();
     store.tombstone(call).await?;
     let mut out = ErasedCall { call_id: call.call_id, objects: 0, bytes: 0, spooled_files: 0 };
@@ -100,10 +111,10 @@ pub async fn erase_call(store: &Store, call: &CallRef) -> Result<ErasedCall, Sto
         out.objects += 1;
         out.bytes += size;
     }
-    if let Some(m) = manifest {
-        for s in subjects_of(&m) {
-            store.delete_meta(&format!("{}/{}", subject_dir(store, &call.tenant, &s)?, call.call_id)).await?;
-        }
+    let mut subjects = manifest.map(|m| subjects_of(&m)).unwrap_or_default();
+    subjects.extend(subject.map(normalize_subject));
+    for s in subjects {
+        store.delete_meta(&format!("{}/{}", subject_dir(store, &call.tenant, &s)?, call.call_id)).await?;
     }
     store.delete_meta(&format!("holds/{}/{}", call.tenant, call.call_id)).await?;
     store.delete_meta(&format!("pending-erasure/{}/{}", call.tenant, call.call_id)).await?;
@@ -129,7 +140,7 @@ pub async fn erase_subject(store: &Store, tenant: &str, subject: &str, now: Date
             store.put_marker(&format!("pending-erasure/{tenant}/{id}")).await?;
             receipt.held.push(id);
         } else {
-            receipt.erased.push(erase_call(store, &call).await?);
+            receipt.erased.push(erase_call_of(store, &call, Some(subject)).await?);
         }
     }
     // An index entry whose call is gone already (erased by id, or by retention) is dropped.
@@ -202,7 +213,9 @@ pub async fn build_export(store: &Store, tenant: &str, calls: &[CallId], out: &P
         }
         for name in names {
             let bytes = store.get(&call, &name).await?;
-            zip.start_file(format!("{id}/{name}"), opts).map_err(zerr)?;
+            // Audio hardly compresses: stored as is (several times faster); text deflated.
+            let o = if name.ends_with(".wav") { opts.compression_method(zip::CompressionMethod::Stored) } else { opts };
+            zip.start_file(format!("{id}/{name}"), o).map_err(zerr)?;
             zip.write_all(&bytes).map_err(io)?;
             summary.files += 1;
             summary.bytes += bytes.len() as u64;
