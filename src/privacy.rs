@@ -284,6 +284,23 @@ pub struct ExportRecord {
 
 pub const EXPORT_LINK_TTL_HOURS: i64 = 24;
 
+/// Deletes the archives of exports whose link has expired (their records stay, so the
+/// API answers `410 Gone`). Returns how many were deleted.
+pub async fn sweep_exports(store: &Store, tenant: &str, now: DateTime<Utc>) -> Result<usize, StorageError> {
+    let mut n = 0;
+    let listed = store.list_meta(&format!("exports/{tenant}")).await?;
+    for (rel, _) in listed.iter().filter(|(r, _)| r.ends_with(".json")) {
+        let Some(bytes) = store.get_meta(tenant, &format!("exports/{tenant}/{rel}")).await? else { continue };
+        let Ok(rec) = serde_json::from_slice::<ExportRecord>(&bytes) else { continue };
+        let zip = format!("{}.zip", rel.trim_end_matches(".json"));
+        if rec.expires_at.is_some_and(|e| e <= now) && listed.iter().any(|(r, _)| *r == zip) {
+            store.delete_meta(&format!("exports/{tenant}/{zip}")).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 // ---- tenant deletion ----
 
 pub const TENANT_DELETION_GRACE_DAYS: i64 = 7;

@@ -6,13 +6,19 @@
 //! "oh" for zero), or mixed — recognisers write both. In text every run of 13 or more
 //! digits is masked, Luhn-valid or not: recognisers garble long digit strings
 //! ("4242-420-4242-4242424242"), and a card number misheard by one digit is still a
-//! card number. Shorter runs (phone numbers, amounts) are left alone. Keyed digits (DTMF)
+//! card number. Shorter runs (phone numbers, amounts) are left alone — except in a
+//! sentence that talks about a card ("card", "visa", "cvv", "expiry", …), where every
+//! number of three digits or more is masked: a recogniser may break a spoken card
+//! number into short pieces ("4240, 42242, counts for 242"). Keyed digits (DTMF)
 //! are masked when they form a Luhn-valid card number.
 
 use std::borrow::Cow;
 
 pub const CARD_MASK: &str = "[card number]";
 pub const PATTERN_MASK: &str = "[redacted]";
+
+/// Words that make the numbers around them card data.
+const CARD_CONTEXT: [&str; 12] = ["card", "credit", "debit", "visa", "mastercard", "amex", "american express", "cvv", "cvc", "security code", "expiry", "expiration"];
 
 pub fn luhn(digits: &[u8]) -> bool {
     if digits.is_empty() {
@@ -76,6 +82,9 @@ pub fn mask_cards(text: &str) -> (Cow<'_, str>, usize) {
             _ => {}
         }
     }
+    let lower = text.to_lowercase();
+    let card_context = CARD_CONTEXT.iter().any(|w| lower.contains(w));
+    let min_digits = if card_context { 3 } else { 13 };
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < toks.len() {
@@ -90,7 +99,7 @@ pub fn mask_cards(text: &str) -> (Cow<'_, str>, usize) {
         // Tokens i..j are all numbers. 13 digits or more: a card number (Luhn-valid),
         // a misheard one, or another long number — masked whole.
         let total: usize = toks[i..j].iter().map(|t| t.2.as_ref().map_or(0, Vec::len)).sum();
-        if total >= 13 {
+        if total >= min_digits {
             spans.push((toks[i].0, toks[j - 1].1));
         }
         i = j;
@@ -212,9 +221,19 @@ mod tests {
     }
 
     #[test]
+    fn a_card_broken_into_pieces_is_masked_when_the_sentence_is_about_a_card() {
+        let (out, n) = mask_cards("My card number is 4240, 42242, counts for 242, 422.");
+        assert_eq!(n, 2, "{out}");
+        assert!(!out.chars().any(|c| c.is_ascii_digit()), "{out}");
+        assert_eq!(mask_cards("the expiry is 0 4 2 7 and the cvv 123").1, 2);
+        // Without such a word, short numbers stay.
+        assert_eq!(mask_cards("we have 242 seats in 4240 rooms").1, 0);
+    }
+
+    #[test]
     fn patterns_and_json() {
         let r = Redactor::new(&[r"\b\d{3}-\d{2}-\d{4}\b".to_string()]).unwrap();
-        assert_eq!(r.apply("ssn 123-45-6789 card 4242 4242 4242 4242"), "ssn [redacted] card [card number]");
+        assert_eq!(r.apply("ssn 123-45-6789 and 4242 4242 4242 4242"), "ssn [redacted] and [card number]");
         let mut v = serde_json::json!({ "ts": 4242424242424242u64, "text": "4242 4242 4242 4242", "list": ["x 4242424242424242"] });
         r.apply_json(&mut v);
         assert_eq!(v, serde_json::json!({ "ts": 4242424242424242u64, "text": "[card number]", "list": ["x [card number]"] }));

@@ -31,6 +31,8 @@ use crate::store::{Recording, StoreLayout, AUDIO_FILE};
 
 pub const META: &str = ".meta";
 pub const SEALED: &str = ".sealed";
+/// Spans of the recording to silence before upload (redaction): `[{channel, start_ms, end_ms}]`.
+pub const REDACT_AUDIO: &str = ".redact-audio.json";
 /// Plaintext read and encrypted per step when uploading a file.
 const UPLOAD_BLOCK: usize = 1 << 20;
 

@@ -557,6 +557,10 @@ pub struct TenantConfig {
     /// More to mask, as regular expressions (e.g. national id numbers).
     #[serde(default)]
     pub redact_patterns: Vec<String>,
+    /// Also silence, in the stored recording, the utterances in which something was
+    /// masked (the channel that said it, for the span of that final).
+    #[serde(default)]
+    pub redact_audio: bool,
 }
 
 impl TenantConfig {

@@ -673,9 +673,21 @@ fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
     c.finals.sort_by_key(|f| (f.start_ms, f.end_ms));
     // Stored transcripts never hold a card number (the live events may, if the tenant allows).
     let redactor = c.publisher.redactor();
+    let roles = c.info.layout.roles();
+    let mut silence = Vec::new();
     for f in &mut c.finals {
         if let std::borrow::Cow::Owned(m) = redactor.apply(&f.text) {
             f.text = m;
+            if let Some(ch) = roles.iter().position(|r| *r == f.channel) {
+                silence.push(serde_json::json!({ "channel": ch, "start_ms": f.start_ms, "end_ms": f.end_ms }));
+            }
+        }
+    }
+    if !silence.is_empty() && c.publisher.redact_audio() {
+        // Carried out by the uploader, once every writer of the recording is done.
+        let dir = layout.call_dir(&c.info.tenant, c.info.call_id);
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(crate::storage::REDACT_AUDIO), serde_json::to_vec(&silence).unwrap_or_default())) {
+            tracing::error!(call_id = %c.info.call_id, error = %e, "recording the audio to silence");
         }
     }
     let dir: PathBuf = layout.call_dir(&c.info.tenant, c.info.call_id);

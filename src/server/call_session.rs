@@ -116,6 +116,12 @@ impl CallPublisher {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether masked utterances are silenced in the stored audio too.
+    pub fn redact_audio(&self) -> bool {
+        let tenant = self.lock().tenant.clone();
+        self.app.config.tenant(&tenant).is_some_and(|t| t.redact_audio)
+    }
+
     /// What is masked in this call's text.
     pub fn redactor(&self) -> Arc<crate::redact::Redactor> {
         self.app.redactor(&self.lock().tenant)

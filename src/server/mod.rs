@@ -104,6 +104,10 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                 if let Err(e) = crate::privacy::sweep_audit(&store, t, now, crate::privacy::AUDIT_RETENTION_DAYS).await {
                     tracing::error!(tenant = %t, error = %e, "audit log retention");
                 }
+                // Expired export archives (decrypted data, even if encrypted at rest) go.
+                if let Err(e) = crate::privacy::sweep_exports(&store, t, now).await {
+                    tracing::error!(tenant = %t, error = %e, "expired exports");
+                }
             }
             match crate::storage::sweep(&store, &policies, now, &opts, &mut cache).await {
                 Ok((_, r)) => {

@@ -169,6 +169,15 @@ pub async fn upload_call(store: &Store, call: &CallRef, dir: &Path) -> Result<Up
         remove_spooled(store, dir);
         return Ok(Uploaded::Erased);
     }
+    let redact = dir.join(crate::storage::REDACT_AUDIO);
+    if redact.exists() {
+        let (dir2, redact2) = (dir.to_path_buf(), redact.clone());
+        tokio::task::spawn_blocking(move || silence(&dir2.join(crate::store::AUDIO_FILE), &redact2))
+            .await
+            .map_err(|e| StorageError::Corrupt(redact.display().to_string(), e.to_string()))?
+            .map_err(|source| StorageError::Io { path: redact.clone(), source })?;
+        std::fs::remove_file(&redact).map_err(|source| StorageError::Io { path: redact.clone(), source })?;
+    }
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .map_err(|source| StorageError::Io { path: dir.into(), source })?
         .flatten()
@@ -198,6 +207,44 @@ pub async fn upload_call(store: &Store, call: &CallRef, dir: &Path) -> Result<Up
     }
     remove_spooled(store, dir);
     Ok(Uploaded::Stored(total))
+}
+
+/// Zeroes the listed spans (one channel each, 200 ms of margin either side) in a spooled
+/// WAV: masked utterances never reach the store as sound either.
+fn silence(wav: &Path, spans: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    if !wav.exists() {
+        return Ok(());
+    }
+    let spans: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(spans)?).unwrap_or_default();
+    let spec = hound::WavReader::open(wav).map_err(std::io::Error::other)?.spec();
+    let (channels, rate) = (u64::from(spec.channels), u64::from(spec.sample_rate));
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(wav)?;
+    let data_len = f.metadata()?.len().saturating_sub(crate::recorder::wav::HEADER_LEN);
+    let frames = data_len / (2 * channels);
+    for s in spans {
+        let (Some(ch), Some(a), Some(b)) = (s["channel"].as_u64(), s["start_ms"].as_u64(), s["end_ms"].as_u64()) else { continue };
+        if ch >= channels {
+            continue;
+        }
+        let from = (a.saturating_sub(200) * rate / 1000).min(frames);
+        let to = ((b + 200) * rate / 1000).min(frames);
+        if from >= to {
+            continue;
+        }
+        let offset = crate::recorder::wav::HEADER_LEN + from * channels * 2;
+        let mut buf = vec![0u8; ((to - from) * channels * 2) as usize];
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(&mut buf)?;
+        for frame in buf.chunks_exact_mut((channels * 2) as usize) {
+            let at = (ch * 2) as usize;
+            frame[at] = 0;
+            frame[at + 1] = 0;
+        }
+        f.seek(SeekFrom::Start(offset))?;
+        f.write_all(&buf)?;
+    }
+    f.sync_all()
 }
 
 /// Removes a call's spool folder and the date folders it leaves empty.

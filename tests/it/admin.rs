@@ -263,6 +263,12 @@ fn erasure_holds_exports_and_audit_over_s3() {
     env.offset.store(24 * 3600 + 5, Ordering::Relaxed);
     assert_eq!(env.req("GET", &url, None, None, &[]).0, 410);
     assert_eq!(env.json("GET", &format!("/v1/exports/{id}"), &admin, None).0, 410);
+    // …and the sweeper removes the expired archive from the store.
+    let store = env.server.as_ref().unwrap().app.store.clone();
+    wait_for(Duration::from_secs(15), || {
+        let (s, id) = (store.clone(), id.clone());
+        !env.rt.block_on(async move { s.exists_meta(&format!("exports/{TENANT}/{id}.zip")).await.unwrap() })
+    });
     env.offset.store(0, Ordering::Relaxed);
     // The audit log: who did what from where, without erased ids or the subject.
     let auditor = env.tok(TENANT, "ida", TokenRole::Auditor);

@@ -625,11 +625,12 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
 #[test]
 fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
     let dir = tempfile::tempdir().unwrap();
-    let config = live_config(dir.path(), "");
+    let mut config = live_config(dir.path(), "");
+    config.tenants[0].redact_audio = true;
     let data = dir.path().join("data");
     let metrics = earshot::metrics::Metrics::new();
     let hub = whisper_hub(dir.path(), &metrics);
-    let (audio, _, _) = call_audio(
+    let (audio, cust_at, cust_end) = call_audio(
         "Can I take your payment details?",
         "My card number is four two four two, four two four two, four two four two, four two four two. Thank you.",
     );
@@ -678,6 +679,14 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
         assert!(!leaks(&text), "{name} holds the card: {text}");
     }
     assert!(store.text(id, "transcript.txt").unwrap().contains("[card number]"));
+    // The tenant asks for audio redaction: the customer's card utterance is silenced in
+    // the stored recording; the rep's side is untouched.
+    let rec = store.audio(id).unwrap();
+    let (a, b) = ((cust_at * 16000.0) as usize, (cust_end * 16000.0) as usize);
+    let zeros = |v: &[i16]| v.iter().filter(|s| **s == 0).count();
+    let (sent, kept) = (&audio.channels[1][a..b], &rec.channel(1)[a..b]);
+    assert!(zeros(kept) > zeros(sent) + (b - a) / 2, "customer speech not silenced: {} of {} samples zero (sent: {})", zeros(kept), b - a, zeros(sent));
+    assert_eq!(rec.channel(0)[..audio.channels[0].len()], audio.channels[0][..], "the rep's channel is intact");
     let m = store.manifest(id).unwrap();
     let keyed: String = m.dtmf.iter().map(|d| d.digit.as_str()).collect();
     assert_eq!(keyed, "****************#");
