@@ -68,10 +68,18 @@ pub async fn index_subject(store: &Store, tenant: &str, subject: &str, call_id: 
     store.put_marker(&format!("{}/{call_id}", subject_dir(store, tenant, subject)?)).await
 }
 
-/// Every call of the tenant that involved `subject`.
+/// Every call of the tenant that involved `subject`: the index (stored calls) and the
+/// manifests of calls still in the spool (running, or waiting for upload).
 pub async fn subject_calls(store: &Store, tenant: &str, subject: &str) -> Result<Vec<CallId>, StorageError> {
     let dir = subject_dir(store, tenant, subject)?;
     let mut ids: Vec<CallId> = store.list_meta(&dir).await?.into_iter().filter_map(|(p, _)| CallId::parse(&p)).collect();
+    let wanted = normalize_subject(subject);
+    for (call, folder) in crate::storage::spool_calls(store.spool(), Some(tenant)) {
+        let Ok(bytes) = std::fs::read(folder.join("manifest.json")) else { continue };
+        if serde_json::from_slice::<Manifest>(&bytes).is_ok_and(|m| subjects_of(&m).contains(&wanted)) {
+            ids.push(call.call_id);
+        }
+    }
     ids.sort();
     ids.dedup();
     Ok(ids)

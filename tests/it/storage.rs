@@ -566,3 +566,24 @@ fn a_keyring_from_the_environment_is_used_read_only() {
     assert_eq!(reader.audio(m.call_id).unwrap().channel(0)[..audio.channels[0].len()], audio.channels[0][..]);
     assert!(!server.data_dir().join(".keys").exists());
 }
+
+#[test]
+fn erasure_reaches_calls_still_in_the_spool() {
+    let f = fixture(Backend::Local);
+    let store = &f.store;
+    let id = CallId::new_at(Utc::now());
+    let call = CallRef { tenant: "d7".into(), call_id: id };
+    let dir = store.spool().call_dir("d7", id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = format!(
+        r#"{{"version":1,"tenant":"d7","call_id":"{id}","source":"pcm","participants":[{{"role":"customer","phone_e164":"+15554443333"}}],"source_ids":{{}},"started_at":"{}","layout":"stereo","channels":["rep","customer"],"sample_rate":8000,"recording":true,"stats":{{"frames_received":0,"frames_reordered":0,"frames_gap_filled":0,"frames_dropped":0,"samples_gap_filled":0,"dtmf_events":0}},"dtmf":[]}}"#,
+        Utc::now().to_rfc3339()
+    );
+    std::fs::write(dir.join("manifest.json"), manifest).unwrap();
+    std::fs::write(dir.join("audio.wav"), b"RIFF spooled").unwrap();
+    let receipt = rt().block_on(earshot::privacy::erase_subject(store, "d7", "+1 555 444 3333", Utc::now())).unwrap();
+    assert_eq!(receipt.erased.len(), 1, "{receipt:?}");
+    assert_eq!(receipt.erased[0].spooled_files, 2);
+    assert!(!dir.exists(), "the spooled copy is gone");
+    assert!(rt().block_on(store.is_tombstoned(&call)).unwrap(), "and cannot come back");
+}
