@@ -409,17 +409,25 @@ impl Store {
         serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt(call.object("manifest.json").to_string(), e.to_string()))
     }
 
+    /// Every object under a prefix (a missing prefix is empty, not an error).
+    async fn list_prefix(&self, prefix: Option<&ObjPath>) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
+        let mut out = Vec::new();
+        let mut stream = self.backend.list(prefix);
+        while let Some(meta) = stream.next().await {
+            match meta {
+                Ok(m) => out.push(m),
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
     /// Stored objects of a tenant's calls (not the spool): call → (file, stored bytes).
     pub async fn list_objects(&self, tenant: &str) -> Result<BTreeMap<CallId, Vec<(String, u64)>>, StorageError> {
         let prefix = ObjPath::from(tenant);
         let mut out: BTreeMap<CallId, Vec<(String, u64)>> = BTreeMap::new();
-        let mut stream = self.backend.list(Some(&prefix));
-        while let Some(meta) = stream.next().await {
-            let meta = match meta {
-                Ok(m) => m,
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(e.into()),
-            };
+        for meta in self.list_prefix(Some(&prefix)).await? {
             let parts: Vec<_> = meta.location.parts().collect();
             // tenant/yyyy/mm/dd/call_id/file
             if parts.len() != 6 {
@@ -479,20 +487,7 @@ impl Store {
     /// Objects of one call (stored, not spooled): (file, stored bytes).
     pub async fn list_call_objects(&self, call: &CallRef) -> Result<Vec<(String, u64)>, StorageError> {
         let prefix = ObjPath::from(call.prefix());
-        let mut out = Vec::new();
-        let mut stream = self.backend.list(Some(&prefix));
-        while let Some(meta) = stream.next().await {
-            match meta {
-                Ok(m) => {
-                    if let Some(name) = m.location.filename() {
-                        out.push((name.to_string(), m.size));
-                    }
-                }
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(out)
+        Ok(self.list_prefix(Some(&prefix)).await?.into_iter().filter_map(|m| Some((m.location.filename()?.to_string(), m.size))).collect())
     }
 
     /// The tenant of a call, looked up only under `tenant` (spool or store): a call of
@@ -542,38 +537,17 @@ impl Store {
     /// Metadata objects under `.meta/<rel>/`: (path below `.meta/<rel>/`, size).
     pub async fn list_meta(&self, rel: &str) -> Result<Vec<(String, u64)>, StorageError> {
         let base = format!("{META}/{rel}");
-        let mut out = Vec::new();
-        let mut stream = self.backend.list(Some(&ObjPath::from(base.as_str())));
-        while let Some(meta) = stream.next().await {
-            match meta {
-                Ok(m) => {
-                    let p = m.location.as_ref();
-                    if let Some(rest) = p.strip_prefix(&base).map(|r| r.trim_start_matches('/')) {
-                        out.push((rest.to_string(), m.size));
-                    }
-                }
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(out)
+        let listed = self.list_prefix(Some(&ObjPath::from(base.as_str()))).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|m| Some((m.location.as_ref().strip_prefix(&base)?.trim_start_matches('/').to_string(), m.size)))
+            .collect())
     }
 
     /// Deletes every object under a prefix (a tenant's folder). Returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
         let mut n = 0;
-        let paths: Vec<ObjPath> = {
-            let mut v = Vec::new();
-            let mut stream = self.backend.list(Some(&ObjPath::from(prefix)));
-            while let Some(meta) = stream.next().await {
-                match meta {
-                    Ok(m) => v.push(m.location),
-                    Err(object_store::Error::NotFound { .. }) => break,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            v
-        };
+        let paths: Vec<ObjPath> = self.list_prefix(Some(&ObjPath::from(prefix))).await?.into_iter().map(|m| m.location).collect();
         for p in paths {
             match self.backend.delete(&p).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
@@ -645,13 +619,7 @@ impl Store {
     pub async fn holds(&self) -> Result<HashSet<(String, CallId)>, StorageError> {
         let prefix = ObjPath::from(format!("{META}/holds"));
         let mut out = HashSet::new();
-        let mut stream = self.backend.list(Some(&prefix));
-        while let Some(meta) = stream.next().await {
-            let meta = match meta {
-                Ok(m) => m,
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(e.into()),
-            };
+        for meta in self.list_prefix(Some(&prefix)).await? {
             let parts: Vec<_> = meta.location.parts().collect();
             if let [_, _, tenant, id] = parts.as_slice() {
                 if let Some(id) = CallId::parse(id.as_ref()) {
@@ -675,20 +643,12 @@ impl Store {
 
     /// Every stored object path, for tests and audits.
     pub async fn list_all(&self) -> Result<Vec<(ObjPath, u64)>, StorageError> {
-        let mut out = Vec::new();
-        let mut stream = self.backend.list(None);
-        while let Some(meta) = stream.next().await {
-            match meta {
-                Ok(m) => {
-                    if !m.location.as_ref().starts_with(".spool") && !m.location.as_ref().starts_with(".keys") {
-                        out.push((m.location, m.size));
-                    }
-                }
-                Err(object_store::Error::NotFound { .. }) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(out)
+        let all = self.list_prefix(None).await?;
+        Ok(all
+            .into_iter()
+            .filter(|m| !m.location.as_ref().starts_with(".spool") && !m.location.as_ref().starts_with(".keys"))
+            .map(|m| (m.location, m.size))
+            .collect())
     }
 
     pub async fn recording(&self, call: &CallRef) -> Result<Recording, StorageError> {
