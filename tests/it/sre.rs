@@ -114,3 +114,97 @@ fn kubernetes_manifests_validate_and_their_config_checks() {
     let out = Command::new(env!("CARGO_BIN_EXE_earshot")).args(["config", "check"]).arg(dir.path().join("earshot.toml")).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
+    require_tool("prometheus");
+    let server = TestServer::start();
+    // Some traffic: two calls through the PCM fork.
+    let (audio, _) = two_party_call(8000, 1.0);
+    for campaign in ["p1", "p2"] {
+        let script = earshot_loadtest::pcm::render(&audio, serde_json::json!({"campaign": campaign}));
+        rt().block_on(async {
+            let url = format!("{}/fork/pcm/{TENANT}", server.ws());
+            let mut c = earshot_loadtest::ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+            earshot_loadtest::pcm::send(&mut c, &script, 8.0).await.unwrap()
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = root().join("deploy/prometheus/earshot-alerts.yml");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: earshot\n    static_configs:\n      - targets: ['{}']\n",
+            rules.display(),
+            server.addr
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(std::mem::replace(&mut prom, Command::new("true").spawn().unwrap()));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let try_query = |expr: &str| -> Option<serde_json::Value> {
+        let mut r = agent.get(format!("http://127.0.0.1:{port}/api/v1/query")).query("query", expr).call().ok()?;
+        serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()
+    };
+    let query = |expr: &str| try_query(expr).unwrap_or_else(|| panic!("query {expr} failed"));
+    // Until the target is up and a few scrapes are in (rates need two samples).
+    let t0 = std::time::Instant::now();
+    loop {
+        let up = try_query("up{job=\"earshot\"}");
+        if up.as_ref().is_some_and(|v| v["data"]["result"][0]["value"][1] == "1") {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "prometheus never scraped earshot: {up:?}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("grafana/dashboards/earshot-overview.json")).unwrap()).unwrap();
+    let mut empty = Vec::new();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            // A display filter ("> 0") may rightly hide everything: check what it filters.
+            let expr = t["expr"].as_str().unwrap().trim_end_matches(" > 0");
+            let v = query(expr);
+            assert_eq!(v["status"], "success", "{expr}: {v}");
+            if v["data"]["result"].as_array().is_none_or(|r| r.is_empty()) {
+                empty.push(format!("{}: {expr}", panel["title"]));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "{checked}");
+    assert!(empty.is_empty(), "panels with no data from a live Earshot:\n{}", empty.join("\n"));
+    // The calls show up as such, and every alert rule loaded and evaluates cleanly.
+    let ended = query("sum(earshot_calls_ended_total)");
+    assert!(ended["data"]["result"][0]["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 2.0, "{ended}");
+    let mut r = agent.get(format!("http://127.0.0.1:{port}/api/v1/rules")).call().unwrap();
+    let rules: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let all: Vec<&serde_json::Value> = rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+    assert!(all.len() >= 14, "{rules}");
+    for rule in all {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+}
