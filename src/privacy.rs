@@ -73,13 +73,22 @@ pub async fn index_subject(store: &Store, tenant: &str, subject: &str, call_id: 
 pub async fn subject_calls(store: &Store, tenant: &str, subject: &str) -> Result<Vec<CallId>, StorageError> {
     let dir = subject_dir(store, tenant, subject)?;
     let mut ids: Vec<CallId> = store.list_meta(&dir).await?.into_iter().filter_map(|(p, _)| CallId::parse(&p)).collect();
-    let wanted = normalize_subject(subject);
-    for (call, folder) in crate::storage::spool_calls(store.spool(), Some(tenant)) {
-        let Ok(bytes) = std::fs::read(folder.join("manifest.json")) else { continue };
-        if serde_json::from_slice::<Manifest>(&bytes).is_ok_and(|m| subjects_of(&m).contains(&wanted)) {
-            ids.push(call.call_id);
-        }
-    }
+    let (wanted, spool, tenant2) = (normalize_subject(subject), store.spool().clone(), tenant.to_string());
+    let spooled = tokio::task::spawn_blocking(move || {
+        crate::storage::spool_calls(&spool, Some(&tenant2))
+            .into_iter()
+            .filter(|(_, folder)| {
+                std::fs::read(folder.join("manifest.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+                    .is_some_and(|m| subjects_of(&m).contains(&wanted))
+            })
+            .map(|(c, _)| c.call_id)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    ids.extend(spooled);
     ids.sort();
     ids.dedup();
     Ok(ids)
@@ -109,7 +118,7 @@ async fn erase_call_of(store: &Store, call: &CallRef, subject: Option<&str>) -> 
     let spool = store.spool().call_dir(&call.tenant, call.call_id);
     if let Ok(entries) = std::fs::read_dir(&spool) {
         out.spooled_files = entries.count();
-        std::fs::remove_dir_all(&spool).map_err(|source| StorageError::Io { path: spool.clone(), source })?;
+        tokio::fs::remove_dir_all(&spool).await.map_err(|source| StorageError::Io { path: spool.clone(), source })?;
     }
     let mut objects = store.list_call_objects(call).await?;
     // The manifest last: while it exists, the call is still found and retried.
@@ -199,7 +208,8 @@ One folder per call, named by its call id, holding what was stored for it (decry
 calls.json lists the calls in this export.\n";
 
 /// Writes a ZIP of the calls' files (decrypted) and a README to `out`. `progress` is
-/// told (done, total) after each call.
+/// told (done, total) after each call. The ZIP is written with blocking IO: run it on a
+/// blocking thread (the admin API does), not on the async runtime's workers.
 pub async fn build_export(store: &Store, tenant: &str, calls: &[CallId], out: &Path, mut progress: impl FnMut(usize, usize)) -> Result<ExportSummary, StorageError> {
     let io = |source| StorageError::Io { path: out.to_path_buf(), source };
     let file = std::fs::File::create(out).map_err(io)?;
@@ -369,7 +379,7 @@ pub async fn delete_tenant_now(store: &Store, tenant: &str) -> Result<usize, Sto
     }
     let spool = store.spool().root().join(tenant);
     if spool.exists() {
-        std::fs::remove_dir_all(&spool).map_err(|source| StorageError::Io { path: spool.clone(), source })?;
+        tokio::fs::remove_dir_all(&spool).await.map_err(|source| StorageError::Io { path: spool.clone(), source })?;
     }
     store.keys().update(|k| k.destroy_tenant(tenant))?;
     store.delete_meta(&format!("tenant-deletion/{tenant}.json")).await?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -420,8 +420,8 @@ async fn tenant_hold(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, 
 async fn get_retention(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap) -> ApiResult {
     let p = authorise(&app, &headers, "GET", "/v1/retention")?;
     // The policies as the sweeper sees them: the config file as it is now.
-    let config = match &app.config_path {
-        Some(path) => crate::config::Config::load(path).unwrap_or_else(|_| app.config.clone()),
+    let config = match app.config_path.clone() {
+        Some(path) => tokio::task::spawn_blocking(move || crate::config::Config::load(&path)).await.ok().and_then(Result::ok).unwrap_or_else(|| app.config.clone()),
         None => app.config.clone(),
     };
     let t = config.tenant(&p.tenant).ok_or_else(Problem::not_found)?;
@@ -498,13 +498,11 @@ async fn post_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, 
     save_export(&app, &rec).await?;
     app.exports.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (0, calls.len()));
     audit(&app, &p, addr, "export.start", Some(format!("export:{id}")), json!({ "scope": rec.scope, "calls": calls.len() })).await;
-    let app2 = app.clone();
-    tokio::spawn(async move { run_export(app2, rec, calls).await });
-    Ok(json_ok(StatusCode::ACCEPTED, json!({ "id": id, "state": "running", "total": rec_total(&app, &id) })))
-}
-
-fn rec_total(app: &AppState, id: &str) -> usize {
-    app.exports.lock().unwrap_or_else(|e| e.into_inner()).get(id).map_or(0, |p| p.1)
+    let total = calls.len();
+    // Building the ZIP is blocking IO and decryption: a blocking thread drives it.
+    let (app2, handle) = (app.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || handle.block_on(run_export(app2, rec, calls)));
+    Ok(json_ok(StatusCode::ACCEPTED, json!({ "id": id, "state": "running", "total": total })))
 }
 
 async fn run_export(app: Arc<AppState>, mut rec: ExportRecord, calls: Vec<CallId>) {
@@ -586,8 +584,7 @@ async fn download_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Ad
         LinkCheck::Expired => return Err(Problem::new(StatusCode::GONE, "Gone", "the download link has expired (valid 24 hours)")),
         LinkCheck::Valid => {}
     }
-    let path = object_store::path::Path::from(format!("{}/{}", crate::storage::META, export_rel(&tenant, &id, "zip")));
-    let bytes = app.store.get_meta(&tenant, &path.as_ref()[crate::storage::META.len() + 1..]).await?.ok_or_else(Problem::not_found)?;
+    let bytes = app.store.get_meta(&tenant, &export_rel(&tenant, &id, "zip")).await?.ok_or_else(Problem::not_found)?;
     let e = AuditEntry { at: app.now(), tenant: tenant.clone(), actor: "link".into(), action: "export.download".into(), target: Some(format!("export:{id}")), addr: Some(addr.ip().to_string()), detail: json!({ "bytes": bytes.len() }) };
     let _ = privacy::audit(&app.store, &e).await;
     Ok(Response::builder()
@@ -682,11 +679,6 @@ pub fn openapi() -> Value {
                 "type": { "type": "string" }, "title": { "type": "string" }, "status": { "type": "integer" }, "detail": { "type": "string" } } } }
         }
     })
-}
-
-#[allow(dead_code)]
-fn _method(m: &Method) -> &str {
-    m.as_str()
 }
 
 #[cfg(test)]

@@ -166,7 +166,7 @@ pub enum Uploaded {
 /// Uploads one sealed call folder, then removes it from the spool.
 pub async fn upload_call(store: &Store, call: &CallRef, dir: &Path) -> Result<Uploaded, StorageError> {
     if store.is_tombstoned(call).await? {
-        remove_spooled(store, dir);
+        remove_spooled(store, dir).await;
         return Ok(Uploaded::Erased);
     }
     let redact = dir.join(crate::storage::REDACT_AUDIO);
@@ -192,20 +192,18 @@ pub async fn upload_call(store: &Store, call: &CallRef, dir: &Path) -> Result<Up
         total += store.put_encrypted_file(&call.tenant, &call.object(name), &dir.join(name)).await?;
     }
     // Indexed by its subjects, for erasure and export requests.
-    if let Ok(m) = std::fs::read(dir.join("manifest.json")).map(|b| serde_json::from_slice::<crate::manifest::Manifest>(&b)) {
-        if let Ok(m) = m {
-            crate::privacy::index_call(store, &call.tenant, &m).await?;
-        }
+    if let Some(m) = std::fs::read(dir.join("manifest.json")).ok().and_then(|b| serde_json::from_slice::<crate::manifest::Manifest>(&b).ok()) {
+        crate::privacy::index_call(store, &call.tenant, &m).await?;
     }
     // Erased while uploading: take back what was just stored.
     if store.is_tombstoned(call).await? {
         for name in &files {
             store.delete(call, name).await?;
         }
-        remove_spooled(store, dir);
+        remove_spooled(store, dir).await;
         return Ok(Uploaded::Erased);
     }
-    remove_spooled(store, dir);
+    remove_spooled(store, dir).await;
     Ok(Uploaded::Stored(total))
 }
 
@@ -247,13 +245,18 @@ fn silence(wav: &Path, spans: &Path) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Removes a call's spool folder and the date folders it leaves empty.
-fn remove_spooled(store: &Store, dir: &Path) {
+/// Removes a call's spool folder and the date folders it leaves empty (on a blocking
+/// thread: a call-hour's recording is a large unlink).
+async fn remove_spooled(store: &Store, dir: &Path) {
+    let (root, dir) = (store.spool().root().to_path_buf(), dir.to_path_buf());
+    let _ = tokio::task::spawn_blocking(move || remove_spooled_blocking(&root, &dir)).await;
+}
+
+fn remove_spooled_blocking(root: &Path, dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         tracing::error!(dir = %dir.display(), error = %e, "removing an uploaded call from the spool");
         return;
     }
-    let root = store.spool().root();
     let mut d = dir.parent();
     while let Some(p) = d {
         if p == root || !p.starts_with(root) || std::fs::remove_dir(p).is_err() {
