@@ -68,6 +68,11 @@ fn token_digits(tok: &str) -> Option<Vec<u8>> {
 
 /// Masks card numbers; returns the text and how many were masked.
 pub fn mask_cards(text: &str) -> (Cow<'_, str>, usize) {
+    mask_runs(text, 13)
+}
+
+/// Masks number runs of `min_digits` or more (3 in a sentence about a card).
+fn mask_runs(text: &str, min_digits: usize) -> (Cow<'_, str>, usize) {
     // Tokens with their byte spans.
     let mut toks: Vec<(usize, usize, Option<Vec<u8>>)> = Vec::new();
     let mut start = None;
@@ -84,7 +89,7 @@ pub fn mask_cards(text: &str) -> (Cow<'_, str>, usize) {
     }
     let lower = text.to_lowercase();
     let card_context = CARD_CONTEXT.iter().any(|w| lower.contains(w));
-    let min_digits = if card_context { 3 } else { 13 };
+    let min_digits = if card_context { 3 } else { min_digits };
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < toks.len() {
@@ -142,6 +147,15 @@ impl Redactor {
             }
         }
         out
+    }
+
+    /// For a partial transcript, where a card number is still being spoken: runs of 8
+    /// digits or more are masked too (a phone number shows again in the final).
+    pub fn apply_partial<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match mask_runs(text, 8).0 {
+            Cow::Borrowed(_) => self.apply(text),
+            Cow::Owned(s) => Cow::Owned(self.apply(&s).into_owned()),
+        }
     }
 
     /// Redacts every string in a JSON value (never numbers: timestamps stay intact).
@@ -228,6 +242,14 @@ mod tests {
         assert_eq!(mask_cards("the expiry is 0 4 2 7 and the cvv 123").1, 2);
         // Without such a word, short numbers stay.
         assert_eq!(mask_cards("we have 242 seats in 4240 rooms").1, 0);
+    }
+
+    #[test]
+    fn partials_mask_a_card_still_being_spoken() {
+        let r = Redactor::default();
+        assert_eq!(r.apply_partial("My Carter number is 4 9 27 3815 064"), "My Carter number is [card number]");
+        assert_eq!(r.apply("My Carter number is 4 9 27 3815 064"), "My Carter number is 4 9 27 3815 064");
+        assert_eq!(r.apply_partial("room 1234 at 5"), "room 1234 at 5");
     }
 
     #[test]

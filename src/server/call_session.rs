@@ -130,11 +130,14 @@ impl CallPublisher {
     pub fn publish(&self, body: EventBody) {
         let mut body = body;
         let tenant = self.lock().tenant.clone();
+        let partial = matches!(body, EventBody::TranscriptPartial(_));
         if let EventBody::TranscriptPartial(p) | EventBody::TranscriptFinal(p) = &mut body {
             if self.app.config.tenant(&tenant).is_none_or(|t| t.redact_live) {
                 let r = self.app.redactor(&tenant);
                 for s in [&mut p.text, &mut p.stable, &mut p.unstable] {
-                    if let std::borrow::Cow::Owned(m) = r.apply(s) {
+                    // A partial may hold a card number half spoken: masked earlier.
+                    let masked = if partial { r.apply_partial(s) } else { r.apply(s) };
+                    if let std::borrow::Cow::Owned(m) = masked {
                         *s = m;
                     }
                 }

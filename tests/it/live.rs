@@ -632,11 +632,15 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
     let hub = whisper_hub(dir.path(), &metrics);
     let (audio, cust_at, cust_end) = call_audio(
         "Can I take your payment details?",
-        "My card number is four two four two, four two four two, four two four two, four two four two. Thank you.",
+        "My card number is four nine two seven, three eight one five, zero six two four, one seven three two. Thank you.",
     );
     // Eight card digits in a row (separators aside) would be a leak; the recogniser may
     // leave a garbled fragment like "4242-", which is not.
-    let leaks = |text: &str| text.replace(['-', ' ', ',', '.'], "").contains("42424242");
+    const CARD: &str = "4927381506241732"; // Luhn-valid, not repetitive (loop guards)
+    let leaks = |text: &str| {
+        let flat = text.replace(['-', ' ', ',', '.'], "");
+        (0..=CARD.len() - 8).any(|i| flat.contains(&CARD[i..i + 8]))
+    };
     rt().block_on(async {
         let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
         let server = Server::start(config.clone(), opts).await.unwrap();
@@ -650,7 +654,7 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
         use futures_util::SinkExt;
         use tokio_tungstenite::tungstenite::Message;
         c.send(Message::Text(script.metadata.clone().into())).await.unwrap();
-        for d in "4242424242424242#".chars() {
+        for d in CARD.chars().chain(['#']) {
             c.send(Message::Text(serde_json::json!({"event": "dtmf", "dtmf": d.to_string()}).to_string().into())).await.unwrap();
         }
         let t0 = tokio::time::Instant::now();
