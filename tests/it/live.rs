@@ -89,7 +89,10 @@ pub async fn live(addr: SocketAddr, token: &str, resume: Option<String>) -> Live
 }
 
 /// Next JSON message (pings skipped); None on timeout or close.
-pub async fn next_json(ws: &mut LiveWs, wait: Duration) -> Option<Value> {
+pub async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, wait: Duration) -> Option<Value>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
@@ -350,6 +353,10 @@ fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected(
         sock.set_recv_buffer_size(4096).unwrap();
         let stream = sock.connect(addr).await.unwrap();
         let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{addr}/live?token={token}"), stream).await.unwrap();
+        // Its `hello` is sent after the hub registered it: only then may the call
+        // start, or a loaded machine registers it late and it starts with a snapshot.
+        let hello = next_json(&mut slow, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(hello["type"], "hello");
         // Events of one synthetic call, published through the server's own path.
         let now = chrono::Utc::now();
         let call_id = CallId::new_at(now);
