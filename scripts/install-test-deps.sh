@@ -27,6 +27,7 @@ command -v npm >/dev/null || need+=(npm)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v sipp >/dev/null || need+=(sip-tester)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

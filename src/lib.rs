@@ -18,6 +18,7 @@ pub mod media;
 pub mod recorder;
 pub mod redact;
 pub mod retention;
+pub mod sip;
 pub mod store;
 
 #[cfg(feature = "server")]

@@ -16,6 +16,8 @@ use crate::call::is_valid_tenant_id;
 
 mod coaching;
 pub use coaching::{webhook_url_ok, LiveConfig, WebhooksConfig};
+mod sip;
+pub use sip::{RepStream, RtpSource, SipConfig, SipTransport, TenantSip};
 
 pub const ENV_PREFIX: &str = "EARSHOT__";
 /// Keys that hold secrets: they also accept `<key>_file`, and env values for them are
@@ -70,6 +72,9 @@ pub struct Config {
     pub live: LiveConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// The SIP/SIPREC listener; absent: none.
+    #[serde(default)]
+    pub sip: Option<SipConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -561,6 +566,9 @@ pub struct TenantConfig {
     /// masked (the channel that said it, for the span of that final).
     #[serde(default)]
     pub redact_audio: bool,
+    /// Who may fork SIP/SIPREC calls for this tenant, and how streams map to channels.
+    #[serde(default)]
+    pub sip: TenantSip,
 }
 
 impl TenantConfig {
@@ -682,6 +690,9 @@ impl Config {
         }
         if self.live.metrics_interval < Duration::from_millis(20) || self.live.heartbeat < Duration::from_secs(1) {
             return Err(invalid("live.metrics_interval", "metrics_interval must be at least 20ms and heartbeat at least 1s"));
+        }
+        if let Some(sip) = &self.sip {
+            sip.validate()?;
         }
         if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
             return Err(invalid("webhooks.max_attempts", "max_attempts and queue must be at least 1"));
