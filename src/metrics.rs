@@ -67,8 +67,16 @@ pub struct Metrics {
     pub retention_overdue: IntGauge,
     pub retention_sweep_seconds: Histogram,
     pub retention_sweeps: IntCounterVec,
+    pub sip_requests: IntCounterVec,
+    pub sip_responses: IntCounterVec,
+    pub rtp_packets: IntCounterVec,
+    pub rtp_jitter_seconds: Histogram,
+    pub rtp_timeouts: IntCounter,
 }
 
+pub const SIP_METHODS: [&str; 8] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "other"];
+pub const SIP_CODES: [&str; 9] = ["200", "400", "403", "415", "481", "486", "488", "500", "503"];
+pub const RTP_RESULTS: [&str; 9] = ["received", "lost", "late", "duplicate", "reordered", "malformed", "wrong_source", "other_payload", "rtcp"];
 pub const UPLOAD_OUTCOMES: [&str; 3] = ["ok", "failed", "erased"];
 
 fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -229,8 +237,22 @@ impl Metrics {
             retention_overdue: int_gauge(&r, "earshot_retention_calls_overdue", "Calls found more than a day past their retention at the last sweep, plus deletions that failed (should stay 0)."),
             retention_sweep_seconds: histogram(&r, "earshot_retention_sweep_seconds", "Duration of a retention sweep.", vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]),
             retention_sweeps: counter_vec(&r, "earshot_retention_sweeps_total", "Retention sweeps: ok or failed.", &["outcome"]),
+            sip_requests: counter_vec(&r, "earshot_sip_requests_total", "SIP requests received, by method.", &["method"]),
+            sip_responses: counter_vec(&r, "earshot_sip_responses_total", "Final SIP responses sent, by status code.", &["code"]),
+            rtp_packets: counter_vec(&r, "earshot_rtp_packets_total", "RTP packets by what became of them (received, lost, late, duplicate, reordered, malformed, wrong_source, other_payload, rtcp).", &["result"]),
+            rtp_jitter_seconds: histogram(&r, "earshot_rtp_jitter_seconds", "RFC 3550 interarrival jitter of RTP streams, sampled at each stream's end.", vec![0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
+            rtp_timeouts: int_counter(&r, "earshot_rtp_timeouts_total", "SIP calls ended because no RTP arrived for sip.rtp_timeout."),
             registry: r,
         };
+        for m2 in SIP_METHODS {
+            m.sip_requests.with_label_values(&[m2]);
+        }
+        for c in SIP_CODES {
+            m.sip_responses.with_label_values(&[c]);
+        }
+        for res in RTP_RESULTS {
+            m.rtp_packets.with_label_values(&[res]);
+        }
         for o in UPLOAD_OUTCOMES {
             m.uploads.with_label_values(&[o]);
         }

@@ -61,6 +61,27 @@ pub fn decode_alaw(a: u8) -> i16 {
 }
 
 /// Decodes a slice of µ-law bytes, appending linear samples to `out`.
+/// G.711 µ-law encoding of one sample (test senders and the load generator).
+pub fn encode_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut x = i32::from(sample);
+    let sign = if x < 0 {
+        x = -x;
+        0x80u8
+    } else {
+        0
+    };
+    x = x.min(CLIP) + BIAS;
+    let exp = (15 - (x as u16).leading_zeros() - 7) as u8;
+    let mantissa = ((x >> (exp + 3)) & 0x0f) as u8;
+    !(sign | (exp << 4) | mantissa)
+}
+
+pub fn encode_ulaw_into(input: &[i16], out: &mut Vec<u8>) {
+    out.extend(input.iter().map(|&s| encode_ulaw(s)));
+}
+
 pub fn decode_ulaw_into(input: &[u8], out: &mut Vec<i16>) {
     out.extend(input.iter().map(|&b| decode_ulaw(b)));
 }
@@ -104,6 +125,27 @@ mod tests {
         }
         for c in 0x80..0xFFu8 {
             assert!(decode_ulaw(c) > decode_ulaw(c + 1), "{c:#x}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+
+    #[test]
+    fn ulaw_encode_round_trips_within_quantisation() {
+        for s in (-32768i32..=32767).step_by(7) {
+            let s = s as i16;
+            let back = decode_ulaw(encode_ulaw(s));
+            let err = (i32::from(back) - i32::from(s)).abs();
+            assert!(err <= (i32::from(s).abs() / 16).max(8) + 4, "{s} -> {back}");
+        }
+        for u in 0..=255u8 {
+            // Every code but the negative zero maps back to itself.
+            if u != 0x7f {
+                assert_eq!(encode_ulaw(decode_ulaw(u)), u);
+            }
         }
     }
 }

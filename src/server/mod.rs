@@ -12,6 +12,8 @@ pub mod overlay;
 pub mod fork_common;
 pub mod fork_pcm;
 pub mod fork_twilio;
+pub mod sip;
+pub mod sip_call;
 #[cfg(feature = "asr")]
 pub mod realtime;
 #[cfg(feature = "asr")]
@@ -61,6 +63,8 @@ pub enum ServerError {
     Playbook(#[from] coaching::PlaybookLoadError),
     #[error("storage: {0}")]
     Store(crate::storage::StorageError),
+    #[error("{0}")]
+    Sip(String),
 }
 
 /// Runs retention every `storage.sweep_interval`. Policies are re-read from the config
@@ -298,6 +302,9 @@ pub struct ServeOptions {
 pub struct Server {
     pub app: Arc<AppState>,
     pub local_addr: SocketAddr,
+    /// The SIP listener's address (UDP and TCP), when `[sip]` is configured.
+    pub sip_addr: Option<SocketAddr>,
+    sip: Option<sip::SipListener>,
     handle: axum_server::Handle<SocketAddr>,
     serve_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -403,6 +410,10 @@ impl Server {
             postcall,
         });
         spawn_sweeper(app.clone(), opts.config_path.clone());
+        let sip = match app.config.sip.clone() {
+            Some(cfg) => Some(sip::start(app.clone(), cfg).await.map_err(|e| ServerError::Sip(e.to_string()))?),
+            None => None,
+        };
         let handle = axum_server::Handle::new();
         let make = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
         // Bind here so that a taken port is an error now, not later in the task.
@@ -429,7 +440,7 @@ impl Server {
         };
         let scheme = if app.config.http.tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{local_addr}");
-        Ok(Server { app, local_addr, handle, serve_task })
+        Ok(Server { app, local_addr, sip_addr: sip.as_ref().map(|s| s.addr), sip, handle, serve_task })
     }
 
     /// Graceful drain: refuse new calls, let open calls go on for up to `drain_timeout`
@@ -453,6 +464,9 @@ impl Server {
         if let Some((hub, _)) = app.recogniser.clone() {
             // The calls have ended; let their last words be transcribed and saved.
             let _ = tokio::task::spawn_blocking(move || hub.drain(Duration::from_secs(15))).await;
+        }
+        if let Some(sip) = &self.sip {
+            sip.stop();
         }
         self.handle.graceful_shutdown(Some(Duration::from_secs(1)));
         let _ = tokio::time::timeout(Duration::from_secs(3), self.serve_task).await;

@@ -263,10 +263,9 @@ pub fn plan(offer: &Offer, rules: &TenantSip, rep_hint: Option<&str>) -> Result<
             });
         }
     }
+    let rep_aor = candidates.iter().zip(&senders).find(|(c, _)| c.role == Role::Rep).and_then(|(_, s)| s.and_then(|p| p.aor.clone()));
+    let rep_id = rep_hint.map(str::to_string).or(rep_aor);
     candidates.sort_by_key(|c| c.channel);
-    let rep_id = rep_hint
-        .map(str::to_string)
-        .or_else(|| candidates.iter().zip(&senders).find(|(c, _)| c.role == Role::Rep).and_then(|(_, s)| s.and_then(|p| p.aor.clone())));
     Ok(CallPlan { layout, streams: candidates, participants, rep_id })
 }
 
@@ -335,6 +334,12 @@ mod tests {
         assert_eq!(plan.streams[0].remote, Some("127.0.0.1:6000".parse().unwrap()));
         assert_eq!((plan.streams[1].label.as_deref(), plan.streams[1].role, plan.streams[1].codec), (Some("97"), Role::Customer, Codec::Pcma));
         assert_eq!(plan.rep_id.as_deref(), Some("sip:alice@agents.example.com"));
+        // The rep sending the second offered stream is still the rep.
+        let swapped = SDP2.replace("a=label:96", "a=label:XX").replace("a=label:97", "a=label:96").replace("a=label:XX", "a=label:97");
+        let body = siprec_body(&swapped, super::super::rsmeta::tests_support::RFC);
+        let p2 = super::plan(&read_body(Some("multipart/mixed;boundary=XX"), &body).unwrap(), &t.sip, None).unwrap();
+        assert_eq!((p2.streams[0].section, p2.streams[0].role), (1, Role::Rep));
+        assert_eq!(p2.rep_id.as_deref(), Some("sip:alice@agents.example.com"));
         assert_eq!(plan.participants.len(), 2);
         assert!(plan.participants.iter().any(|p| p.role == Some(Role::Customer) && p.aor.as_deref() == Some("sip:bob@biloxi.example.com")));
     }

@@ -13,5 +13,6 @@ mod media_forks;
 mod model_fetch;
 mod recogniser;
 mod s3;
+mod sip;
 mod sre;
 mod storage;

@@ -1,0 +1,481 @@
+//! One SIP/SIPREC call: admission, the SDP answer, then the call's task owns its
+//! RTP sockets, jitter buffers and the recorder handle until BYE, RTP timeout,
+//! session expiry or shutdown. Network reads never wait on the recorder or the
+//! recogniser (`CallSession::write_audio` only queues).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rsipstack::sip::{HeadersExt, Header};
+use rsipstack::transaction::transaction::Transaction;
+use tokio::sync::mpsc;
+
+use super::call_session::{CallSession, CallSlot};
+use super::sip::{drive_until_ack, respond, source_of, CallMsg, RtpPorts, SipState};
+use crate::call::{CallId, CallInfo, Outcome, Role, SampleEncoding, Source};
+use crate::config::RtpSource;
+use crate::manifest::MediaStats;
+use crate::media::g711;
+use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Pushed};
+use crate::media::rtp;
+use crate::sip::invite::{self, CallPlan, Offer, Refusal, StreamPlan};
+use crate::sip::sdp::{self, AnswerStream, Codec};
+
+const RATE: u32 = 8000;
+/// Shortest session interval accepted (RFC 4028 Min-SE default).
+const MIN_SE: u64 = 90;
+
+struct Stream {
+    plan: StreamPlan,
+    ports: RtpPorts,
+    jitter: JitterBuffer,
+    /// Where RTP is accepted from (`sdp`), or the latched source.
+    source: Option<SocketAddr>,
+    last_dtmf_ts: Option<u32>,
+    decoded: Vec<i16>,
+    out: Vec<i16>,
+}
+
+fn header(tx: &Transaction, name: &str) -> Option<String> {
+    use rsipstack::sip::HasHeaders;
+    tx.original.headers().iter().find(|h| h.name().eq_ignore_ascii_case(name)).map(|h| h.value().trim().to_string())
+}
+
+fn refuse_headers(r: &Refusal) -> Vec<Header> {
+    vec![Header::Other("Warning".into(), format!("399 earshot \"{}\"", r.reason()))]
+}
+
+/// Handles a new INVITE through to the call's end.
+pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
+    let app = state.app.clone();
+    let started = Instant::now();
+    let now = Utc::now();
+    let Some(source) = source_of(&tx) else {
+        respond(&state, &mut tx, 400, vec![], None).await;
+        return;
+    };
+    let Some(sip_call_id) = tx.original.call_id_header().ok().map(|c| c.value().to_string()) else {
+        respond(&state, &mut tx, 400, vec![], None).await;
+        return;
+    };
+    if app.is_draining() {
+        respond(&state, &mut tx, 503, vec![Header::Other("Retry-After".into(), "30".into())], None).await;
+        return;
+    }
+    // Who is it for, and may this source fork for them?
+    let user = tx.original.uri.auth.as_ref().map(|a| a.user.clone());
+    let tenant_header = header(&tx, &state.cfg.tenant_header);
+    let tenant = match invite::resolve_tenant(&app.config.tenants, source.ip(), user.as_deref(), tenant_header.as_deref()) {
+        Ok(t) if app.ingest_tenant(&t.id).is_some() => t,
+        Ok(_) => {
+            respond(&state, &mut tx, 403, vec![Header::Other("Warning".into(), "399 earshot \"tenant deleted\"".into())], None).await;
+            return;
+        }
+        Err(r) => {
+            tracing::warn!(%source, reason = %r, "SIP INVITE refused");
+            app.metrics.errors.with_label_values(&["sip", r.code()]).inc();
+            respond(&state, &mut tx, r.status(), refuse_headers(&r), None).await;
+            return;
+        }
+    };
+    // Session timer (RFC 4028): too short an interval is refused with 422.
+    let session_expires = header(&tx, "Session-Expires").or_else(|| header(&tx, "x")).and_then(|v| v.split(';').next()?.trim().parse::<u64>().ok());
+    if let Some(se) = session_expires {
+        if se < MIN_SE {
+            respond(&state, &mut tx, 422, vec![Header::Other("Min-SE".into(), MIN_SE.to_string())], None).await;
+            return;
+        }
+    }
+    let content_type = header(&tx, "Content-Type").or_else(|| header(&tx, "c"));
+    let offer = match invite::read_body(content_type.as_deref(), tx.original.body()) {
+        Ok(o) => o,
+        Err(r) => {
+            tracing::warn!(%source, reason = %r, "SIP INVITE refused");
+            app.metrics.errors.with_label_values(&["sip", r.code()]).inc();
+            respond(&state, &mut tx, r.status(), refuse_headers(&r), None).await;
+            return;
+        }
+    };
+    let rep_hint = header(&tx, "X-Earshot-Rep");
+    let plan = match invite::plan(&offer, &tenant.sip, rep_hint.as_deref()) {
+        Ok(p) => p,
+        Err(r) => {
+            app.metrics.errors.with_label_values(&["sip", r.code()]).inc();
+            respond(&state, &mut tx, r.status(), refuse_headers(&r), None).await;
+            return;
+        }
+    };
+    // Capacity: SIP's own limit and the server's.
+    let over = state.active.fetch_add(1, Ordering::AcqRel) >= state.cfg.max_calls;
+    let _active = ActiveGuard(state.clone());
+    let slot = if over { None } else { CallSlot::try_acquire(&app) };
+    let Some(slot) = slot else {
+        respond(&state, &mut tx, 503, vec![Header::Other("Retry-After".into(), "5".into())], None).await;
+        return;
+    };
+    // Our RTP ports, one pair per stream.
+    let mut streams = Vec::new();
+    for sp in &plan.streams {
+        let Some(ports) = state.bind_rtp() else {
+            tracing::error!("no free RTP port in sip.rtp_ports");
+            respond(&state, &mut tx, 503, vec![Header::Other("Retry-After".into(), "5".into())], None).await;
+            return;
+        };
+        streams.push(Stream {
+            source: if state.cfg.rtp_source == RtpSource::Sdp { sp.remote } else { None },
+            plan: sp.clone(),
+            ports,
+            jitter: JitterBuffer::new(JitterConfig::for_rate(RATE, state.cfg.jitter_delay.as_millis() as u32)),
+            last_dtmf_ts: None,
+            decoded: Vec::with_capacity(320),
+            out: Vec::with_capacity(1600),
+        });
+    }
+    let siprec = offer.metadata.is_some()
+        || content_type.as_deref().is_some_and(|c| c.to_ascii_lowercase().starts_with("multipart/"))
+        || header(&tx, "Require").is_some_and(|r| r.to_ascii_lowercase().contains("siprec"));
+    let mut source_ids = BTreeMap::new();
+    source_ids.insert("sip_call_id".to_string(), sip_call_id.clone());
+    if let Some(sid) = offer.metadata.as_ref().and_then(|m| m.session_id.clone()) {
+        source_ids.insert("siprec_session_id".to_string(), sid);
+    }
+    if let Some(key) = header(&tx, "X-Earshot-Call-Id") {
+        source_ids.insert("external_call_id".to_string(), key);
+    }
+    let info = CallInfo {
+        call_id: CallId::new_at(now),
+        tenant: tenant.id.clone(),
+        campaign: header(&tx, "X-Earshot-Campaign"),
+        rep_id: plan.rep_id.clone(),
+        source: if siprec { Source::Siprec } else { Source::Sip },
+        source_ids,
+        participants: plan.participants.clone(),
+        layout: plan.layout,
+        sample_rate: RATE,
+        encoding: SampleEncoding::L16,
+        started_at: now,
+    };
+    let recording = tenant.recording_for(info.campaign.as_deref());
+    let session = match CallSession::start(app.clone(), slot, info, recording).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "SIP call refused: storage");
+            respond(&state, &mut tx, 500, vec![], None).await;
+            return;
+        }
+    };
+    // The answer: our ports for the streams we take, port 0 for the rest.
+    let sdp_session = rand_u64();
+    let answer = answer_for(&offer, &streams, &state, sdp_session, 1);
+    let mut headers = vec![
+        Header::Other("Contact".into(), state.contact.clone()),
+        Header::Other("Content-Type".into(), "application/sdp".into()),
+    ];
+    if let Some(se) = session_expires {
+        headers.push(Header::Other("Session-Expires".into(), format!("{se};refresher=uac")));
+        if header(&tx, "Supported").is_some_and(|s| s.to_ascii_lowercase().contains("timer")) {
+            headers.push(Header::Other("Require".into(), "timer".into()));
+        }
+    }
+    respond(&state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
+    drive_until_ack(tx);
+    let (msg_tx, msg_rx) = mpsc::channel(8);
+    state.register(&sip_call_id, msg_tx);
+    tracing::info!(call_id = %session.info().call_id, sip_call_id = %sip_call_id, %source, streams = streams.len(), siprec, "SIP call answered");
+    let media = MediaLoop { state: state.clone(), session, streams, started, offer, sdp_session, sdp_version: 1, session_expires };
+    media.run(msg_rx).await;
+    state.unregister(&sip_call_id);
+}
+
+struct ActiveGuard(Arc<SipState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b) >> 1
+}
+
+fn answer_for(offer: &Offer, streams: &[Stream], state: &SipState, session: u64, version: u64) -> String {
+    let answers: Vec<AnswerStream> = (0..offer.sdp.media.len())
+        .map(|i| match streams.iter().find(|s| s.plan.section == i) {
+            Some(s) => AnswerStream::Accept { port: s.ports.port, codec: s.plan.codec, pt: s.plan.pt, dtmf_pt: s.plan.dtmf_pt },
+            None => AnswerStream::Reject,
+        })
+        .collect();
+    sdp::answer(&offer.sdp, &answers, state.cfg.advertised(), session, version)
+}
+
+struct MediaLoop {
+    state: Arc<SipState>,
+    session: CallSession,
+    streams: Vec<Stream>,
+    started: Instant,
+    offer: Offer,
+    sdp_session: u64,
+    sdp_version: u64,
+    session_expires: Option<u64>,
+}
+
+async fn recv_on(s: Option<&Stream>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match s {
+        Some(s) => s.ports.rtp.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_rtcp(s: Option<&Stream>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match s {
+        Some(s) => s.ports.rtcp.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl MediaLoop {
+    fn now_samples(&self) -> i64 {
+        (self.started.elapsed().as_micros() as i64) * i64::from(RATE) / 1_000_000
+    }
+
+    async fn run(mut self, mut msgs: mpsc::Receiver<CallMsg>) {
+        let app = self.state.app.clone();
+        let rtp_timeout = self.state.cfg.rtp_timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_packet = Instant::now();
+        let mut refreshed = Instant::now();
+        let (mut buf0, mut buf1) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let (mut rtcp0, mut rtcp1) = (vec![0u8; 1500], vec![0u8; 1500]);
+        let source = self.session.info().source;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                _ = app.force_close.cancelled() => break Outcome::Shutdown,
+                m = msgs.recv() => match m {
+                    Some(CallMsg::Bye) | None => break Outcome::Completed,
+                    Some(CallMsg::Offer(tx)) => {
+                        refreshed = Instant::now();
+                        self.reoffer(tx).await;
+                    }
+                },
+                r = recv_on(self.streams.first(), &mut buf0) => if let Ok((n, from)) = r {
+                    last_packet = Instant::now();
+                    self.on_packet(0, &buf0[..n], from, source);
+                },
+                r = recv_on(self.streams.get(1), &mut buf1) => if let Ok((n, from)) = r {
+                    last_packet = Instant::now();
+                    self.on_packet(1, &buf1[..n], from, source);
+                },
+                r = recv_rtcp(self.streams.first(), &mut rtcp0) => if r.is_ok() {
+                    app.metrics.rtp_packets.with_label_values(&["rtcp"]).inc();
+                },
+                r = recv_rtcp(self.streams.get(1), &mut rtcp1) => if r.is_ok() {
+                    app.metrics.rtp_packets.with_label_values(&["rtcp"]).inc();
+                },
+                _ = tick.tick() => {
+                    if self.release(None).is_err() {
+                        break Outcome::StorageError;
+                    }
+                    if last_packet.elapsed() > rtp_timeout {
+                        app.metrics.rtp_timeouts.inc();
+                        tracing::warn!(call_id = %self.session.info().call_id, "no RTP for {rtp_timeout:?}: ending the call");
+                        break Outcome::Timeout;
+                    }
+                    if let Some(se) = self.session_expires {
+                        if refreshed.elapsed() > Duration::from_secs(se) {
+                            tracing::warn!(call_id = %self.session.info().call_id, "session timer expired without a refresh: ending the call");
+                            break Outcome::Timeout;
+                        }
+                    }
+                }
+            }
+        };
+        // Everything received is played out (no delay at the end).
+        let end = self.now_samples();
+        let _ = self.release(Some(end));
+        let mut stats = MediaStats::default();
+        for s in &self.streams {
+            let j: JitterStats = s.jitter.stats();
+            stats.frames_received += j.received + j.late;
+            stats.frames_reordered += j.reordered;
+            stats.frames_gap_filled += j.lost;
+            stats.frames_dropped += j.late + j.duplicates + j.overflow;
+            stats.samples_gap_filled = stats.samples_gap_filled.max(j.concealed_samples);
+            app.metrics.rtp_packets.with_label_values(&["lost"]).inc_by(j.lost);
+            app.metrics.frames_gap_filled.with_label_values(&[source.as_str()]).inc_by(j.lost);
+            app.metrics.rtp_jitter_seconds.observe(f64::from(j.jitter) / f64::from(RATE));
+            tracing::info!(call_id = %self.session.info().call_id, channel = s.plan.channel, received = j.received, lost = j.lost, late = j.late, duplicates = j.duplicates, reordered = j.reordered, resyncs = j.resyncs, jitter_ms = j.jitter / 8, "RTP stream ended");
+        }
+        self.session.end(outcome, stats).await;
+    }
+
+    fn on_packet(&mut self, i: usize, data: &[u8], from: SocketAddr, source: Source) {
+        let metrics = self.state.app.metrics.clone();
+        let now = self.now_samples();
+        let latch = self.state.cfg.rtp_source == RtpSource::Latch;
+        let s = &mut self.streams[i];
+        match s.source {
+            Some(expected) if expected != from => {
+                metrics.rtp_packets.with_label_values(&["wrong_source"]).inc();
+                return;
+            }
+            None if latch => s.source = Some(from),
+            None => {
+                // The offer gave no address (port 0 / 0.0.0.0): latch.
+                s.source = Some(from);
+            }
+            _ => {}
+        }
+        let (h, payload) = match rtp::parse(data) {
+            Ok(p) => p,
+            Err(rtp::RtpError::Rtcp) => {
+                metrics.rtp_packets.with_label_values(&["rtcp"]).inc();
+                return;
+            }
+            Err(_) => {
+                metrics.rtp_packets.with_label_values(&["malformed"]).inc();
+                return;
+            }
+        };
+        if Some(h.payload_type) == s.plan.dtmf_pt {
+            if let Some((digit, true)) = rtp::telephone_event(payload) {
+                // The end packet is sent three times (RFC 4733 §2.5.1.4): once per event.
+                if s.last_dtmf_ts != Some(h.timestamp) {
+                    s.last_dtmf_ts = Some(h.timestamp);
+                    let track = match s.plan.role {
+                        Role::Rep => "rep",
+                        Role::Customer => "customer",
+                        Role::Other => "mixed",
+                    };
+                    self.session.record_dtmf(digit.to_string(), Some(track));
+                }
+            }
+            return;
+        }
+        if h.payload_type != s.plan.pt {
+            metrics.rtp_packets.with_label_values(&["other_payload"]).inc();
+            return;
+        }
+        s.decoded.clear();
+        match s.plan.codec {
+            Codec::Pcmu => g711::decode_ulaw_into(payload, &mut s.decoded),
+            Codec::Pcma => g711::decode_alaw_into(payload, &mut s.decoded),
+        }
+        metrics.frames_received.with_label_values(&[source.as_str()]).inc();
+        let before = s.jitter.stats();
+        let result = s.jitter.push(now, &h, &s.decoded);
+        let after = s.jitter.stats();
+        let label = match result {
+            Pushed::Accepted if after.reordered > before.reordered => "reordered",
+            Pushed::Accepted => "received",
+            Pushed::Duplicate => "duplicate",
+            Pushed::Late => "late",
+        };
+        metrics.rtp_packets.with_label_values(&[label]).inc();
+        if label == "reordered" {
+            metrics.frames_reordered.with_label_values(&[source.as_str()]).inc();
+        }
+        if matches!(result, Pushed::Duplicate | Pushed::Late) {
+            let reason = if result == Pushed::Late { "late" } else { "duplicate" };
+            metrics.frames_dropped.with_label_values(&[source.as_str(), reason]).inc();
+        }
+    }
+
+    /// Releases every stream's audio up to now minus the playout delay (or `to`),
+    /// interleaves it by channel and queues it for the recorder.
+    fn release(&mut self, to: Option<i64>) -> Result<(), ()> {
+        let now = self.now_samples();
+        for s in &mut self.streams {
+            s.out.clear();
+            match to {
+                Some(t) => s.jitter.pull_to(t, &mut s.out),
+                None => s.jitter.pull(now, &mut s.out),
+            }
+        }
+        let n = self.streams.iter().map(|s| s.out.len()).min().unwrap_or(0);
+        if n == 0 {
+            return Ok(());
+        }
+        let channels = self.streams.len();
+        let mut bytes = Vec::with_capacity(n * channels * 2);
+        let by_channel: Vec<&Stream> = {
+            let mut v: Vec<&Stream> = self.streams.iter().collect();
+            v.sort_by_key(|s| s.plan.channel);
+            v
+        };
+        for k in 0..n {
+            for s in &by_channel {
+                bytes.extend_from_slice(&s.out[k].to_le_bytes());
+            }
+        }
+        self.session.write_audio(&bytes).map_err(|_| ())
+    }
+
+    /// A re-INVITE or UPDATE: new remote addresses and codecs (hold, resume, port
+    /// change), new metadata merged; our ports stay. No body: a session refresh.
+    async fn reoffer(&mut self, mut tx: Transaction) {
+        let ct = header(&tx, "Content-Type").or_else(|| header(&tx, "c"));
+        let body = tx.original.body().clone();
+        if body.is_empty() {
+            let answer = answer_for(&self.offer, &self.streams, &self.state, self.sdp_session, self.sdp_version);
+            let headers = vec![Header::Other("Contact".into(), self.state.contact.clone()), Header::Other("Content-Type".into(), "application/sdp".into())];
+            respond(&self.state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
+            drive_until_ack(tx);
+            return;
+        }
+        let offer = match invite::read_body(ct.as_deref(), &body) {
+            Ok(o) => o,
+            Err(r) => {
+                respond(&self.state, &mut tx, r.status(), refuse_headers(&r), None).await;
+                return;
+            }
+        };
+        let tenant = self.state.app.config.tenant(&self.session.info().tenant).cloned();
+        let rules = tenant.map(|t| t.sip).unwrap_or_default();
+        let plan: CallPlan = match invite::plan(&offer, &rules, None) {
+            Ok(p) => p,
+            Err(r) => {
+                respond(&self.state, &mut tx, r.status(), refuse_headers(&r), None).await;
+                return;
+            }
+        };
+        // Streams keep their channels; match new sections by label, else by order.
+        for (k, s) in self.streams.iter_mut().enumerate() {
+            let new = plan
+                .streams
+                .iter()
+                .find(|p| p.label.is_some() && p.label == s.plan.label)
+                .or_else(|| plan.streams.iter().filter(|p| p.label.is_none() || s.plan.label.is_none()).nth(k).or(plan.streams.get(k)));
+            if let Some(p) = new {
+                if self.state.cfg.rtp_source == RtpSource::Sdp {
+                    s.source = p.remote;
+                }
+                s.plan.section = p.section;
+                s.plan.codec = p.codec;
+                s.plan.pt = p.pt;
+                s.plan.dtmf_pt = p.dtmf_pt;
+            }
+        }
+        let mut merged = self.offer.metadata.take();
+        match (merged.as_mut(), offer.metadata) {
+            (Some(m), Some(u)) => m.merge(u),
+            (None, Some(u)) => merged = Some(u),
+            _ => {}
+        }
+        self.offer = Offer { sdp: offer.sdp, metadata: merged };
+        self.sdp_version += 1;
+        let answer = answer_for(&self.offer, &self.streams, &self.state, self.sdp_session, self.sdp_version);
+        let headers = vec![Header::Other("Contact".into(), self.state.contact.clone()), Header::Other("Content-Type".into(), "application/sdp".into())];
+        respond(&self.state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
+        drive_until_ack(tx);
+        tracing::info!(call_id = %self.session.info().call_id, version = self.sdp_version, "SIP call re-offered");
+    }
+}
