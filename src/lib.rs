@@ -110,4 +110,57 @@ pub mod fuzzing {
             let _ = crate::config::Config::from_toml_with_env(text, std::path::Path::new("fuzz.toml"), std::iter::empty());
         }
     }
+
+    /// A SIP INVITE body as Earshot reads it: Content-Type (first line) then body,
+    /// through the multipart splitter, SDP parser, rs-metadata parser, the stream
+    /// mapping and the SDP answer.
+    pub fn sip_body(data: &[u8]) {
+        use crate::sip::{invite, sdp};
+        let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+        let ct = std::str::from_utf8(&data[..split]).ok();
+        let body = data.get(split + 1..).unwrap_or(&[]);
+        let _ = crate::sip::rsmeta::parse(body);
+        if let Some(b) = ct.and_then(crate::sip::multipart::boundary) {
+            let _ = crate::sip::multipart::split(body, &b);
+        }
+        if let Ok(offer) = invite::read_body(ct, body) {
+            let rules = crate::config::TenantSip { rep_aors: vec!["*@a*".into()], ..Default::default() };
+            if let Ok(plan) = invite::plan(&offer, &rules, None) {
+                let answers: Vec<sdp::AnswerStream> = (0..offer.sdp.media.len())
+                    .map(|i| match plan.streams.iter().find(|s| s.section == i) {
+                        Some(s) => sdp::AnswerStream::Accept { port: 20000, codec: s.codec, pt: s.pt, dtmf_pt: s.dtmf_pt },
+                        None => sdp::AnswerStream::Reject,
+                    })
+                    .collect();
+                let a = sdp::answer(&offer.sdp, &answers, std::net::IpAddr::from([127, 0, 0, 1]), 1, 1);
+                assert!(sdp::parse(a.as_bytes()).is_ok(), "our own answer must parse");
+            }
+        }
+    }
+
+    /// RTP packets (length-prefixed) through the parser and a jitter buffer, with
+    /// arrival times from the data: nothing may panic and output keeps in step.
+    pub fn rtp_stream(data: &[u8]) {
+        use crate::media::jitter::{JitterBuffer, JitterConfig};
+        let mut jb = JitterBuffer::new(JitterConfig { max_packets: 64, ..JitterConfig::for_rate(8000, 60) });
+        let mut now: i64 = 0;
+        let mut out = Vec::new();
+        let mut rest = data;
+        while rest.len() >= 2 {
+            let len = usize::from(rest[0]).min(rest.len() - 2);
+            now += i64::from(rest[1]) * 8;
+            let pkt = &rest[2..2 + len];
+            rest = &rest[2 + len..];
+            if let Ok((h, payload)) = crate::media::rtp::parse(pkt) {
+                let _ = crate::media::rtp::telephone_event(payload);
+                let mut samples = Vec::new();
+                crate::media::g711::decode_ulaw_into(payload, &mut samples);
+                jb.push(now, &h, &samples);
+            }
+            jb.pull(now, &mut out);
+            assert_eq!(out.len() as i64, jb.position().max(0));
+        }
+        jb.pull_to(now + 10_000, &mut out);
+        assert_eq!(out.len() as i64, jb.position());
+    }
 }

@@ -27,7 +27,7 @@ pub(crate) enum CallMsg {
     /// The far end hung up (the BYE is already answered).
     Bye,
     /// A re-INVITE (or UPDATE) in the call's dialog: the call answers it.
-    Offer(Transaction),
+    Offer(Box<Transaction>),
 }
 
 pub(crate) struct SipState {
@@ -183,7 +183,7 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
             tokio::spawn(async move {
                 match sender {
                     Some(s) => {
-                        if let Err(mpsc::error::SendError(CallMsg::Offer(mut tx))) = s.send(CallMsg::Offer(tx)).await {
+                        if let Err(mpsc::error::SendError(CallMsg::Offer(mut tx))) = s.send(CallMsg::Offer(Box::new(tx))).await {
                             respond(&state, &mut tx, 481, vec![], None).await;
                         }
                     }

@@ -263,7 +263,7 @@ impl MediaLoop {
                     Some(CallMsg::Bye) | None => break Outcome::Completed,
                     Some(CallMsg::Offer(tx)) => {
                         refreshed = Instant::now();
-                        self.reoffer(tx).await;
+                        self.reoffer(*tx).await;
                     }
                 },
                 r = recv_on(self.streams.first(), &mut buf0) => if let Ok((n, from)) = r {

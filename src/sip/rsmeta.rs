@@ -51,7 +51,7 @@ impl RecordingMetadata {
     /// The participant who sends the stream with SDP label `label`.
     pub fn sender_of_label(&self, label: &str) -> Option<&MetaParticipant> {
         let stream = self.streams.iter().find(|s| s.label.as_deref() == Some(label))?;
-        self.participants.iter().find(|p| p.sends.iter().any(|s| *s == stream.id))
+        self.participants.iter().find(|p| p.sends.contains(&stream.id))
     }
 
     /// Merges an update (a re-INVITE's metadata, RFC 7866 §9.2): known ids are
