@@ -318,20 +318,16 @@ impl MediaLoop {
     }
 
     fn on_packet(&mut self, i: usize, data: &[u8], from: SocketAddr, source: Source) {
-        let metrics = self.state.app.metrics.clone();
         let now = self.now_samples();
-        let latch = self.state.cfg.rtp_source == RtpSource::Latch;
+        let metrics = &self.state.app.metrics;
         let s = &mut self.streams[i];
         match s.source {
             Some(expected) if expected != from => {
                 metrics.rtp_packets.with_label_values(&["wrong_source"]).inc();
                 return;
             }
-            None if latch => s.source = Some(from),
-            None => {
-                // The offer gave no address (port 0 / 0.0.0.0): latch.
-                s.source = Some(from);
-            }
+            // `latch`, or the offer gave no address (0.0.0.0): the first sender.
+            None => s.source = Some(from),
             _ => {}
         }
         let (h, payload) = match rtp::parse(data) {
@@ -406,13 +402,9 @@ impl MediaLoop {
         }
         let channels = self.streams.len();
         let mut bytes = Vec::with_capacity(n * channels * 2);
-        let by_channel: Vec<&Stream> = {
-            let mut v: Vec<&Stream> = self.streams.iter().collect();
-            v.sort_by_key(|s| s.plan.channel);
-            v
-        };
+        // `streams` is in channel order (the plan sorts by channel).
         for k in 0..n {
-            for s in &by_channel {
+            for s in &self.streams {
                 bytes.extend_from_slice(&s.out[k].to_le_bytes());
             }
         }
