@@ -189,9 +189,11 @@ pub struct StreamPolicy {
     degrade: Degrade,
     /// The early final's result for the current pause.
     early_text: Option<EarlyResult>,
-    /// The endpoint came while this early final (utterance, start, end) was in flight:
-    /// its result is the final.
-    early_confirmed: Option<(u64, u64, u64)>,
+    /// Early finals (utterance, start, end) the endpoint (or a soft cut) has confirmed
+    /// while they were queued or in flight: their results are the finals. More than one
+    /// can wait: a soft-cut utterance's decode may still run when the next short
+    /// utterance ends.
+    early_confirmed: Vec<(u64, u64, u64)>,
     /// Updates produced while feeding audio (an early final confirmed by the endpoint).
     ready: Vec<TranscriptUpdate>,
     /// After a soft cut, the speaker is still "speaking" to the VAD: a new utterance
@@ -218,7 +220,7 @@ impl StreamPolicy {
             events: Vec::new(),
             degrade: Degrade::Normal,
             early_text: None,
-            early_confirmed: None,
+            early_confirmed: Vec::new(),
             ready: Vec::new(),
             resume_after: None,
             voice: Vec::new(),
@@ -260,7 +262,7 @@ impl StreamPolicy {
 
     /// An early final the endpoint has not (yet) confirmed: droppable like a partial.
     pub fn is_speculative(&self, req: &DecodeRequest) -> bool {
-        req.early && !self.early_confirmed.is_some_and(|(u, _, e)| u == req.utterance && e == req.end)
+        req.early && !self.is_confirmed(req)
     }
 
     /// Drops queued (not yet started) finals whose audio ended more than `max_lag`
@@ -274,7 +276,7 @@ impl StreamPolicy {
                 self.queued.push(r);
             } else if !self.is_speculative(&r) {
                 if r.early {
-                    self.early_confirmed = None;
+                    self.unconfirm(&r);
                 }
                 gaps.push(Self::gap_for(&r));
             }
@@ -385,7 +387,7 @@ impl StreamPolicy {
             out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: true, retry: true, prompt: self.context.clone() });
             if Self::ms(end - u.start) >= self.s.soft_cut_ms {
                 // Long enough: this pause ends the utterance.
-                self.early_confirmed = Some((u.id, u.start, end));
+                self.early_confirmed.push((u.id, u.start, end));
                 self.current = None;
                 self.resume_after = Some(end);
             }
@@ -433,12 +435,22 @@ impl StreamPolicy {
             let queued = self.queued.iter().any(|q| q.early && q.utterance == u.id && q.end == end);
             if queued || self.in_flight_is_early(u.id, end) {
                 // Queued or in flight: its result becomes the final when it comes.
-                self.early_confirmed = Some((u.id, u.start, end));
+                self.early_confirmed.push((u.id, u.start, end));
                 return;
             }
         }
         self.queued.retain(|q| !(q.early && q.utterance == u.id));
         out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: false, retry: self.degrade == Degrade::Normal, prompt: self.context.clone() });
+    }
+
+    fn is_confirmed(&self, req: &DecodeRequest) -> bool {
+        self.early_confirmed.iter().any(|&(u, _, e)| u == req.utterance && e == req.end)
+    }
+
+    /// Removes and returns the confirmation of early final `req`, if any.
+    fn unconfirm(&mut self, req: &DecodeRequest) -> Option<(u64, u64, u64)> {
+        let i = self.early_confirmed.iter().position(|&(u, _, e)| u == req.utterance && e == req.end)?;
+        Some(self.early_confirmed.remove(i))
     }
 
     fn in_flight_is_early(&self, utterance: u64, end: u64) -> bool {
@@ -497,9 +509,9 @@ impl StreamPolicy {
     pub fn cancel(&mut self, req: &DecodeRequest) -> Vec<DecodeRequest> {
         self.in_flight = false;
         self.in_flight_early = None;
-        if req.early && self.early_confirmed.is_some_and(|(u, _, e)| u == req.utterance && e == req.end) {
+        if req.early {
             // The final it would have been is gone with it.
-            self.early_confirmed = None;
+            self.unconfirm(req);
         }
         self.release(Vec::new())
     }
@@ -517,8 +529,7 @@ impl StreamPolicy {
         let text = super::guard::clean(text);
         let (start_ms, end_ms) = (Self::ms(req.start), Self::ms(req.end));
         let update = if req.early {
-            if self.early_confirmed.is_some_and(|(u, _, e)| u == req.utterance && e == req.end) {
-                let (u, start, end) = self.early_confirmed.take().expect("checked");
+            if let Some((u, start, end)) = self.unconfirm(req) {
                 self.final_update(u, start, end, &text)
             } else if self.current.is_some_and(|u| u.id == req.utterance && u.early_end == Some(req.end)) {
                 // The endpoint has not come yet: keep it, and show it as a partial.
@@ -676,6 +687,45 @@ mod tests {
         let (u, next) = p.on_result(&early, "The whole sentence.");
         assert!(matches!(u, Some(TranscriptUpdate::Final { ref text, end_ms, .. }) if text == "The whole sentence." && end_ms == early.end * 1000 / RATE), "{u:?}");
         assert!(next.is_empty());
+    }
+
+    #[test]
+    fn a_soft_cut_final_still_decoding_when_the_next_utterance_ends_is_kept() {
+        // A long turn is soft-cut at a pause; its early final is still decoding when the
+        // speaker's short next utterance ("Thank you.") ends. Both finals come out (the
+        // second confirmation used to overwrite the first, which was lost).
+        let mut p = StreamPolicy::new(PolicySettings::default());
+        let mut x = speech(5.0);
+        x.extend(vec![0.0; 16000 * 25 / 100]);
+        x.extend(speech(0.9));
+        x.extend(vec![0.0; 16000]);
+        let mut stuck = None;
+        let mut finals = vec![];
+        let mut updates = vec![];
+        for c in x.chunks(320) {
+            for r in p.push_audio(c) {
+                if r.is_final && stuck.is_none() {
+                    stuck = Some(r); // the long one: still decoding
+                } else if r.is_final {
+                    finals.push(r);
+                } else {
+                    let (u, next) = p.on_result(&r, "partial words");
+                    updates.extend(u);
+                    finals.extend(next);
+                }
+            }
+            updates.extend(p.take_updates());
+        }
+        let stuck = stuck.expect("the soft cut's final");
+        assert!(stuck.end < 16000 * 55 / 10, "{stuck:?}");
+        assert!(finals.is_empty(), "the second final waits behind the first: {finals:?}");
+        let (u, next) = p.on_result(&stuck, "A long sentence with many words.");
+        assert!(matches!(u, Some(TranscriptUpdate::Final { ref text, .. }) if text == "A long sentence with many words."), "{u:?}");
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert!(next[0].is_final && next[0].start > stuck.end - 16000 / 2, "{next:?}");
+        let (u, _) = p.on_result(&next[0], "Short one.");
+        assert!(matches!(u, Some(TranscriptUpdate::Final { ref text, .. }) if text == "Short one."), "{u:?}");
+        assert!(p.early_confirmed.is_empty());
     }
 
     #[test]

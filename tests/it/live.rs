@@ -156,7 +156,12 @@ fn whisper_hub(dir: &std::path::Path, metrics: &earshot::metrics::Metrics) -> As
     let model_path = dir.join("tiny.bin");
     model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
     let model = Arc::new(Model::load(&model_path).unwrap());
-    AsrHub::start(vec![model], AsrSettings::new(1, "en"), StoreLayout::new(dir.join("data/.spool")), metrics.clone()).unwrap()
+    // These tests check what is said, not overload (live_asr has that test): on a loaded
+    // 2-core CI machine one worker can fall 6 s behind and shed a whole utterance, so
+    // the lag bound is set well past any call here.
+    let mut settings = AsrSettings::new(1, "en");
+    settings.overload.max_lag_ms = 120_000;
+    AsrHub::start(vec![model], settings, StoreLayout::new(dir.join("data/.spool")), metrics.clone()).unwrap()
 }
 
 async fn fork(addr: SocketAddr, audio: &Audio, campaign: &str, rep: &str, speed: f64) {
@@ -673,7 +678,7 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
         let msgs = collect_until(&mut alex, "scorecard", Duration::from_secs(60)).await;
         // What the overlay saw: masked (the tenant keeps the default redact_live).
         let finals: Vec<String> = msgs.iter().filter(|m| m["type"] == "transcript.final").map(|m| m["text"].as_str().unwrap().to_string()).collect();
-        assert!(finals.iter().any(|t| t.contains("[card number]")), "the recogniser heard the card: {finals:?}");
+        assert!(finals.iter().any(|t| t.contains("[card number]")), "the recogniser heard the card: {finals:?}; gaps: {:?}", msgs.iter().filter(|m| m["type"] != "transcript.final" && m["type"] != "transcript.partial" && m["type"] != "metrics").collect::<Vec<_>>());
         for m in &msgs {
             assert!(!leaks(&m.to_string()), "shown live: {m}");
         }
