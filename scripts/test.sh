@@ -10,3 +10,6 @@ cargo check -p earshot --no-default-features --lib --locked
 # nextest builds every test target and the `earshot` binary the integration tests run,
 # in the test profile (a separate `cargo build` would compile everything twice).
 cargo nextest run --workspace --locked --no-fail-fast
+# Every network-facing parser's fuzz target is built and run briefly from its seeds
+# (a crash fails the run); longer runs: scripts/fuzz.sh SECONDS.
+scripts/fuzz.sh "${EARSHOT_FUZZ_SECONDS:-10}"

@@ -138,6 +138,30 @@ pub mod fuzzing {
         }
     }
 
+    /// A SIP datagram as the listener gets it: rsipstack's parser, then what Earshot
+    /// reads from a request (headers by full and compact name, Via source), then the
+    /// INVITE body path of `sip_body` with the Content-Type the headers give.
+    #[cfg(feature = "sip-msg")]
+    pub fn sip_message(data: &[u8]) {
+        use rsipstack::sip::SipMessage;
+        let Ok(SipMessage::Request(req)) = SipMessage::try_from(data) else { return };
+        let facts = crate::sip::request::invite_facts(&req, "X-Earshot-Tenant");
+        static TENANTS: std::sync::OnceLock<Vec<crate::config::TenantConfig>> = std::sync::OnceLock::new();
+        let tenants = TENANTS.get_or_init(|| {
+            ["id = \"a\"\n[sip]\nallow = [\"10.0.0.0/8\"]\n", "id = \"b\"\n[sip]\nusers = [\"b\"]\n"]
+                .iter()
+                .map(|t| toml::from_str(t).expect("fuzz tenant"))
+                .collect()
+        });
+        if let Some(src) = facts.source {
+            let _ = crate::sip::invite::resolve_tenant(tenants, src.ip(), facts.user.as_deref(), facts.tenant.as_deref());
+        }
+        if let Ok(offer) = crate::sip::invite::read_body(facts.content_type.as_deref(), &req.body) {
+            let rules = crate::config::TenantSip { rep_aors: vec!["*@a*".into()], ..Default::default() };
+            let _ = crate::sip::invite::plan(&offer, &rules, facts.rep.as_deref());
+        }
+    }
+
     /// RTP packets (length-prefixed) through the parser and a jitter buffer, with
     /// arrival times from the data: nothing may panic and output keeps in step.
     pub fn rtp_stream(data: &[u8]) {

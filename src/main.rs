@@ -319,7 +319,12 @@ fn default_config_path(p: Option<PathBuf>) -> PathBuf {
 
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| {
+            // rsipstack logs every SIP message whole at info, SIPREC metadata (phone
+            // numbers) included: only its warnings, unless the level names it.
+            let directives = if level.contains("rsipstack") { level.to_string() } else { format!("{level},rsipstack=warn") };
+            tracing_subscriber::EnvFilter::new(directives)
+        });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

@@ -14,6 +14,8 @@ use crate::{pcm, twilio, ws};
 pub enum Format {
     Twilio,
     Pcm,
+    /// A SIPREC client (UDP) with two PCMU streams; `--to` is the SIP address.
+    Siprec,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,6 +78,25 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             let url = fork_url(&args.to, &format!("/fork/twilio/{}", args.tenant));
             let mut conn = ws::connect(&url, &[], None).await?;
             twilio::send(&mut conn, &script, args.speed).await?
+        }
+        Format::Siprec => {
+            let to = args.to.trim_start_matches("sip:").trim_start_matches("udp://");
+            let server: std::net::SocketAddr = to.parse().map_err(|_| anyhow::anyhow!("--to must be the SIP address (host:port) for siprec, not {to:?}"))?;
+            let o = crate::siprec::SiprecOptions {
+                server,
+                user: args.tenant.clone(),
+                tenant_header: None,
+                campaign: args.campaign.clone(),
+                rep_aor: format!("sip:{}@agents.example.com", args.rep.as_deref().unwrap_or("rep")),
+                customer_aor: "sip:customer@pstn.example.com".into(),
+                speed: args.speed,
+            };
+            let r = crate::siprec::call(&o, std::sync::Arc::new(crate::siprec::render(&audio)?)).await?;
+            eprintln!("sent {} RTP packets in two streams (set up in {:?}); {}", r.packets_sent, r.setup, match r.bye_status {
+                Some(c) => format!("BYE answered {c}"),
+                None => "the server hung up".into(),
+            });
+            return Ok(());
         }
         Format::Pcm => {
             let audio = match args.rate {

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod load;
 pub mod pcm;
 pub mod proc_stats;
+pub mod siprec;
 pub mod twilio;
 pub mod ws;

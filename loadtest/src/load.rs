@@ -15,13 +15,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::audio::Audio;
 use crate::cli::Format;
 use crate::proc_stats::{self, ProcSample};
-use crate::{pcm, twilio, ws};
+use crate::{pcm, siprec, twilio, ws};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Server base URL, e.g. ws://127.0.0.1:8080
+    /// Server base URL, e.g. ws://127.0.0.1:8080 (forks connect here; metrics are read
+    /// from it for every format).
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
+    /// SIPREC: the server's SIP address (UDP).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    pub sip: std::net::SocketAddr,
     #[arg(long, value_enum, default_value = "twilio")]
     pub format: Format,
     /// Concurrent calls.
@@ -122,12 +126,15 @@ fn tile(audio: &Audio, secs: f64) -> Audio {
 pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let audio = tile(&Audio::load_wav(&args.wav)?, args.duration);
     let counters = Arc::new(Counters::default());
-    let codes: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Default::default();
+    let codes: Arc<Codes> = Default::default();
     let base = args.url.trim_end_matches('/').to_string();
     enum Script {
         Twilio(twilio::TwilioScript),
         Pcm(pcm::PcmScript),
+        Siprec(Arc<siprec::SiprecScript>),
     }
+    // 500 SIPREC calls are 1,500 sockets here (and 2,000 in the server).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let script = Arc::new(match args.format {
         Format::Twilio => {
             let mut params = BTreeMap::new();
@@ -136,6 +143,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
             Script::Twilio(twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })?)
         }
         Format::Pcm => Script::Pcm(pcm::render(&audio, serde_json::json!({"tenant": args.tenant, "campaign": "loadtest"}))),
+        Format::Siprec => Script::Siprec(Arc::new(siprec::render(&audio)?)),
     });
     let baseline = args.server_pid.and_then(proc_stats::sample);
     let started = Instant::now();
@@ -196,41 +204,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         let base = base.clone();
         let tenant = args.tenant.clone();
         let token = args.token.clone();
+        let sip = args.sip;
         tasks.push(tokio::spawn(async move {
-            let conn = match &*script {
-                Script::Twilio(_) => ws::connect(&format!("{base}/fork/twilio/{tenant}"), &[], None).await,
-                Script::Pcm(_) => {
-                    ws::connect(&format!("{base}/fork/pcm"), &[("authorization".into(), format!("Bearer {token}"))], None).await
+            match &*script {
+                Script::Siprec(s) => {
+                    let o = siprec::SiprecOptions {
+                        server: sip,
+                        user: tenant,
+                        tenant_header: None,
+                        campaign: Some("loadtest".into()),
+                        rep_aor: format!("sip:rep-{i}@agents.example.com"),
+                        customer_aor: format!("sip:+1555{i:07}@pstn.example.com"),
+                        speed: 1.0,
+                    };
+                    siprec_call(&o, s.clone(), &counters, &codes).await;
                 }
-            };
-            let mut conn = match conn {
-                Ok(c) => c,
-                Err(_) => {
-                    counters.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            };
-            counters.connected.fetch_add(1, Ordering::Relaxed);
-            counters.active.fetch_add(1, Ordering::Relaxed);
-            let res = match &*script {
-                Script::Twilio(s) => twilio::send(&mut conn, s, 1.0).await,
-                Script::Pcm(s) => pcm::send(&mut conn, s, 1.0).await,
-            };
-            counters.active.fetch_sub(1, Ordering::Relaxed);
-            match res {
-                Ok(r) => {
-                    counters.frames_sent.fetch_add(r.media_sent, Ordering::Relaxed);
-                    counters.max_lag_ms.fetch_max(r.max_lag_ms, Ordering::Relaxed);
-                    if r.closed_early {
-                        counters.closed_early.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        counters.completed.fetch_add(1, Ordering::Relaxed);
+                Script::Twilio(s) => {
+                    if let Some(mut c) = ws_open(ws::connect(&format!("{base}/fork/twilio/{tenant}"), &[], None).await, &counters) {
+                        ws_done(twilio::send(&mut c, s, 1.0).await, &counters, &codes);
                     }
-                    let key = r.closing.code.map_or("none".to_string(), |c| c.to_string());
-                    *codes.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
                 }
-                Err(_) => {
-                    counters.media_errors.fetch_add(1, Ordering::Relaxed);
+                Script::Pcm(s) => {
+                    let auth = [("authorization".to_string(), format!("Bearer {token}"))];
+                    if let Some(mut c) = ws_open(ws::connect(&format!("{base}/fork/pcm"), &auth, None).await, &counters) {
+                        ws_done(pcm::send(&mut c, s, 1.0).await, &counters, &codes);
+                    }
                 }
             }
         }));
@@ -246,6 +244,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let source = match args.format {
         Format::Twilio => "source=\"twilio\"",
         Format::Pcm => "source=\"pcm\"",
+        Format::Siprec => "source=\"siprec\"",
     };
     server_metrics.insert("frames_received".into(), metric_sum(&text, "earshot_media_frames_received_total", &[source]));
     server_metrics.insert("frames_dropped".into(), metric_sum(&text, "earshot_media_frames_dropped_total", &[source]));
@@ -253,6 +252,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     server_metrics.insert("recorder_errors".into(), metric_sum(&text, "earshot_errors_total", &["stage=\"recorder\""]));
     server_metrics.insert("calls_storage_error".into(), metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]));
     server_metrics.insert("calls_completed".into(), metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"completed\"", source]));
+    if matches!(args.format, Format::Siprec) {
+        for r in ["received", "lost", "late", "duplicate", "reordered", "wrong_source", "malformed"] {
+            server_metrics.insert(format!("rtp_{r}"), metric_sum(&text, "earshot_rtp_packets_total", &[&format!("result=\"{r}\"")]));
+        }
+        server_metrics.insert("rtp_timeouts".into(), metric_sum(&text, "earshot_rtp_timeouts_total", &[]));
+    }
     server_metrics.insert("recorded_bytes".into(), metric_sum(&text, "earshot_recorded_bytes_total", &[]));
     server_metrics.insert("ring_fill_p_gt_0_5".into(), {
         let count = metric_sum(&text, "earshot_ring_fill_ratio_count", &[]);
@@ -297,6 +302,72 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         std::fs::write(out.with_extension("md"), summary(&result))?;
     }
     Ok(result)
+}
+
+type Codes = std::sync::Mutex<BTreeMap<String, u64>>;
+
+fn count_code(codes: &Codes, key: String) {
+    *codes.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
+}
+
+/// A websocket fork connected (counted as active), or its failure counted.
+fn ws_open(conn: anyhow::Result<ws::Ws>, counters: &Counters) -> Option<ws::Ws> {
+    let Ok(conn) = conn else {
+        counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    Some(conn)
+}
+
+/// A websocket fork call is over: counts its outcome and close code.
+fn ws_done(res: anyhow::Result<twilio::SendReport>, counters: &Counters, codes: &Codes) {
+    counters.active.fetch_sub(1, Ordering::Relaxed);
+    match res {
+        Ok(r) => {
+            counters.frames_sent.fetch_add(r.media_sent, Ordering::Relaxed);
+            counters.max_lag_ms.fetch_max(r.max_lag_ms, Ordering::Relaxed);
+            if r.closed_early {
+                counters.closed_early.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            count_code(codes, r.closing.code.map_or("none".to_string(), |c| c.to_string()));
+        }
+        Err(_) => {
+            counters.media_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One SIPREC call: counts its outcome; the "close code" is how it ended.
+async fn siprec_call(o: &siprec::SiprecOptions, script: Arc<siprec::SiprecScript>, counters: &Counters, codes: &Codes) {
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let r = siprec::call(o, script).await;
+    counters.active.fetch_sub(1, Ordering::Relaxed);
+    let key = match &r {
+        Ok(rep) => {
+            counters.connected.fetch_add(1, Ordering::Relaxed);
+            counters.frames_sent.fetch_add(rep.packets_sent, Ordering::Relaxed);
+            counters.max_lag_ms.fetch_max(rep.max_lag_ms, Ordering::Relaxed);
+            if rep.ended_by_server {
+                counters.closed_early.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            rep.bye_status.map_or("server BYE".to_string(), |c| format!("BYE {c}"))
+        }
+        Err(siprec::SiprecError::Refused(why)) => {
+            counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+            why.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        }
+        Err(e) => {
+            counters.media_errors.fetch_add(1, Ordering::Relaxed);
+            e.to_string()
+        }
+    };
+    count_code(codes, key);
 }
 
 pub fn summary(r: &RunResult) -> String {

@@ -673,6 +673,7 @@ impl Config {
             return Err(invalid("asr.language", "must be a Whisper language code (en, de, es, …) or \"auto\""));
         }
         for t in &self.tenants {
+            t.sip.validate(&t.id)?;
             if let Some(l) = &t.asr_language {
                 if !lang_ok(l) {
                     return Err(invalid(format!("tenants.{}.asr_language", t.id), "must be a Whisper language code (en, de, es, …) or \"auto\""));

@@ -139,6 +139,37 @@ pub struct TenantSip {
     /// Which stream is the rep when nothing else says: `first` or `second`.
     #[serde(default)]
     pub rep_stream: RepStream,
+    /// Digest authentication (RFC 3261 §22): when set, an INVITE for this tenant is
+    /// challenged with `401` until it carries these credentials (on top of `allow`).
+    #[serde(default)]
+    pub digest: Option<SipDigest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipDigest {
+    pub user: String,
+    pub password: String,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+}
+
+fn default_realm() -> String {
+    "earshot".into()
+}
+
+impl TenantSip {
+    pub fn validate(&self, tenant: &str) -> Result<(), ConfigError> {
+        if let Some(d) = &self.digest {
+            if d.user.is_empty() || d.user.contains([':', '"']) || d.realm.is_empty() || d.realm.contains('"') {
+                return Err(invalid(format!("tenants.{tenant}.sip.digest"), "user and realm must be non-empty, without ':' or '\"'"));
+            }
+            if d.password.len() < 12 {
+                return Err(invalid(format!("tenants.{tenant}.sip.digest.password"), "must be at least 12 characters"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// CIDRs, or plain addresses (a host).

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use rsipstack::sip::{HeadersExt, Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::connection::SipConnection;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
@@ -39,6 +38,8 @@ pub(crate) struct SipState {
     next_port: Mutex<u16>,
     /// Our own SIP address, for Contact.
     pub contact: String,
+    /// Signs digest-authentication nonces (fresh at each start).
+    pub nonce_key: [u8; 32],
 }
 
 /// A running listener; dropping it does not stop it: call [`SipListener::stop`].
@@ -63,6 +64,8 @@ impl SipListener {
 pub enum SipStartError {
     #[error("SIP listener on {addr}: {message}")]
     Bind { addr: SocketAddr, message: String },
+    #[error("no random source for digest nonces: {0}")]
+    Random(String),
 }
 
 /// Binds UDP and TCP on `cfg.listen` (port 0: one free port for both) and serves.
@@ -103,6 +106,11 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
         cfg,
         calls: Mutex::new(HashMap::new()),
         active: AtomicUsize::new(0),
+        nonce_key: {
+            let mut k = [0u8; 32];
+            getrandom::fill(&mut k).map_err(|e| SipStartError::Random(e.to_string()))?;
+            k
+        },
         contact,
     });
     {
@@ -223,17 +231,6 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
             tokio::spawn(async move { respond(&state, &mut tx, 405, vec![], None).await });
         }
     }
-}
-
-/// The address a request came from (Via `received`/`rport`, RFC 3581).
-pub(crate) fn source_of(tx: &Transaction) -> Option<SocketAddr> {
-    let via = tx.original.via_header().ok()?;
-    let (_, hp) = SipConnection::parse_target_from_via(via).ok()?;
-    let ip = match hp.host {
-        rsipstack::sip::Host::IpAddr(ip) => ip,
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, hp.port.map(|p| p.value()).unwrap_or(5060)))
 }
 
 /// One stream's local RTP and RTCP sockets.

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rsipstack::sip::{HeadersExt, Header};
+use rsipstack::sip::Header;
 use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
 
 use super::call_session::{CallSession, CallSlot};
-use super::sip::{drive_until_ack, respond, source_of, CallMsg, RtpPorts, SipState};
+use super::sip::{drive_until_ack, respond, CallMsg, RtpPorts, SipState};
 use crate::call::{CallId, CallInfo, Outcome, Role, SampleEncoding, Source};
 use crate::config::RtpSource;
 use crate::manifest::MediaStats;
@@ -23,6 +23,7 @@ use crate::media::g711;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Pushed};
 use crate::media::rtp;
 use crate::sip::invite::{self, CallPlan, Offer, Refusal, StreamPlan};
+use crate::sip::{digest, request};
 use crate::sip::sdp::{self, AnswerStream, Codec};
 
 const RATE: u32 = 8000;
@@ -41,8 +42,7 @@ struct Stream {
 }
 
 fn header(tx: &Transaction, name: &str) -> Option<String> {
-    use rsipstack::sip::HasHeaders;
-    tx.original.headers().iter().find(|h| h.name().eq_ignore_ascii_case(name)).map(|h| h.value().trim().to_string())
+    request::header(&tx.original, name)
 }
 
 fn refuse_headers(r: &Refusal) -> Vec<Header> {
@@ -54,11 +54,12 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
     let app = state.app.clone();
     let started = Instant::now();
     let now = Utc::now();
-    let Some(source) = source_of(&tx) else {
+    let facts = request::invite_facts(&tx.original, &state.cfg.tenant_header);
+    let Some(source) = facts.source else {
         respond(&state, &mut tx, 400, vec![], None).await;
         return;
     };
-    let Some(sip_call_id) = tx.original.call_id_header().ok().map(|c| c.value().to_string()) else {
+    let Some(sip_call_id) = facts.call_id.clone() else {
         respond(&state, &mut tx, 400, vec![], None).await;
         return;
     };
@@ -67,9 +68,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
         return;
     }
     // Who is it for, and may this source fork for them?
-    let user = tx.original.uri.auth.as_ref().map(|a| a.user.clone());
-    let tenant_header = header(&tx, &state.cfg.tenant_header);
-    let tenant = match invite::resolve_tenant(&app.config.tenants, source.ip(), user.as_deref(), tenant_header.as_deref()) {
+    let tenant = match invite::resolve_tenant(&app.config.tenants, source.ip(), facts.user.as_deref(), facts.tenant.as_deref()) {
         Ok(t) if app.ingest_tenant(&t.id).is_some() => t,
         Ok(_) => {
             respond(&state, &mut tx, 403, vec![Header::Other("Warning".into(), "399 earshot \"tenant deleted\"".into())], None).await;
@@ -82,15 +81,29 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
             return;
         }
     };
+    // Digest authentication, when the tenant asks for it.
+    if let Some(d) = &tenant.sip.digest {
+        let creds = digest::Credentials { realm: &d.realm, user: &d.user, password: &d.password };
+        let now = now.timestamp().max(0) as u64;
+        if let Err(e) = digest::verify(header(&tx, "Authorization").as_deref(), "INVITE", &creds, &state.nonce_key, now) {
+            if e != digest::DigestError::Missing {
+                tracing::warn!(%source, tenant = %tenant.id, reason = %e, "SIP INVITE failed digest authentication");
+                app.metrics.errors.with_label_values(&["sip", "digest_failed"]).inc();
+            }
+            let www = digest::challenge(&d.realm, &state.nonce_key, now, e == digest::DigestError::Stale);
+            respond(&state, &mut tx, 401, vec![Header::Other("WWW-Authenticate".into(), www)], None).await;
+            return;
+        }
+    }
     // Session timer (RFC 4028): too short an interval is refused with 422.
-    let session_expires = header(&tx, "Session-Expires").or_else(|| header(&tx, "x")).and_then(|v| v.split(';').next()?.trim().parse::<u64>().ok());
+    let session_expires = facts.session_expires;
     if let Some(se) = session_expires {
         if se < MIN_SE {
             respond(&state, &mut tx, 422, vec![Header::Other("Min-SE".into(), MIN_SE.to_string())], None).await;
             return;
         }
     }
-    let content_type = header(&tx, "Content-Type").or_else(|| header(&tx, "c"));
+    let content_type = facts.content_type.clone();
     let offer = match invite::read_body(content_type.as_deref(), tx.original.body()) {
         Ok(o) => o,
         Err(r) => {
@@ -100,8 +113,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
             return;
         }
     };
-    let rep_hint = header(&tx, "X-Earshot-Rep");
-    let plan = match invite::plan(&offer, &tenant.sip, rep_hint.as_deref()) {
+    let plan = match invite::plan(&offer, &tenant.sip, facts.rep.as_deref()) {
         Ok(p) => p,
         Err(r) => {
             app.metrics.errors.with_label_values(&["sip", r.code()]).inc();
@@ -137,19 +149,19 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
     }
     let siprec = offer.metadata.is_some()
         || content_type.as_deref().is_some_and(|c| c.to_ascii_lowercase().starts_with("multipart/"))
-        || header(&tx, "Require").is_some_and(|r| r.to_ascii_lowercase().contains("siprec"));
+        || facts.requires_siprec;
     let mut source_ids = BTreeMap::new();
     source_ids.insert("sip_call_id".to_string(), sip_call_id.clone());
     if let Some(sid) = offer.metadata.as_ref().and_then(|m| m.session_id.clone()) {
         source_ids.insert("siprec_session_id".to_string(), sid);
     }
-    if let Some(key) = header(&tx, "X-Earshot-Call-Id") {
+    if let Some(key) = facts.external_call_id.clone() {
         source_ids.insert("external_call_id".to_string(), key);
     }
     let info = CallInfo {
         call_id: CallId::new_at(now),
         tenant: tenant.id.clone(),
-        campaign: header(&tx, "X-Earshot-Campaign"),
+        campaign: facts.campaign.clone(),
         rep_id: plan.rep_id.clone(),
         source: if siprec { Source::Siprec } else { Source::Sip },
         source_ids,
@@ -177,7 +189,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
     ];
     if let Some(se) = session_expires {
         headers.push(Header::Other("Session-Expires".into(), format!("{se};refresher=uac")));
-        if header(&tx, "Supported").is_some_and(|s| s.to_ascii_lowercase().contains("timer")) {
+        if facts.supports_timer {
             headers.push(Header::Other("Require".into(), "timer".into()));
         }
     }
@@ -298,6 +310,18 @@ impl MediaLoop {
                 }
             }
         };
+        // A BYE can overtake the last packets (they sit in the sockets while the select
+        // takes the BYE first): read what is already queued before the end. Not with
+        // `try_recv_from`: it trusts the reactor's readiness, which can lag the kernel.
+        if outcome == Outcome::Completed {
+            for i in 0..self.streams.len() {
+                for _ in 0..512 {
+                    let r = tokio::time::timeout(Duration::from_millis(20), self.streams[i].ports.rtp.recv_from(&mut buf0)).await;
+                    let Ok(Ok((n, from))) = r else { break };
+                    self.on_packet(i, &buf0[..n], from, source);
+                }
+            }
+        }
         // Everything received is played out (no delay at the end).
         let end = self.now_samples();
         let _ = self.release(Some(end));
@@ -414,7 +438,7 @@ impl MediaLoop {
     /// A re-INVITE or UPDATE: new remote addresses and codecs (hold, resume, port
     /// change), new metadata merged; our ports stay. No body: a session refresh.
     async fn reoffer(&mut self, mut tx: Transaction) {
-        let ct = header(&tx, "Content-Type").or_else(|| header(&tx, "c"));
+        let ct = header(&tx, "Content-Type");
         let body = tx.original.body().clone();
         if body.is_empty() {
             let answer = answer_for(&self.offer, &self.streams, &self.state, self.sdp_session, self.sdp_version);

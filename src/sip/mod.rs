@@ -2,7 +2,10 @@
 //! and how offered streams map to channels. The transport, transaction and dialog
 //! layers come from `rsipstack` (see `server::sip`).
 
+pub mod digest;
 pub mod invite;
 pub mod multipart;
+#[cfg(feature = "sip-msg")]
+pub mod request;
 pub mod rsmeta;
 pub mod sdp;

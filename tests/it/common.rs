@@ -236,6 +236,21 @@ impl TestServer {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether the log shows `needle` within `limit` (a reader thread copies the
+    /// server's output, so a line can trail the response that followed it).
+    pub fn log_shows(&self, needle: &str, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if t0.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path)
     }

@@ -16,6 +16,11 @@ use crate::common::*;
 const SIP_TENANT: &str = "sipco";
 
 fn sip_server(extra: &str) -> (TestServer, SocketAddr) {
+    sip_server_with(extra, "")
+}
+
+/// `extra` goes in `[sip]`, `tenant_extra` at the end of the tenant's `[tenants.sip]`.
+fn sip_server_with(extra: &str, tenant_extra: &str) -> (TestServer, SocketAddr) {
     require_tool("sipp");
     let server = TestServer::start_with(
         &format!(
@@ -32,6 +37,7 @@ fork_secret = "{SECRET}"
 [tenants.sip]
 allow = ["127.0.0.1"]
 rep_aors = ["*@agents.example.com"]
+{tenant_extra}
 "#
         ),
         &[],
@@ -103,6 +109,8 @@ struct Scenario {
     reinvite_port: Option<u16>,
     /// The test's sender reorders, drops and duplicates packets.
     mess: bool,
+    /// Digest credentials sipp answers the server's 401 with.
+    auth: Option<(String, String)>,
 }
 
 impl Scenario {
@@ -130,13 +138,14 @@ impl Scenario {
     /// sipp XML: INVITE, ACK, stream the WAV, (re-INVITE), BYE.
     fn xml(&self) -> String {
         let (ct, body) = self.body(self.second_port, 1);
-        let invite = format!(
+        let invite = |cseq: u32, auth: &str| format!(
             "INVITE sip:{SIP_TENANT}@[remote_ip]:[remote_port] SIP/2.0\n\
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
 From: <sip:srs@[local_ip]>;tag=[call_number]\n\
 To: <sip:{SIP_TENANT}@[remote_ip]:[remote_port]>\n\
 Call-ID: [call_id]\n\
-CSeq: 1 INVITE\n\
+CSeq: {cseq} INVITE\n\
+{auth}\
 Contact: <sip:srs@[local_ip]:[local_port];transport=[transport]>\n\
 Max-Forwards: 70\n\
 {}X-Earshot-Campaign: {}\n\
@@ -161,11 +170,33 @@ Max-Forwards: 70\n"
         let ack = |cseq: u32| format!("{}Content-Length: 0\n\n", in_dialog("ACK", cseq));
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"siprec\">\n");
         let crlf = |s: String| if self.bare_lf { s } else { s.replace('\n', "\r\n") };
-        x.push_str(&format!("<send retrans=\"500\"><![CDATA[\n{}\n]]></send>\n", crlf(invite)));
-        x.push_str("<recv response=\"100\" optional=\"true\"/>\n<recv response=\"200\" rrs=\"true\"/>\n");
-        x.push_str(&format!("<send><![CDATA[\n{}\n]]></send>\n", crlf(ack(1))));
+        x.push_str(&format!("<send retrans=\"500\"><![CDATA[\n{}\n]]></send>\n", crlf(invite(1, ""))));
+        x.push_str("<recv response=\"100\" optional=\"true\"/>\n");
+        let mut invite_cseq = 1;
+        if let Some((user, password)) = &self.auth {
+            // 401, the ACK of the INVITE transaction (its branch: message 0), then the
+            // INVITE again with credentials.
+            x.push_str("<recv response=\"401\" auth=\"true\"/>\n");
+            let ack401 = format!(
+                "ACK sip:{SIP_TENANT}@[remote_ip]:[remote_port] SIP/2.0\n\
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]\n\
+From: <sip:srs@[local_ip]>;tag=[call_number]\n\
+[last_To:]\n\
+Call-ID: [call_id]\n\
+CSeq: 1 ACK\n\
+Max-Forwards: 70\n\
+Content-Length: 0\n\n"
+            );
+            x.push_str(&format!("<send><![CDATA[\n{}\n]]></send>\n", crlf(ack401)));
+            invite_cseq = 2;
+            let with_auth = invite(2, &format!("[authentication username={user} password={password}]\n"));
+            x.push_str(&format!("<send retrans=\"500\"><![CDATA[\n{}\n]]></send>\n", crlf(with_auth)));
+            x.push_str("<recv response=\"100\" optional=\"true\"/>\n");
+        }
+        x.push_str("<recv response=\"200\" rrs=\"true\"/>\n");
+        x.push_str(&format!("<send><![CDATA[\n{}\n]]></send>\n", crlf(ack(invite_cseq))));
         x.push_str(&format!("<nop><action><exec rtp_stream=\"{},1,0\"/></action></nop>\n", self.wav.display()));
-        let mut cseq = 2;
+        let mut cseq = invite_cseq + 1;
         if let Some(p) = self.reinvite_port {
             x.push_str(&format!("<pause milliseconds=\"{}\"/>\n", self.pause_ms / 2));
             let (ct, body) = self.body(p, 2);
@@ -195,6 +226,9 @@ fn run_sipp(dir: &Path, sc: &Scenario, target: SocketAddr, tcp: bool) -> (Child,
         .args(["-m", "1", "-timeout", "40s", "-timeout_error", "-nostdin", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
         .args(["-p", &free_port().to_string(), "-mp", &free_port().to_string()])
         .args(["-t", if tcp { "t1" } else { "u1" }])
+        .arg("-trace_err")
+        .arg("-error_file")
+        .arg(dir.join("sipp-errors.log"))
         .arg("-trace_msg")
         .arg("-message_file")
         .arg(&trace)
@@ -290,6 +324,7 @@ fn siprec_call(server: &TestServer, sip: SocketAddr, tcp: bool, tweak: impl FnOn
         campaign: format!("c{}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos())),
         reinvite_port: None,
         mess: false,
+        auth: None,
     };
     tweak(&mut sc);
     let second_sender = sc.reinvite_port.map(|p| UdpSocket::bind(("127.0.0.1", p)).unwrap());
@@ -302,7 +337,12 @@ fn siprec_call(server: &TestServer, sip: SocketAddr, tcp: bool, tweak: impl FnOn
         if let Ok(Some(st)) = child.try_wait() {
             panic!("sipp exited early ({st}); log:\n{}\ntrace:\n{}", server.log(), std::fs::read_to_string(&trace).unwrap_or_default());
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "no 200 OK with two streams; log:\n{}", server.log());
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let err = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).to_string()).unwrap_or_default();
+            let errors = std::fs::read_to_string(trace.with_file_name("sipp-errors.log")).unwrap_or_default();
+            panic!("no 200 OK with two streams; sipp: {err}\n{errors}\ntrace:\n{}\nlog:\n{}", std::fs::read_to_string(&trace).unwrap_or_default(), server.log());
+        }
         std::thread::sleep(Duration::from_millis(10));
     };
     let to = SocketAddr::from(([127, 0, 0, 1], ports[1]));
@@ -486,7 +526,7 @@ fn malformed_sip_is_refused_or_dropped_without_touching_a_good_call() {
     let o = siprec_call(&server, sip, false, |_| {});
     let seen = bad.join().expect("bad-input thread");
     assert_two_parties(&o, 5000);
-    assert!(server.log().contains("SIP INVITE refused"), "{seen:?}");
+    assert!(server.log_shows("SIP INVITE refused", Duration::from_secs(10)), "{seen:?}");
 }
 
 #[test]
@@ -507,4 +547,80 @@ fn invites_past_the_call_limit_get_503_with_retry_after() {
     }
     assert_two_parties(&o, 5000);
     assert!(metric(&server.metrics(), "earshot_sip_responses_total", &["code=\"503\""]) >= 5.0);
+}
+
+#[test]
+fn the_loadtest_siprec_client_records_concurrent_calls_with_nothing_lost() {
+    // The load generator's own SIPREC UAC (used by the 500-call benchmark) against the
+    // real server: three calls at once, each with both parties on the right channels,
+    // every RTP packet received.
+    use earshot_loadtest::siprec;
+    let (server, sip) = sip_server("");
+    let rep = speech("en-us", "Hello, this is Alex from Acme.", 8000);
+    let cust = speech("en-gb+f3", "Hi Alex, we use Globex.", 8000);
+    let len = rep.len().max(cust.len()) + 4000;
+    let (mut left, mut right) = (rep.clone(), vec![0i16; 4000]);
+    left.resize(len, 0);
+    right.extend_from_slice(&cust);
+    right.resize(len, 0);
+    let audio = earshot_loadtest::audio::Audio { sample_rate: 8000, channels: vec![left, right] };
+    let script = std::sync::Arc::new(siprec::render(&audio).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let reports: Vec<_> = rt.block_on(async {
+        let calls = (0..3).map(|i| {
+            let o = siprec::SiprecOptions {
+                server: sip,
+                user: SIP_TENANT.into(),
+                tenant_header: None,
+                campaign: Some(format!("lt{i}")),
+                rep_aor: format!("sip:rep{i}@agents.example.com"),
+                customer_aor: "sip:+15551230000@pstn.example.com".into(),
+                speed: 1.0,
+            };
+            let script = script.clone();
+            tokio::spawn(async move { siprec::call(&o, script).await })
+        });
+        futures_util::future::join_all(calls).await.into_iter().map(|r| r.unwrap().expect("call")).collect()
+    });
+    let sent: u64 = reports.iter().map(|r| r.packets_sent).sum();
+    for (i, r) in reports.iter().enumerate() {
+        assert_eq!(r.bye_status, Some(200), "{r:?}");
+        let m = server.wait_call(SIP_TENANT, &format!("lt{i}"), Duration::from_secs(20));
+        assert_eq!(m.outcome.as_deref(), Some("completed"), "{m:?}");
+        assert_eq!(m.source, Source::Siprec);
+        assert_eq!(m.rep_id.as_deref(), Some(format!("sip:rep{i}@agents.example.com").as_str()));
+        let rec = server.audio(m.call_id);
+        let (l, r) = (energy_ms(&channel(&rec, 0)), energy_ms(&channel(&rec, 1)));
+        let (want_l, want_r) = (energy_ms(&rep), energy_ms(&cust));
+        assert!(l.abs_diff(want_l) <= want_l / 10 + 40 && r.abs_diff(want_r) <= want_r / 10 + 40, "call {i}: left {l} ms (want {want_l}), right {r} ms (want {want_r})");
+    }
+    let metrics = server.metrics();
+    let rtp: Vec<String> = metrics.lines().filter(|l| l.starts_with("earshot_rtp_packets_total")).map(String::from).collect();
+    assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"received\""]), sent as f64, "{rtp:?}");
+    for r in ["lost", "late", "duplicate", "wrong_source", "malformed"] {
+        assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &[&format!("result=\"{r}\"")]), 0.0, "{r}");
+    }
+}
+
+#[test]
+fn a_tenant_with_digest_auth_challenges_invites_and_records_the_authenticated_call() {
+    let (server, sip) = sip_server_with("", "[tenants.sip.digest]\nuser = \"sbc\"\npassword = \"correct-horse-battery\"\n");
+    // No credentials: 401 with a challenge; wrong ones: 401 again, counted.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let (code, text) = udp_request(&sock, sip, &raw_invite(me, sip, "noauth", "application/sdp", GOOD_SDP, None, "")).unwrap();
+    assert_eq!(code, 401, "{text}");
+    let www = text.lines().find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:")).expect("a challenge");
+    assert!(www.contains("Digest realm=\"earshot\"") && www.contains("qop=\"auth\""), "{www}");
+    let bad = "Authorization: Digest username=\"sbc\", realm=\"earshot\", nonce=\"1.00\", uri=\"sip:x\", response=\"00\"\r\n";
+    let (code, _) = udp_request(&sock, sip, &raw_invite(me, sip, "badauth", "application/sdp", GOOD_SDP, None, bad)).unwrap();
+    assert_eq!(code, 401);
+    // sipp answers the challenge (MD5, qop=auth) and the call goes through.
+    let o = siprec_call(&server, sip, false, |s| s.auth = Some(("sbc".into(), "correct-horse-battery".into())));
+    assert_two_parties(&o, 5000);
+    assert_eq!(o.manifest.outcome.as_deref(), Some("completed"));
+    let metrics = server.metrics();
+    assert!(metric(&metrics, "earshot_sip_responses_total", &["code=\"401\""]) >= 3.0);
+    assert_eq!(metric(&metrics, "earshot_errors_total", &["code=\"digest_failed\""]), 1.0, "only the wrong credentials count as a failure");
+    assert!(server.log_shows("failed digest authentication", Duration::from_secs(10)));
 }
