@@ -344,11 +344,13 @@ fn ws_done(res: anyhow::Result<twilio::SendReport>, counters: &Counters, codes: 
 /// One SIPREC call: counts its outcome; the "close code" is how it ended.
 async fn siprec_call(o: &siprec::SiprecOptions, script: Arc<siprec::SiprecScript>, counters: &Counters, codes: &Codes) {
     counters.active.fetch_add(1, Ordering::Relaxed);
-    let r = siprec::call(o, script).await;
+    let r = siprec::call_observed(o, script, || {
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+    })
+    .await;
     counters.active.fetch_sub(1, Ordering::Relaxed);
     let key = match &r {
         Ok(rep) => {
-            counters.connected.fetch_add(1, Ordering::Relaxed);
             counters.frames_sent.fetch_add(rep.packets_sent, Ordering::Relaxed);
             counters.max_lag_ms.fetch_max(rep.max_lag_ms, Ordering::Relaxed);
             if rep.ended_by_server {

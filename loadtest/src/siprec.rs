@@ -250,6 +250,11 @@ async fn rtp_socket(ip: std::net::IpAddr) -> std::io::Result<UdpSocket> {
 
 /// One SIPREC call: set up, stream the script at `speed`, hang up.
 pub async fn call(o: &SiprecOptions, script: Arc<SiprecScript>) -> Result<SiprecReport, SiprecError> {
+    call_observed(o, script, || {}).await
+}
+
+/// [`call`], with `answered` run once the server has accepted the call (200 OK).
+pub async fn call_observed(o: &SiprecOptions, script: Arc<SiprecScript>, answered: impl FnOnce()) -> Result<SiprecReport, SiprecError> {
     let ip = if o.server.ip().is_loopback() { o.server.ip() } else if o.server.is_ipv4() { "0.0.0.0".parse().expect("ip") } else { "::".parse().expect("ip") };
     let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     let local = sock.local_addr()?;
@@ -303,6 +308,7 @@ pub async fn call(o: &SiprecOptions, script: Arc<SiprecScript>) -> Result<Siprec
     }
     let ack = d.request("ACK", 1, &branch(), "", None, "");
     d.sock.send_to(ack.as_bytes(), o.server).await?;
+    answered();
     let dest = [SocketAddr::new(o.server.ip(), ports[0]), SocketAddr::new(o.server.ip(), ports[1])];
 
     // Media, while answering whatever the server sends.

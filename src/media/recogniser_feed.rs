@@ -124,12 +124,16 @@ impl RecogniserFeed {
             }
             Some(r) => {
                 feed.pending.extend(samples.iter().map(|&s| s as f32 * scale));
+                // Chunks are taken from a moving offset and the consumed part removed
+                // once: draining per chunk moved the rest each time, quadratic in a
+                // large push (a catch-up after a stall spun a server for minutes).
+                let mut at = 0;
                 loop {
                     let need = r.input_frames_next();
-                    if feed.pending.len() < need {
+                    if feed.pending.len() - at < need {
                         break;
                     }
-                    let input = [&feed.pending[..need]];
+                    let input = [&feed.pending[at..at + need]];
                     match r.process_into_buffer(&input, &mut feed.out, None) {
                         Ok((_, produced)) => {
                             let skip = feed.skip_delay.min(produced);
@@ -141,8 +145,9 @@ impl RecogniserFeed {
                             tracing::warn!(error = %e, "resampler rejected a chunk");
                         }
                     }
-                    feed.pending.drain(..need);
+                    at += need;
                 }
+                feed.pending.drain(..at);
             }
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use rsipstack::sip::{HeadersExt, Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::tcp_listener::TcpListenerConnection;
+use rsipstack::transport::connection::SipConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
@@ -40,6 +41,8 @@ pub(crate) struct SipState {
     pub contact: String,
     /// Signs digest-authentication nonces (fresh at each start).
     pub nonce_key: [u8; 32],
+    /// Our SIP address as others reach it (advertised IP, bound port), for Via.
+    pub local: SocketAddr,
 }
 
 /// A running listener; dropping it does not stop it: call [`SipListener::stop`].
@@ -112,6 +115,7 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
             k
         },
         contact,
+        local: SocketAddr::new(ip, addr.port()),
     });
     {
         let cancel = cancel.clone();
@@ -303,4 +307,69 @@ pub(crate) fn drive_until_ack(mut tx: Transaction) {
             }
         }
     });
+}
+
+/// What sending our own request in a dialog needs: we hang up (BYE) when the RTP
+/// timeout or the session timer ends a call, so the SBC stops forking to us.
+pub(crate) struct Dialog {
+    pub invite: rsipstack::sip::Request,
+    /// Our 2xx to the INVITE (its To carries our tag).
+    pub ok: rsipstack::sip::Response,
+    pub endpoint: rsipstack::transaction::endpoint::EndpointInnerRef,
+    pub connection: Option<SipConnection>,
+    pub peer: SocketAddr,
+}
+
+impl Dialog {
+    pub fn new(tx: &Transaction, peer: SocketAddr) -> Option<Dialog> {
+        Some(Dialog { invite: tx.original.clone(), ok: tx.last_response.clone()?, endpoint: tx.endpoint_inner.clone(), connection: tx.connection.clone(), peer })
+    }
+
+    /// The BYE for this dialog (RFC 3261 §15.1.1): to the peer's Contact, From our
+    /// side of the dialog, To theirs.
+    pub fn bye(&self, local: SocketAddr, cseq: u32) -> Option<rsipstack::sip::Request> {
+        use rsipstack::sip::HasHeaders;
+        let hv = |h: &rsipstack::sip::Headers, name: &str| {
+            h.iter().find(|x| x.name().eq_ignore_ascii_case(name) || (name == "From" && x.name() == "f") || (name == "To" && x.name() == "t") || (name == "Contact" && x.name() == "m")).map(|x| x.value().trim().to_string())
+        };
+        let from = hv(self.ok.headers(), "To")?;
+        let to = hv(self.invite.headers(), "From")?;
+        let call_id = crate::sip::request::header(&self.invite, "Call-ID")?;
+        let target = hv(self.invite.headers(), "Contact")
+            .and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0.to_string()))
+            .unwrap_or_else(|| self.invite.uri.to_string());
+        let transport = if self.connection.as_ref().is_some_and(|c| c.is_reliable()) { "TCP" } else { "UDP" };
+        let mut branch = [0u8; 8];
+        let _ = getrandom::fill(&mut branch);
+        let branch: String = branch.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} BYE\r\nReason: SIP;cause=408;text=\"no media\"\r\nUser-Agent: earshot/{}\r\nContent-Length: 0\r\n\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        match rsipstack::sip::SipMessage::try_from(text.as_bytes()) {
+            Ok(rsipstack::sip::SipMessage::Request(r)) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Sends a BYE in `dialog` and waits (32 s at most) for the final answer; its code.
+pub(crate) async fn send_bye(state: &SipState, dialog: Dialog) -> Option<u16> {
+    use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+    let req = dialog.bye(state.local, 1)?;
+    let key = TransactionKey::from_request(&req, TransactionRole::Client).ok()?;
+    let mut tx = Transaction::new_client(key, req, dialog.endpoint, dialog.connection);
+    tx.destination = Some(rsipstack::transport::SipAddr::from(dialog.peer));
+    if let Err(e) = tx.send().await {
+        tracing::debug!(error = %e, "BYE not sent");
+        return None;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(32);
+    loop {
+        match tokio::time::timeout_at(deadline, tx.receive()).await {
+            Ok(Some(rsipstack::sip::SipMessage::Response(r))) if u16::from(r.status_code.clone()) >= 200 => return Some(r.status_code.into()),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
 }

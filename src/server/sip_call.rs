@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use prometheus::IntCounter;
 use rsipstack::sip::Header;
 use rsipstack::transaction::transaction::Transaction;
 use tokio::sync::mpsc;
 
 use super::call_session::{CallSession, CallSlot};
-use super::sip::{drive_until_ack, respond, CallMsg, RtpPorts, SipState};
+use super::sip::{drive_until_ack, respond, send_bye, CallMsg, Dialog, RtpPorts, SipState};
 use crate::call::{CallId, CallInfo, Outcome, Role, SampleEncoding, Source};
 use crate::config::RtpSource;
 use crate::manifest::MediaStats;
@@ -194,13 +195,27 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
         }
     }
     respond(&state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
+    let dialog = Dialog::new(&tx, source);
     drive_until_ack(tx);
     let (msg_tx, msg_rx) = mpsc::channel(8);
     state.register(&sip_call_id, msg_tx);
     tracing::info!(call_id = %session.info().call_id, sip_call_id = %sip_call_id, %source, streams = streams.len(), siprec, "SIP call answered");
-    let media = MediaLoop { state: state.clone(), session, streams, started, offer, sdp_session, sdp_version: 1, session_expires };
-    media.run(msg_rx).await;
+    let counters = PacketCounters::new(&app.metrics, session.info().source);
+    let media = MediaLoop { counters, state: state.clone(), session, streams, started, offer, sdp_session, sdp_version: 1, session_expires };
+    let outcome = media.run(msg_rx).await;
     state.unregister(&sip_call_id);
+    if outcome == Outcome::Timeout {
+        // We ended it (no RTP, or no session refresh): tell the SBC, off the call path.
+        if let Some(d) = dialog {
+            let state = state.clone();
+            let token = state.app.tracker.token();
+            tokio::spawn(async move {
+                let answer = send_bye(&state, d).await;
+                tracing::info!(sip_call_id = %sip_call_id, ?answer, "sent BYE");
+                drop(token);
+            });
+        }
+    }
 }
 
 struct ActiveGuard(Arc<SipState>);
@@ -227,7 +242,38 @@ fn answer_for(offer: &Offer, streams: &[Stream], state: &SipState, session: u64,
     sdp::answer(&offer.sdp, &answers, state.cfg.advertised(), session, version)
 }
 
+/// The counters every packet touches, resolved once per call: a label lookup hashes
+/// the labels each time, and it showed in profiles at 50,000 packets/s.
+struct PacketCounters {
+    received: IntCounter,
+    reordered: IntCounter,
+    duplicate: IntCounter,
+    late: IntCounter,
+    frames_received: IntCounter,
+    frames_reordered: IntCounter,
+    dropped_late: IntCounter,
+    dropped_duplicate: IntCounter,
+}
+
+impl PacketCounters {
+    fn new(m: &crate::metrics::Metrics, source: Source) -> Self {
+        let s = source.as_str();
+        let rtp = |l: &str| m.rtp_packets.with_label_values(&[l]);
+        PacketCounters {
+            received: rtp("received"),
+            reordered: rtp("reordered"),
+            duplicate: rtp("duplicate"),
+            late: rtp("late"),
+            frames_received: m.frames_received.with_label_values(&[s]),
+            frames_reordered: m.frames_reordered.with_label_values(&[s]),
+            dropped_late: m.frames_dropped.with_label_values(&[s, "late"]),
+            dropped_duplicate: m.frames_dropped.with_label_values(&[s, "duplicate"]),
+        }
+    }
+}
+
 struct MediaLoop {
+    counters: PacketCounters,
     state: Arc<SipState>,
     session: CallSession,
     streams: Vec<Stream>,
@@ -257,7 +303,8 @@ impl MediaLoop {
         (self.started.elapsed().as_micros() as i64) * i64::from(RATE) / 1_000_000
     }
 
-    async fn run(mut self, mut msgs: mpsc::Receiver<CallMsg>) {
+    /// Runs the call to its end; how it ended.
+    async fn run(mut self, mut msgs: mpsc::Receiver<CallMsg>) -> Outcome {
         let app = self.state.app.clone();
         let rtp_timeout = self.state.cfg.rtp_timeout;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -280,11 +327,11 @@ impl MediaLoop {
                 },
                 r = recv_on(self.streams.first(), &mut buf0) => if let Ok((n, from)) = r {
                     last_packet = Instant::now();
-                    self.on_packet(0, &buf0[..n], from, source);
+                    self.on_packet(0, &buf0[..n], from);
                 },
                 r = recv_on(self.streams.get(1), &mut buf1) => if let Ok((n, from)) = r {
                     last_packet = Instant::now();
-                    self.on_packet(1, &buf1[..n], from, source);
+                    self.on_packet(1, &buf1[..n], from);
                 },
                 r = recv_rtcp(self.streams.first(), &mut rtcp0) => if r.is_ok() {
                     app.metrics.rtp_packets.with_label_values(&["rtcp"]).inc();
@@ -318,7 +365,7 @@ impl MediaLoop {
                 for _ in 0..512 {
                     let r = tokio::time::timeout(Duration::from_millis(20), self.streams[i].ports.rtp.recv_from(&mut buf0)).await;
                     let Ok(Ok((n, from))) = r else { break };
-                    self.on_packet(i, &buf0[..n], from, source);
+                    self.on_packet(i, &buf0[..n], from);
                 }
             }
         }
@@ -338,10 +385,11 @@ impl MediaLoop {
             app.metrics.rtp_jitter_seconds.observe(f64::from(j.jitter) / f64::from(RATE));
             tracing::info!(call_id = %self.session.info().call_id, channel = s.plan.channel, received = j.received, lost = j.lost, late = j.late, duplicates = j.duplicates, reordered = j.reordered, resyncs = j.resyncs, jitter_ms = j.jitter / 8, "RTP stream ended");
         }
-        self.session.end(outcome, stats).await;
+        self.session.end(outcome.clone(), stats).await;
+        outcome
     }
 
-    fn on_packet(&mut self, i: usize, data: &[u8], from: SocketAddr, source: Source) {
+    fn on_packet(&mut self, i: usize, data: &[u8], from: SocketAddr) {
         let now = self.now_samples();
         let metrics = &self.state.app.metrics;
         let s = &mut self.streams[i];
@@ -389,23 +437,23 @@ impl MediaLoop {
             Codec::Pcmu => g711::decode_ulaw_into(payload, &mut s.decoded),
             Codec::Pcma => g711::decode_alaw_into(payload, &mut s.decoded),
         }
-        metrics.frames_received.with_label_values(&[source.as_str()]).inc();
-        let before = s.jitter.stats();
-        let result = s.jitter.push(now, &h, &s.decoded);
-        let after = s.jitter.stats();
-        let label = match result {
-            Pushed::Accepted if after.reordered > before.reordered => "reordered",
-            Pushed::Accepted => "received",
-            Pushed::Duplicate => "duplicate",
-            Pushed::Late => "late",
-        };
-        metrics.rtp_packets.with_label_values(&[label]).inc();
-        if label == "reordered" {
-            metrics.frames_reordered.with_label_values(&[source.as_str()]).inc();
-        }
-        if matches!(result, Pushed::Duplicate | Pushed::Late) {
-            let reason = if result == Pushed::Late { "late" } else { "duplicate" };
-            metrics.frames_dropped.with_label_values(&[source.as_str(), reason]).inc();
+        let c = &self.counters;
+        c.frames_received.inc();
+        let before = s.jitter.stats().reordered;
+        match s.jitter.push(now, &h, &s.decoded) {
+            Pushed::Accepted if s.jitter.stats().reordered > before => {
+                c.reordered.inc();
+                c.frames_reordered.inc();
+            }
+            Pushed::Accepted => c.received.inc(),
+            Pushed::Duplicate => {
+                c.duplicate.inc();
+                c.dropped_duplicate.inc();
+            }
+            Pushed::Late => {
+                c.late.inc();
+                c.dropped_late.inc();
+            }
         }
     }
 

@@ -624,3 +624,76 @@ fn a_tenant_with_digest_auth_challenges_invites_and_records_the_authenticated_ca
     assert_eq!(metric(&metrics, "earshot_errors_total", &["code=\"digest_failed\""]), 1.0, "only the wrong credentials count as a failure");
     assert!(server.log_shows("failed digest authentication", Duration::from_secs(10)));
 }
+
+#[test]
+fn a_call_that_goes_silent_is_ended_with_our_own_bye() {
+    // No RTP at all after the ACK: the RTP timeout (3 s here) ends the call, and the
+    // server hangs up with a BYE so the SBC stops forking; sipp answers it 200.
+    let (server, sip) = sip_server("");
+    let dir = tempfile::tempdir().unwrap();
+    let sdp = GOOD_SDP.replace("\r\n", "\n");
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="silent">
+<send retrans="500"><![CDATA[
+INVITE sip:{SIP_TENANT}@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:srs@[local_ip]>;tag=[call_number]
+To: <sip:{SIP_TENANT}@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:srs@[local_ip]:[local_port];transport=[transport]>
+Max-Forwards: 70
+X-Earshot-Campaign: silent
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+]]></send>
+<recv response="100" optional="true"/>
+<recv response="200" rrs="true"/>
+<send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:srs@[local_ip]>;tag=[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<recv request="BYE" timeout="15000"/>
+<send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"#
+    );
+    let path = dir.path().join("silent.xml");
+    std::fs::write(&path, xml).unwrap();
+    let out = Command::new("sipp")
+        .arg("-sf")
+        .arg(&path)
+        .args(["-m", "1", "-timeout", "30s", "-timeout_error", "-nostdin", "-i", "127.0.0.1"])
+        .args(["-p", &free_port().to_string(), "-t", "u1"])
+        .arg(sip.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("sipp runs");
+    assert!(out.status.success(), "sipp did not get our BYE: {}\n{}\nlog:\n{}", out.status, String::from_utf8_lossy(&out.stderr), server.log());
+    let m = server.wait_call(SIP_TENANT, "silent", Duration::from_secs(20));
+    assert_eq!(m.outcome.as_deref(), Some("timeout"), "{m:?}");
+    assert!(server.log_shows("sent BYE", Duration::from_secs(10)), "{}", server.log());
+    assert!(server.log().contains("answer=Some(200)"), "{}", server.log());
+    assert_eq!(metric(&server.metrics(), "earshot_rtp_timeouts_total", &[]), 1.0);
+}
