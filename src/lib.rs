@@ -128,7 +128,7 @@ pub mod fuzzing {
             if let Ok(plan) = invite::plan(&offer, &rules, None) {
                 let answers: Vec<sdp::AnswerStream> = (0..offer.sdp.media.len())
                     .map(|i| match plan.streams.iter().find(|s| s.section == i) {
-                        Some(s) => sdp::AnswerStream::Accept { port: 20000, codec: s.codec, pt: s.pt, dtmf_pt: s.dtmf_pt },
+                        Some(s) => sdp::AnswerStream::Accept { port: 20000, codec: s.codec, pt: s.pt, dtmf_pt: s.dtmf_pt, crypto: s.srtp.clone() },
                         None => sdp::AnswerStream::Reject,
                     })
                     .collect();

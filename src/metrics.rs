@@ -76,7 +76,7 @@ pub struct Metrics {
 
 pub const SIP_METHODS: [&str; 8] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "other"];
 pub const SIP_CODES: [&str; 9] = ["200", "400", "403", "415", "481", "486", "488", "500", "503"];
-pub const RTP_RESULTS: [&str; 9] = ["received", "lost", "late", "duplicate", "reordered", "malformed", "wrong_source", "other_payload", "rtcp"];
+pub const RTP_RESULTS: [&str; 10] = ["received", "lost", "late", "duplicate", "reordered", "malformed", "wrong_source", "other_payload", "rtcp", "srtp_failed"];
 pub const UPLOAD_OUTCOMES: [&str; 3] = ["ok", "failed", "erased"];
 
 fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -239,7 +239,7 @@ impl Metrics {
             retention_sweeps: counter_vec(&r, "earshot_retention_sweeps_total", "Retention sweeps: ok or failed.", &["outcome"]),
             sip_requests: counter_vec(&r, "earshot_sip_requests_total", "SIP requests received, by method.", &["method"]),
             sip_responses: counter_vec(&r, "earshot_sip_responses_total", "Final SIP responses sent, by status code.", &["code"]),
-            rtp_packets: counter_vec(&r, "earshot_rtp_packets_total", "RTP packets by what became of them (received, lost, late, duplicate, reordered, malformed, wrong_source, other_payload, rtcp).", &["result"]),
+            rtp_packets: counter_vec(&r, "earshot_rtp_packets_total", "RTP packets by what became of them (received, lost, late, duplicate, reordered, malformed, wrong_source, other_payload, rtcp, srtp_failed: SRTP authentication or decryption failed).", &["result"]),
             rtp_jitter_seconds: histogram(&r, "earshot_rtp_jitter_seconds", "RFC 3550 interarrival jitter of RTP streams, sampled at each stream's end.", vec![0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
             rtp_timeouts: int_counter(&r, "earshot_rtp_timeouts_total", "SIP calls ended because no RTP arrived for sip.rtp_timeout."),
             registry: r,

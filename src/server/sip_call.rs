@@ -40,6 +40,33 @@ struct Stream {
     last_dtmf_ts: Option<u32>,
     decoded: Vec<i16>,
     out: Vec<i16>,
+    /// SRTP: the decryption context for the offered key, and our own key for answers.
+    srtp: Option<Box<SrtpIn>>,
+}
+
+struct SrtpIn {
+    /// In a mutex only to be `Sync` (the context is `Send` but not `Sync`, and the call
+    /// task holds its streams across awaits); never contended.
+    ctx: std::sync::Mutex<webrtc_srtp::context::Context>,
+    offered: sdp::SdesKey,
+    ours: sdp::SdesKey,
+}
+
+impl SrtpIn {
+    fn new(offered: &sdp::SdesKey) -> Option<Box<SrtpIn>> {
+        use webrtc_srtp::protection_profile::ProtectionProfile;
+        let profile = match offered.suite {
+            sdp::SrtpSuite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            sdp::SrtpSuite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        };
+        let ctx = webrtc_srtp::context::Context::new(&offered.key, &offered.salt, profile, None, None).ok()?;
+        let mut material = [0u8; 30];
+        getrandom::fill(&mut material).ok()?;
+        let mut ours = offered.clone();
+        ours.key.copy_from_slice(&material[..16]);
+        ours.salt.copy_from_slice(&material[16..]);
+        Some(Box::new(SrtpIn { ctx: std::sync::Mutex::new(ctx), offered: offered.clone(), ours }))
+    }
 }
 
 fn header(tx: &Transaction, name: &str) -> Option<String> {
@@ -146,6 +173,16 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
             last_dtmf_ts: None,
             decoded: Vec::with_capacity(320),
             out: Vec::with_capacity(1600),
+            srtp: match &sp.srtp {
+                Some(k) => match SrtpIn::new(k) {
+                    Some(c) => Some(c),
+                    None => {
+                        respond(&state, &mut tx, 488, vec![Header::Other("Warning".into(), "399 earshot \"unusable SRTP key\"".into())], None).await;
+                        return;
+                    }
+                },
+                None => None,
+            },
         });
     }
     let siprec = offer.metadata.is_some()
@@ -235,7 +272,13 @@ fn rand_u64() -> u64 {
 fn answer_for(offer: &Offer, streams: &[Stream], state: &SipState, session: u64, version: u64) -> String {
     let answers: Vec<AnswerStream> = (0..offer.sdp.media.len())
         .map(|i| match streams.iter().find(|s| s.plan.section == i) {
-            Some(s) => AnswerStream::Accept { port: s.ports.port, codec: s.plan.codec, pt: s.plan.pt, dtmf_pt: s.plan.dtmf_pt },
+            Some(s) => AnswerStream::Accept {
+                port: s.ports.port,
+                codec: s.plan.codec,
+                pt: s.plan.pt,
+                dtmf_pt: s.plan.dtmf_pt,
+                crypto: s.srtp.as_ref().map(|c| c.ours.clone()),
+            },
             None => AnswerStream::Reject,
         })
         .collect();
@@ -402,6 +445,25 @@ impl MediaLoop {
             None => s.source = Some(from),
             _ => {}
         }
+        let plain;
+        let data = match s.srtp.as_mut() {
+            // RTCP muxed on the RTP port (SRTCP): counted, not decrypted.
+            Some(_) if data.len() > 1 && (192..=223).contains(&data[1]) => {
+                metrics.rtp_packets.with_label_values(&["rtcp"]).inc();
+                return;
+            }
+            Some(c) => match c.ctx.get_mut().unwrap_or_else(|e| e.into_inner()).decrypt_rtp(data) {
+                Ok(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                Err(_) => {
+                    metrics.rtp_packets.with_label_values(&["srtp_failed"]).inc();
+                    return;
+                }
+            },
+            None => data,
+        };
         let (h, payload) = match rtp::parse(data) {
             Ok(p) => p,
             Err(rtp::RtpError::Rtcp) => {
@@ -526,6 +588,10 @@ impl MediaLoop {
                 s.plan.codec = p.codec;
                 s.plan.pt = p.pt;
                 s.plan.dtmf_pt = p.dtmf_pt;
+                // New keys (a re-key, or SRTP switched on or off) take effect now.
+                if p.srtp.as_ref() != s.srtp.as_ref().map(|c| &c.offered) {
+                    s.srtp = p.srtp.as_ref().and_then(SrtpIn::new);
+                }
             }
         }
         let mut merged = self.offer.metadata.take();

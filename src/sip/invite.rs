@@ -140,6 +140,8 @@ pub struct StreamPlan {
     /// Where its RTP should come from (None: port 0 or no address: latch).
     pub remote: Option<SocketAddr>,
     pub label: Option<String>,
+    /// SRTP with this SDES key (RTP/SAVP offers).
+    pub srtp: Option<sdp::SdesKey>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,23 +202,30 @@ pub fn plan(offer: &Offer, rules: &TenantSip, rep_hint: Option<&str>) -> Result<
         if m.kind != "audio" || m.port == 0 {
             continue;
         }
-        if m.is_srtp() {
-            srtp_only = true;
+        let srtp = if m.is_srtp() {
+            let usable = ["RTP/SAVP", "RTP/SAVPF"].iter().any(|p| m.proto.eq_ignore_ascii_case(p));
+            match m.sdes().filter(|_| usable) {
+                Some(k) => Some(k),
+                None => {
+                    srtp_only = true; // DTLS-SRTP, MKI, or a suite we do not have
+                    continue;
+                }
+            }
+        } else if m.proto.eq_ignore_ascii_case("RTP/AVP") || m.proto.eq_ignore_ascii_case("RTP/AVPF") {
+            None
+        } else {
             continue;
-        }
-        if !m.proto.eq_ignore_ascii_case("RTP/AVP") && !m.proto.eq_ignore_ascii_case("RTP/AVPF") {
-            continue;
-        }
+        };
         let Some((codec, pt)) = m.choose_codec() else { continue };
         let remote = m.remote_ip(sdp).filter(|ip| !ip.is_unspecified()).map(|ip| SocketAddr::new(ip, m.port));
-        candidates.push(StreamPlan { section: i, channel: 0, role: Role::Other, codec, pt, dtmf_pt: m.telephone_event(), remote, label: m.label.clone() });
+        candidates.push(StreamPlan { section: i, channel: 0, role: Role::Other, codec, pt, dtmf_pt: m.telephone_event(), remote, label: m.label.clone(), srtp });
         if candidates.len() == 2 {
             break;
         }
     }
     if candidates.is_empty() {
         let why = if srtp_only {
-            "SRTP (RTP/SAVP) streams are not supported yet: offer RTP/AVP with PCMU or PCMA"
+            "SRTP is accepted only with SDES keys (a=crypto AES_CM_128_HMAC_SHA1_80 or _32, no MKI) over RTP/SAVP"
         } else {
             "no acceptable audio stream: Earshot records PCMU or PCMA over RTP/AVP"
         };
@@ -384,7 +393,14 @@ mod tests {
         assert_eq!(read_body(Some("multipart/mixed"), b"--x\r\n").unwrap_err().status(), 400);
         let opus = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n").unwrap();
         assert_eq!(plan(&opus, &t, None).unwrap_err().status(), 488);
+        // SRTP without a usable SDES key (DTLS-SRTP, a bad key): 488 saying why.
         let srtp = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n").unwrap();
-        assert!(plan(&srtp, &t, None).unwrap_err().reason().contains("SRTP"));
+        assert!(plan(&srtp, &t, None).unwrap_err().reason().contains("SDES"));
+        let dtls = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 UDP/TLS/RTP/SAVP 0\r\na=fingerprint:sha-256 AB\r\n").unwrap();
+        assert_eq!(plan(&dtls, &t, None).unwrap_err().status(), 488);
+        // With a usable key the stream is taken, keyed.
+        let sdes = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n").unwrap();
+        let p = plan(&sdes, &t, None).unwrap();
+        assert_eq!(p.streams[0].srtp.as_ref().map(|k| k.tag.as_str()), Some("1"));
     }
 }

@@ -119,6 +119,88 @@ impl MediaSection {
     pub fn is_srtp(&self) -> bool {
         self.proto.to_ascii_uppercase().contains("SAVP")
     }
+
+    /// The first offered SDES key (RFC 4568) Earshot can use: a supported suite, one
+    /// inline key of 16 + 14 bytes, no MKI, no session parameters.
+    pub fn sdes(&self) -> Option<SdesKey> {
+        self.crypto.iter().find_map(|c| SdesKey::parse(c))
+    }
+}
+
+/// SRTP crypto suites Earshot accepts (the two every SBC offers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpSuite {
+    AesCm128HmacSha1_80,
+    AesCm128HmacSha1_32,
+}
+
+impl SrtpSuite {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SrtpSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+            SrtpSuite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+        }
+    }
+}
+
+/// One `a=crypto` offer: the tag to answer with, the suite, the master key and salt.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SdesKey {
+    pub tag: String,
+    pub suite: SrtpSuite,
+    pub key: [u8; 16],
+    pub salt: [u8; 14],
+}
+
+impl std::fmt::Debug for SdesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key material (it decrypts the call).
+        f.debug_struct("SdesKey").field("tag", &self.tag).field("suite", &self.suite).finish_non_exhaustive()
+    }
+}
+
+impl SdesKey {
+    /// `<tag> <suite> inline:<base64 key||salt>[|lifetime]` (the value after `crypto:`).
+    pub fn parse(value: &str) -> Option<SdesKey> {
+        use base64::Engine;
+        let mut it = value.split_whitespace();
+        let tag = it.next()?;
+        if tag.is_empty() || tag.len() > 9 || !tag.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let suite = match it.next()? {
+            "AES_CM_128_HMAC_SHA1_80" => SrtpSuite::AesCm128HmacSha1_80,
+            "AES_CM_128_HMAC_SHA1_32" => SrtpSuite::AesCm128HmacSha1_32,
+            _ => return None,
+        };
+        let params = it.next()?;
+        if it.next().is_some() || params.contains(';') {
+            return None; // session parameters (UNENCRYPTED_SRTP, KDR, …) or several keys
+        }
+        let inline = params.strip_prefix("inline:")?;
+        let mut parts = inline.split('|');
+        let material = base64::engine::general_purpose::STANDARD.decode(parts.next()?).ok()?;
+        // A lifetime may follow; an MKI (`n:len`) we do not support.
+        if parts.any(|p| p.contains(':')) {
+            return None;
+        }
+        if material.len() != 30 {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        let mut salt = [0u8; 14];
+        key.copy_from_slice(&material[..16]);
+        salt.copy_from_slice(&material[16..]);
+        Some(SdesKey { tag: tag.to_string(), suite, key, salt })
+    }
+
+    /// The `a=crypto` value for this key.
+    pub fn attribute(&self) -> String {
+        use base64::Engine;
+        let mut material = self.key.to_vec();
+        material.extend_from_slice(&self.salt);
+        format!("{} {} inline:{}", self.tag, self.suite.name(), base64::engine::general_purpose::STANDARD.encode(material))
+    }
 }
 
 fn direction(attr: &str) -> Option<Direction> {
@@ -243,8 +325,9 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
 /// Our side of one offered stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnswerStream {
-    /// Accepted: our RTP port and the chosen payload types.
-    Accept { port: u16, codec: Codec, pt: u8, dtmf_pt: Option<u8> },
+    /// Accepted: our RTP port and the chosen payload types; with SRTP, our own key
+    /// (SDES answers carry one, even though we send nothing).
+    Accept { port: u16, codec: Codec, pt: u8, dtmf_pt: Option<u8>, crypto: Option<SdesKey> },
     /// Refused (port 0), echoing the offer's first format as RFC 3264 asks.
     Reject,
 }
@@ -257,7 +340,7 @@ pub fn answer(offer: &SessionDescription, streams: &[AnswerStream], local_ip: Ip
     );
     for (m, a) in offer.media.iter().zip(streams) {
         match a {
-            AnswerStream::Accept { port, codec, pt, dtmf_pt } => {
+            AnswerStream::Accept { port, codec, pt, dtmf_pt, crypto } => {
                 let mut fmts = pt.to_string();
                 if let Some(d) = dtmf_pt {
                     fmts.push_str(&format!(" {d}"));
@@ -269,6 +352,9 @@ pub fn answer(offer: &SessionDescription, streams: &[AnswerStream], local_ip: Ip
                 }
                 if let Some(l) = &m.label {
                     s.push_str(&format!("a=label:{l}\r\n"));
+                }
+                if let Some(c) = crypto {
+                    s.push_str(&format!("a=crypto:{}\r\n", c.attribute()));
                 }
                 s.push_str(&format!("a=rtcp:{}\r\n", port + 1));
                 s.push_str("a=recvonly\r\n");
@@ -310,8 +396,8 @@ m=video 6004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
     fn answers_recvonly_in_order_and_rejects_with_port_zero() {
         let sdp = parse(OFFER.as_bytes()).unwrap();
         let streams = [
-            AnswerStream::Accept { port: 20000, codec: Codec::Pcma, pt: 8, dtmf_pt: Some(101) },
-            AnswerStream::Accept { port: 20002, codec: Codec::Pcmu, pt: 0, dtmf_pt: None },
+            AnswerStream::Accept { port: 20000, codec: Codec::Pcma, pt: 8, dtmf_pt: Some(101), crypto: None },
+            AnswerStream::Accept { port: 20002, codec: Codec::Pcmu, pt: 0, dtmf_pt: None, crypto: None },
             AnswerStream::Reject,
         ];
         let a = answer(&sdp, &streams, "127.0.0.1".parse().unwrap(), 7, 1);
@@ -347,5 +433,34 @@ m=video 6004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         let sdp = parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abc\r\n").unwrap();
         assert!(sdp.media[0].is_srtp());
         assert_eq!(sdp.media[0].crypto.len(), 1);
+        assert_eq!(sdp.media[0].sdes(), None, "inline:abc is not 30 bytes of key and salt");
+    }
+
+    #[test]
+    fn sdes_keys_parse_and_round_trip() {
+        // RFC 4568 §4 example key (30 bytes).
+        const K: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let k = SdesKey::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K}|2^20")).expect("usable");
+        assert_eq!((k.tag.as_str(), k.suite), ("1", SrtpSuite::AesCm128HmacSha1_80));
+        assert_eq!(k.attribute(), format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K}"));
+        assert!(!format!("{k:?}").contains(K) && !format!("{k:?}").contains("key:"), "keys stay out of logs");
+        assert_eq!(SdesKey::parse(&format!("2 AES_CM_128_HMAC_SHA1_32 inline:{K}")).unwrap().suite, SrtpSuite::AesCm128HmacSha1_32);
+        for bad in [
+            format!("1 AES_256_CM_HMAC_SHA1_80 inline:{K}"),      // suite we do not have
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K}|2^20|1:4"), // MKI
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K} UNENCRYPTED_SRTP"),
+            format!("x AES_CM_128_HMAC_SHA1_80 inline:{K}"),
+            "1 AES_CM_128_HMAC_SHA1_80 inline:!!!".to_string(),
+            "1 AES_CM_128_HMAC_SHA1_80".to_string(),
+        ] {
+            assert_eq!(SdesKey::parse(&bad), None, "{bad}");
+        }
+        // The first usable line wins; the answer carries our key with its tag.
+        let sdp = parse(format!("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{K}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{K}\r\n").as_bytes()).unwrap();
+        let offered = sdp.media[0].sdes().unwrap();
+        assert_eq!(offered.tag, "2");
+        let ours = SdesKey { key: [7; 16], ..offered.clone() };
+        let a = answer(&sdp, &[AnswerStream::Accept { port: 20000, codec: Codec::Pcmu, pt: 0, dtmf_pt: None, crypto: Some(ours) }], "127.0.0.1".parse().unwrap(), 1, 1);
+        assert!(a.contains("m=audio 20000 RTP/SAVP 0") && a.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHB"), "{a}");
     }
 }

@@ -697,3 +697,81 @@ Content-Length: 0
     assert!(server.log().contains("answer=Some(200)"), "{}", server.log());
     assert_eq!(metric(&server.metrics(), "earshot_rtp_timeouts_total", &[]), 1.0);
 }
+
+#[test]
+fn an_srtp_fork_with_sdes_keys_is_decrypted_and_recorded() {
+    // Many SBCs encrypt recording forks: RTP/SAVP with a=crypto keys (RFC 4568). Both
+    // streams are encrypted by a real SRTP implementation (webrtc-srtp) with their own
+    // keys; packets under a wrong key are counted and dropped, the rest recorded.
+    use base64::Engine;
+    use webrtc_srtp::context::Context;
+    use webrtc_srtp::protection_profile::ProtectionProfile;
+    let (server, sip) = sip_server("");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let senders = [free_udp(), free_udp()];
+    let keys: [[u8; 30]; 2] = [std::array::from_fn(|i| i as u8 + 1), std::array::from_fn(|i| 200 - i as u8)];
+    let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
+    let sdp = format!(
+        "v=0\r\no=sbc 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {} RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\na=sendonly\r\n\
+m=audio {} RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{}\r\na=sendonly\r\n",
+        senders[0].local_addr().unwrap().port(),
+        b64(&keys[0]),
+        senders[1].local_addr().unwrap().port(),
+        b64(&[9u8; 46]),
+        b64(&keys[1]),
+    );
+    let (code, ok) = udp_request(&sock, sip, &raw_invite(me, sip, "srtp1", "application/sdp", &sdp, None, "X-Earshot-Campaign: srtp\r\nX-Earshot-Rep: agent-7\r\n")).unwrap();
+    assert_eq!(code, 200, "{ok}");
+    assert!(ok.contains("m=audio") && ok.contains("RTP/SAVP 0"), "{ok}");
+    let cryptos: Vec<&str> = ok.lines().filter(|l| l.starts_with("a=crypto:")).collect();
+    assert_eq!(cryptos.len(), 2, "{ok}");
+    assert!(cryptos[0].starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:") && cryptos[1].starts_with("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"), "{ok}");
+    assert!(!ok.contains(&b64(&keys[0])) && !ok.contains(&b64(&keys[1])), "the answer carries our own keys");
+    let ports: Vec<u16> = ok.lines().filter_map(|l| l.trim().strip_prefix("m=audio ")).filter_map(|r| r.split(' ').next()?.parse().ok()).collect();
+    let to = ok.lines().find(|l| l.to_ascii_lowercase().starts_with("to:")).unwrap().to_string();
+    let ack = format!("ACK sip:{SIP_TENANT}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-srtp-ack\r\nFrom: <sip:srs@{me}>;tag=t-srtp1\r\n{to}\r\nCall-ID: srtp1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(ack.as_bytes(), sip).unwrap();
+    let rep = speech("en-us", "Hello, this is Alex from Acme.", 8000);
+    let cust = speech("en-gb+f3", "Hi Alex, we use Globex.", 8000);
+    let profiles = [ProtectionProfile::Aes128CmHmacSha1_80, ProtectionProfile::Aes128CmHmacSha1_32];
+    let mut ctx: Vec<Context> = (0..2).map(|i| Context::new(&keys[i][..16], &keys[i][16..], profiles[i], None, None).unwrap()).collect();
+    let mut wrong = Context::new(&[5u8; 16], &[6u8; 14], ProtectionProfile::Aes128CmHmacSha1_32, None, None).unwrap();
+    let dest = [SocketAddr::from(([127, 0, 0, 1], ports[0])), SocketAddr::from(([127, 0, 0, 1], ports[1]))];
+    let n = rep.len().max(cust.len()) / 160 + 1;
+    let t0 = Instant::now();
+    for k in 0..n {
+        for (i, samples) in [&rep, &cust].into_iter().enumerate() {
+            let chunk: Vec<i16> = (0..160).map(|j| samples.get(k * 160 + j).copied().unwrap_or(0)).collect();
+            let mut payload = Vec::new();
+            g711::encode_ulaw_into(&chunk, &mut payload);
+            let h = RtpHeader { marker: k == 0, payload_type: 0, seq: 1000 + k as u16, timestamp: 5000 + k as u32 * 160, ssrc: 0xabc0 + i as u32 };
+            let mut plain = Vec::new();
+            rtp::write(&h, &payload, &mut plain);
+            if i == 1 && k % 50 == 10 {
+                // An attacker's (or a stale key's) packet: fails authentication.
+                let forged = wrong.encrypt_rtp(&plain).unwrap();
+                senders[i].send_to(&forged, dest[i]).unwrap();
+            }
+            let enc = ctx[i].encrypt_rtp(&plain).unwrap();
+            senders[i].send_to(&enc, dest[i]).unwrap();
+        }
+        let due = t0 + Duration::from_millis(20 * (k as u64 + 1));
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    let bye = format!("BYE sip:earshot@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-srtp-bye\r\nFrom: <sip:srs@{me}>;tag=t-srtp1\r\n{to}\r\nCall-ID: srtp1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(udp_request(&sock, sip, bye.as_bytes()).map(|r| r.0), Some(200));
+    let m = server.wait_call(SIP_TENANT, "srtp", Duration::from_secs(20));
+    assert_eq!(m.outcome.as_deref(), Some("completed"), "{m:?}");
+    let rec = server.audio(m.call_id);
+    let (l, r) = (energy_ms(&channel(&rec, 0)), energy_ms(&channel(&rec, 1)));
+    let (want_l, want_r) = (energy_ms(&rep), energy_ms(&cust));
+    assert!(l.abs_diff(want_l) <= want_l / 10 + 40 && r.abs_diff(want_r) <= want_r / 10 + 40, "left {l} ms (want {want_l}), right {r} ms (want {want_r})");
+    let metrics = server.metrics();
+    let forged = (0..n).filter(|k| k % 50 == 10).count() as f64;
+    assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"srtp_failed\""]), forged);
+    assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"received\""]), 2.0 * n as f64);
+}
