@@ -42,6 +42,36 @@ struct Stream {
     out: Vec<i16>,
     /// SRTP: the decryption context for the offered key, and our own key for answers.
     srtp: Option<Box<SrtpIn>>,
+    /// Opus: the decoder (made at the first Opus packet) and its timestamp scaler.
+    opus: Option<Box<OpusIn>>,
+}
+
+/// Opus decoded at the call's 8 kHz (libopus resamples internally), its 48 kHz RTP
+/// timestamps scaled to 8 kHz sample positions for the jitter buffer.
+struct OpusIn {
+    /// In a mutex only to be `Sync` (see `SrtpIn`); never contended.
+    dec: std::sync::Mutex<opus::Decoder>,
+    /// Extended (unwrapped) 48 kHz timestamp of the last packet.
+    ext: i64,
+    last: Option<u32>,
+}
+
+impl OpusIn {
+    fn new() -> Option<Box<OpusIn>> {
+        let dec = opus::Decoder::new(RATE, opus::Channels::Mono).ok()?;
+        Some(Box::new(OpusIn { dec: std::sync::Mutex::new(dec), ext: 0, last: None }))
+    }
+
+    /// The 8 kHz timestamp for a 48 kHz one: continuous across the 32-bit wrap
+    /// (dividing the raw value would jump there).
+    fn scale(&mut self, ts: u32) -> u32 {
+        match self.last {
+            None => self.ext = i64::from(ts),
+            Some(l) => self.ext += i64::from(ts.wrapping_sub(l) as i32),
+        }
+        self.last = Some(ts);
+        self.ext.div_euclid(i64::from(48_000 / RATE)) as u32
+    }
 }
 
 struct SrtpIn {
@@ -173,6 +203,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
             last_dtmf_ts: None,
             decoded: Vec::with_capacity(320),
             out: Vec::with_capacity(1600),
+            opus: None,
             srtp: match &sp.srtp {
                 Some(k) => match SrtpIn::new(k) {
                     Some(c) => Some(c),
@@ -495,9 +526,26 @@ impl MediaLoop {
             return;
         }
         s.decoded.clear();
+        let mut h = h;
         match s.plan.codec {
             Codec::Pcmu => g711::decode_ulaw_into(payload, &mut s.decoded),
             Codec::Pcma => g711::decode_alaw_into(payload, &mut s.decoded),
+            Codec::Opus => {
+                if s.opus.is_none() {
+                    s.opus = OpusIn::new();
+                }
+                let Some(o) = s.opus.as_mut() else { return };
+                // Up to 120 ms per packet (RFC 6716).
+                s.decoded.resize(RATE as usize * 120 / 1000, 0);
+                match o.dec.get_mut().unwrap_or_else(|e| e.into_inner()).decode(payload, &mut s.decoded, false) {
+                    Ok(n) => s.decoded.truncate(n),
+                    Err(_) => {
+                        metrics.rtp_packets.with_label_values(&["malformed"]).inc();
+                        return;
+                    }
+                }
+                h.timestamp = o.scale(h.timestamp);
+            }
         }
         let c = &self.counters;
         c.frames_received.inc();
@@ -607,5 +655,25 @@ impl MediaLoop {
         respond(&self.state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
         drive_until_ack(tx);
         tracing::info!(call_id = %self.session.info().call_id, version = self.sdp_version, "SIP call re-offered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opus_timestamps_scale_to_8khz_across_the_wrap() {
+        let mut o = OpusIn::new().expect("decoder");
+        let start = u32::MAX - 960 * 2 + 1; // two packets before the wrap
+        let mut out = Vec::new();
+        for k in 0..5u32 {
+            out.push(o.scale(start.wrapping_add(k * 960)));
+        }
+        for w in out.windows(2) {
+            assert_eq!(w[1].wrapping_sub(w[0]), 160, "{out:?}");
+        }
+        // A reordered (older) packet maps back by the same step.
+        assert_eq!(out[4].wrapping_sub(o.scale(start.wrapping_add(3 * 960))), 160);
     }
 }

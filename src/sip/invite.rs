@@ -227,7 +227,7 @@ pub fn plan(offer: &Offer, rules: &TenantSip, rep_hint: Option<&str>) -> Result<
         let why = if srtp_only {
             "SRTP is accepted only with SDES keys (a=crypto AES_CM_128_HMAC_SHA1_80 or _32, no MKI) over RTP/SAVP"
         } else {
-            "no acceptable audio stream: Earshot records PCMU or PCMA over RTP/AVP"
+            "no acceptable audio stream: Earshot records PCMU, PCMA or Opus over RTP/AVP (or RTP/SAVP with SDES keys)"
         };
         return Err(Refusal::NotAcceptableHere(why.into()));
     }
@@ -391,8 +391,11 @@ mod tests {
         assert_eq!(read_body(Some("text/plain"), b"hi").unwrap_err().status(), 415);
         assert_eq!(read_body(Some("application/sdp"), b"garbage").unwrap_err().status(), 400);
         assert_eq!(read_body(Some("multipart/mixed"), b"--x\r\n").unwrap_err().status(), 400);
+        let g722 = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n").unwrap();
+        assert_eq!(plan(&g722, &t, None).unwrap_err().status(), 488);
+        // Opus (dynamic PT, 48 kHz clock) is taken.
         let opus = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n").unwrap();
-        assert_eq!(plan(&opus, &t, None).unwrap_err().status(), 488);
+        assert_eq!((plan(&opus, &t, None).unwrap().streams[0].codec, plan(&opus, &t, None).unwrap().streams[0].pt), (Codec::Opus, 111));
         // SRTP without a usable SDES key (DTLS-SRTP, a bad key): 488 saying why.
         let srtp = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n").unwrap();
         assert!(plan(&srtp, &t, None).unwrap_err().reason().contains("SDES"));

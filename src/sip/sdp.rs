@@ -26,6 +26,8 @@ pub const MAX_MEDIA: usize = 16;
 pub enum Codec {
     Pcmu,
     Pcma,
+    /// RFC 7587: dynamic payload type, RTP clock 48 kHz, `opus/48000/2` in SDP.
+    Opus,
 }
 
 impl Codec {
@@ -33,15 +35,21 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
         }
     }
+    /// The RTP clock rate.
     pub fn clock_rate(&self) -> u32 {
-        8000
-    }
-    pub fn static_pt(&self) -> u8 {
         match self {
-            Codec::Pcmu => 0,
-            Codec::Pcma => 8,
+            Codec::Opus => 48_000,
+            _ => 8000,
+        }
+    }
+    /// The `a=rtpmap` encoding (with the channel count Opus always names).
+    pub fn rtpmap(&self) -> String {
+        match self {
+            Codec::Opus => "opus/48000/2".into(),
+            c => format!("{}/{}", c.name(), c.clock_rate()),
         }
     }
 }
@@ -101,6 +109,7 @@ impl MediaSection {
             let codec = match self.rtpmap(pt) {
                 Some(m) if m.name.eq_ignore_ascii_case("PCMU") && m.rate == 8000 => Codec::Pcmu,
                 Some(m) if m.name.eq_ignore_ascii_case("PCMA") && m.rate == 8000 => Codec::Pcma,
+                Some(m) if m.name.eq_ignore_ascii_case("opus") && m.rate == 48_000 => Codec::Opus,
                 Some(_) => continue,
                 None if pt == 0 => Codec::Pcmu,
                 None if pt == 8 => Codec::Pcma,
@@ -346,7 +355,7 @@ pub fn answer(offer: &SessionDescription, streams: &[AnswerStream], local_ip: Ip
                     fmts.push_str(&format!(" {d}"));
                 }
                 s.push_str(&format!("m=audio {port} {} {fmts}\r\n", m.proto));
-                s.push_str(&format!("a=rtpmap:{pt} {}/{}\r\n", codec.name(), codec.clock_rate()));
+                s.push_str(&format!("a=rtpmap:{pt} {}\r\n", codec.rtpmap()));
                 if let Some(d) = dtmf_pt {
                     s.push_str(&format!("a=rtpmap:{d} telephone-event/8000\r\n"));
                 }

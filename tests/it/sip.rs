@@ -509,7 +509,7 @@ fn malformed_sip_is_refused_or_dropped_without_touching_a_good_call() {
         let r = udp_request(&sock, sip, &raw_invite(me, sip, "badsdp", "application/sdp", "v=0\r\nthis is not sdp\r\n", None, "")).unwrap();
         assert_eq!(r.0, 400, "{}", r.1);
         assert!(r.1.contains("Warning: 399 earshot"), "{}", r.1);
-        let r = udp_request(&sock, sip, &raw_invite(me, sip, "opus", "application/sdp", &GOOD_SDP.replace("RTP/AVP 0", "RTP/AVP 111\r\na=rtpmap:111 opus/48000/2"), None, "")).unwrap();
+        let r = udp_request(&sock, sip, &raw_invite(me, sip, "g722", "application/sdp", &GOOD_SDP.replace("RTP/AVP 0", "RTP/AVP 9\r\na=rtpmap:9 G722/8000"), None, "")).unwrap();
         assert_eq!(r.0, 488, "{}", r.1);
         let r = udp_request(&sock, sip, &raw_invite(me, sip, "text", "text/plain", "hello", None, "")).unwrap();
         assert_eq!(r.0, 415, "{}", r.1);
@@ -774,4 +774,71 @@ m=audio {} RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\na=crypt
     let forged = (0..n).filter(|k| k % 50 == 10).count() as f64;
     assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"srtp_failed\""]), forged);
     assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"received\""]), 2.0 * n as f64);
+}
+
+#[test]
+fn an_opus_stream_beside_a_pcmu_stream_is_decoded_into_the_recording() {
+    // WebRTC-facing SBCs fork Opus (RFC 7587: dynamic PT, 48 kHz RTP clock). The rep's
+    // stream is Opus from a real libopus encoder, the customer's PCMU: both channels
+    // carry their party, time-aligned.
+    let (server, sip) = sip_server("");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let senders = [free_udp(), free_udp()];
+    let sdp = format!(
+        "v=0\r\no=sbc 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\na=sendonly\r\n\
+m=audio {} RTP/AVP 0\r\na=sendonly\r\n",
+        senders[0].local_addr().unwrap().port(),
+        senders[1].local_addr().unwrap().port(),
+    );
+    let (code, ok) = udp_request(&sock, sip, &raw_invite(me, sip, "opus1", "application/sdp", &sdp, None, "X-Earshot-Campaign: opus\r\n")).unwrap();
+    assert_eq!(code, 200, "{ok}");
+    assert!(ok.contains("a=rtpmap:111 opus/48000/2"), "{ok}");
+    let ports: Vec<u16> = ok.lines().filter_map(|l| l.trim().strip_prefix("m=audio ")).filter_map(|r| r.split(' ').next()?.parse().ok()).collect();
+    let to = ok.lines().find(|l| l.to_ascii_lowercase().starts_with("to:")).unwrap().to_string();
+    let ack = format!("ACK sip:{SIP_TENANT}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-opus-ack\r\nFrom: <sip:srs@{me}>;tag=t-opus1\r\n{to}\r\nCall-ID: opus1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(ack.as_bytes(), sip).unwrap();
+    let text = "Hello, this is Alex from Acme.";
+    let rep48 = speech("en-us", text, 48000);
+    let rep8 = speech("en-us", text, 8000);
+    let cust = speech("en-gb+f3", "Hi Alex, we use Globex.", 8000);
+    let mut enc = opus::Encoder::new(48000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+    let dest = [SocketAddr::from(([127, 0, 0, 1], ports[0])), SocketAddr::from(([127, 0, 0, 1], ports[1]))];
+    let n = (rep8.len().max(cust.len())) / 160 + 1;
+    let ts0: u32 = u32::MAX - 960 * 20; // wraps after 20 packets
+    let t0 = Instant::now();
+    for k in 0..n {
+        let frame: Vec<i16> = (0..960).map(|j| rep48.get(k * 960 + j).copied().unwrap_or(0)).collect();
+        let payload = enc.encode_vec(&frame, 1500).unwrap();
+        let mut pkt = Vec::new();
+        rtp::write(&RtpHeader { marker: k == 0, payload_type: 111, seq: k as u16, timestamp: ts0.wrapping_add(k as u32 * 960), ssrc: 0x0f05 }, &payload, &mut pkt);
+        senders[0].send_to(&pkt, dest[0]).unwrap();
+        let chunk: Vec<i16> = (0..160).map(|j| cust.get(k * 160 + j).copied().unwrap_or(0)).collect();
+        let mut ulaw = Vec::new();
+        g711::encode_ulaw_into(&chunk, &mut ulaw);
+        let mut pkt = Vec::new();
+        rtp::write(&RtpHeader { marker: k == 0, payload_type: 0, seq: 500 + k as u16, timestamp: 9000 + k as u32 * 160, ssrc: 0xc057 }, &ulaw, &mut pkt);
+        senders[1].send_to(&pkt, dest[1]).unwrap();
+        let due = t0 + Duration::from_millis(20 * (k as u64 + 1));
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    let bye = format!("BYE sip:earshot@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-opus-bye\r\nFrom: <sip:srs@{me}>;tag=t-opus1\r\n{to}\r\nCall-ID: opus1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(udp_request(&sock, sip, bye.as_bytes()).map(|r| r.0), Some(200));
+    let m = server.wait_call(SIP_TENANT, "opus", Duration::from_secs(20));
+    assert_eq!(m.outcome.as_deref(), Some("completed"), "{m:?}");
+    let rec = server.audio(m.call_id);
+    assert_eq!(rec.sample_rate, 8000);
+    let dur = rec.duration_ms();
+    // The recording runs on the call's timeline (from the answer), as for G.711 calls.
+    assert!(dur + 300 >= n as u64 * 20 && dur <= n as u64 * 20 + 1500, "recording lasts {dur} ms for {} ms sent", n * 20);
+    let (l, r) = (energy_ms(&channel(&rec, 0)), energy_ms(&channel(&rec, 1)));
+    let (want_l, want_r) = (energy_ms(&rep8), energy_ms(&cust));
+    assert!(l.abs_diff(want_l) <= want_l / 6 + 60, "Opus channel: {l} ms of speech, want {want_l}");
+    assert!(r.abs_diff(want_r) <= want_r / 10 + 40, "PCMU channel: {r} ms, want {want_r}");
+    let metrics = server.metrics();
+    assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"received\""]), 2.0 * n as f64);
+    assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"late\""]) + metric(&metrics, "earshot_rtp_packets_total", &["result=\"lost\""]), 0.0, "the timestamp wrap is seamless");
 }
