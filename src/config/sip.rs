@@ -40,6 +40,24 @@ pub struct SipConfig {
     /// A header naming the tenant (checked against that tenant's allow-list).
     #[serde(default = "default_tenant_header")]
     pub tenant_header: String,
+    /// SIP over TLS (`sips:`, RFC 3261 §26) on its own port, besides UDP/TCP.
+    #[serde(default)]
+    pub tls: Option<SipTls>,
+}
+
+/// `[sip.tls]`: a TLS listener with this certificate chain and key (PEM).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipTls {
+    /// Default `127.0.0.1:5061`; port 0 picks a free one.
+    #[serde(default = "default_tls_listen")]
+    pub listen: SocketAddr,
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+}
+
+fn default_tls_listen() -> SocketAddr {
+    "127.0.0.1:5061".parse().expect("literal")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +109,7 @@ impl Default for SipConfig {
             rtp_source: RtpSource::default(),
             max_calls: default_max_sip_calls(),
             tenant_header: default_tenant_header(),
+            tls: None,
         }
     }
 }

@@ -91,6 +91,23 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
         let tcp = TcpListenerConnection::new(addr, None).await.map_err(|e| bind_err(e.to_string()))?;
         transport.add_transport(tcp.into());
     }
+    let mut tls_addr = None;
+    if let Some(tls) = &cfg.tls {
+        // rsipstack builds its rustls configs with the process default provider; the
+        // tree has more than one, so name ours (ring) once. Already set: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls_err = |message: String| SipStartError::Bind { addr: tls.listen, message };
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| tls_err(format!("{}: {e}", p.display())));
+        let config = rsipstack::transport::tls::TlsConfig { cert: Some(read(&tls.cert_path)?), key: Some(read(&tls.key_path)?), ..Default::default() };
+        let mut at = tls.listen;
+        if at.port() == 0 {
+            let probe = std::net::TcpListener::bind(at).map_err(|e| tls_err(e.to_string()))?;
+            at = probe.local_addr().map_err(|e| tls_err(e.to_string()))?;
+        }
+        let listener = rsipstack::transport::tls::TlsListenerConnection::new(at, None, config).await.map_err(|e| tls_err(e.to_string()))?;
+        transport.add_transport(listener.into());
+        tls_addr = Some(at);
+    }
     let endpoint = EndpointBuilder::new()
         .with_transport_layer(transport)
         .with_cancel_token(cancel.clone())
@@ -140,6 +157,9 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
         });
     }
     tracing::info!(%addr, "SIP listening (udp/tcp)");
+    if let Some(t) = tls_addr {
+        tracing::info!(addr = %t, "SIP listening (tls)");
+    }
     Ok(SipListener { addr, cancel, state })
 }
 

@@ -842,3 +842,73 @@ m=audio {} RTP/AVP 0\r\na=sendonly\r\n",
     assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"received\""]), 2.0 * n as f64);
     assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"late\""]) + metric(&metrics, "earshot_rtp_packets_total", &["result=\"lost\""]), 0.0, "the timestamp wrap is seamless");
 }
+
+/// Sends one SIP message over TLS with OpenSSL's client and returns the first response.
+fn tls_request(addr: SocketAddr, msg: &str) -> String {
+    use std::io::{Read, Write};
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-quiet", "-verify_quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    child.stdin.as_mut().unwrap().write_all(msg.as_bytes()).unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 4096];
+        while let Ok(n) = out.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&b[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            // A final response (skip 100 Trying).
+            if let Some(pos) = text.find("\r\n\r\n") {
+                if !text[..pos].starts_with("SIP/2.0 100") {
+                    let _ = tx.send(text);
+                    return;
+                }
+                buf.drain(..pos + 4);
+            }
+        }
+    });
+    let r = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    r
+}
+
+#[test]
+fn sip_over_tls_answers_options_and_invites_from_a_real_tls_client() {
+    require_tool("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (server, _) = sip_server(&format!("[sip.tls]\nlisten = \"127.0.0.1:0\"\ncert_path = {:?}\nkey_path = {:?}\n", cert.display().to_string(), key.display().to_string()));
+    assert!(server.log_shows("SIP listening (tls)", Duration::from_secs(10)), "{}", server.log());
+    let log = server.log();
+    let tls: SocketAddr = log.lines().find(|l| l.contains("SIP listening (tls)")).and_then(|l| l.split("addr=").nth(1)).and_then(|a| a.split_whitespace().next()?.parse().ok()).expect("tls address");
+    let opts = format!("OPTIONS sip:{tls};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK-tls1\r\nFrom: <sip:p@127.0.0.1>;tag=o\r\nTo: <sip:{tls}>\r\nCall-ID: tls-opt\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    let r = tls_request(tls, &opts);
+    assert!(r.starts_with("SIP/2.0 200"), "OPTIONS over TLS: {r:?}\n{}", server.log());
+    let inv = raw_invite("127.0.0.1:5999".parse().unwrap(), tls, "tls-inv", "application/sdp", GOOD_SDP, None, "X-Earshot-Campaign: tls\r\n");
+    let inv = String::from_utf8(inv).unwrap().replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+    let r = tls_request(tls, &inv);
+    assert!(r.starts_with("SIP/2.0 200"), "INVITE over TLS: {r:?}\n{}", server.log());
+    assert!(r.contains("m=audio"), "{r}");
+    // No RTP follows: the call ends on the RTP timeout, recorded as such.
+    let m = server.wait_call(SIP_TENANT, "tls", Duration::from_secs(20));
+    assert_eq!(m.outcome.as_deref(), Some("timeout"));
+}
