@@ -348,17 +348,19 @@ impl Dialog {
     /// The BYE for this dialog (RFC 3261 §15.1.1): to the peer's Contact, From our
     /// side of the dialog, To theirs.
     pub fn bye(&self, local: SocketAddr, cseq: u32) -> Option<rsipstack::sip::Request> {
+        use crate::sip::request::header_in;
         use rsipstack::sip::HasHeaders;
-        let hv = |h: &rsipstack::sip::Headers, name: &str| {
-            h.iter().find(|x| x.name().eq_ignore_ascii_case(name) || (name == "From" && x.name() == "f") || (name == "To" && x.name() == "t") || (name == "Contact" && x.name() == "m")).map(|x| x.value().trim().to_string())
-        };
-        let from = hv(self.ok.headers(), "To")?;
-        let to = hv(self.invite.headers(), "From")?;
-        let call_id = crate::sip::request::header(&self.invite, "Call-ID")?;
-        let target = hv(self.invite.headers(), "Contact")
+        let from = header_in(self.ok.headers(), "To")?;
+        let to = header_in(self.invite.headers(), "From")?;
+        let call_id = header_in(self.invite.headers(), "Call-ID")?;
+        let target = header_in(self.invite.headers(), "Contact")
             .and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0.to_string()))
             .unwrap_or_else(|| self.invite.uri.to_string());
-        let transport = if self.connection.as_ref().is_some_and(|c| c.is_reliable()) { "TCP" } else { "UDP" };
+        let transport = match self.connection.as_ref().map(|c| (c.is_reliable(), c.get_addr().r#type)) {
+            Some((_, Some(rsipstack::sip::Transport::Tls))) => "TLS",
+            Some((true, _)) => "TCP",
+            _ => "UDP",
+        };
         let mut branch = [0u8; 8];
         let _ = getrandom::fill(&mut branch);
         let branch: String = branch.iter().map(|b| format!("{b:02x}")).collect();

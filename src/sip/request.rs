@@ -4,19 +4,27 @@
 
 use std::net::SocketAddr;
 
-use rsipstack::sip::{HasHeaders, HeadersExt, Request};
+use rsipstack::sip::{HasHeaders, Headers, HeadersExt, Request};
 use rsipstack::transport::connection::SipConnection;
 
 /// The value of the first header called `name` (or its RFC 3261 compact form), trimmed.
 pub fn header(req: &Request, name: &str) -> Option<String> {
+    header_in(req.headers(), name)
+}
+
+/// [`header`] over any message's headers (a response's too).
+pub fn header_in(headers: &Headers, name: &str) -> Option<String> {
     let compact = match name.to_ascii_lowercase().as_str() {
         "content-type" => Some("c"),
         "session-expires" => Some("x"),
         "supported" => Some("k"),
         "call-id" => Some("i"),
+        "from" => Some("f"),
+        "to" => Some("t"),
+        "contact" => Some("m"),
         _ => None,
     };
-    req.headers()
+    headers
         .iter()
         .find(|h| h.name().eq_ignore_ascii_case(name) || compact.is_some_and(|c| h.name().eq_ignore_ascii_case(c)))
         .map(|h| h.value().trim().to_string())
