@@ -20,6 +20,7 @@ pub mod redact;
 pub mod retention;
 pub mod sip;
 pub mod store;
+pub mod whip;
 
 #[cfg(feature = "server")]
 pub mod metrics;

@@ -72,11 +72,18 @@ pub struct Metrics {
     pub rtp_packets: IntCounterVec,
     pub rtp_jitter_seconds: Histogram,
     pub rtp_timeouts: IntCounter,
+    pub whip_sessions_active: IntGauge,
+    pub whip_sessions: IntCounterVec,
+    pub whip_session_ends: IntCounterVec,
+    pub whip_packets: IntCounterVec,
 }
 
 pub const SIP_METHODS: [&str; 8] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "other"];
 pub const SIP_CODES: [&str; 9] = ["200", "400", "403", "415", "481", "486", "488", "500", "503"];
 pub const RTP_RESULTS: [&str; 10] = ["received", "lost", "late", "duplicate", "reordered", "malformed", "wrong_source", "other_payload", "rtcp", "srtp_failed"];
+pub const WHIP_RESULTS: [&str; 12] = ["created", "bad_sdp", "no_audio", "no_opus", "track_count", "bad_param", "unsupported_media_type", "unauthorized", "forbidden", "over_limit", "conflict", "internal"];
+pub const WHIP_END_REASONS: [&str; 8] = ["deleted", "media_timeout", "ice_timeout", "ice_failed", "dtls_failed", "closed", "shutdown", "storage"];
+pub const WHIP_PACKET_RESULTS: [&str; 6] = ["received", "decode_error", "queue_full", "late", "duplicate", "reordered"];
 pub const UPLOAD_OUTCOMES: [&str; 3] = ["ok", "failed", "erased"];
 
 fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -242,6 +249,10 @@ impl Metrics {
             rtp_packets: counter_vec(&r, "earshot_rtp_packets_total", "RTP packets by what became of them (received, lost, late, duplicate, reordered, malformed, wrong_source, other_payload, rtcp, srtp_failed: SRTP authentication or decryption failed).", &["result"]),
             rtp_jitter_seconds: histogram(&r, "earshot_rtp_jitter_seconds", "RFC 3550 interarrival jitter of RTP streams, sampled at each stream's end.", vec![0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
             rtp_timeouts: int_counter(&r, "earshot_rtp_timeouts_total", "SIP calls ended because no RTP arrived for sip.rtp_timeout."),
+            whip_sessions_active: int_gauge(&r, "earshot_whip_sessions_active", "WHIP (WebRTC) sessions open: answered and not yet ended."),
+            whip_sessions: counter_vec(&r, "earshot_whip_sessions_total", "POST /whip requests by result: created, or why refused (bad_sdp, no_audio, no_opus, track_count, bad_param, unsupported_media_type, unauthorized, forbidden, over_limit, conflict, internal).", &["result"]),
+            whip_session_ends: counter_vec(&r, "earshot_whip_session_ends_total", "WHIP sessions ended, by reason (deleted, media_timeout, ice_timeout: ICE/DTLS never completed, ice_failed, dtls_failed, closed: the peer went away, shutdown, storage).", &["reason"]),
+            whip_packets: counter_vec(&r, "earshot_whip_packets_total", "Opus RTP packets of WHIP sessions by what became of them (received, decode_error, queue_full: dropped before the call task, late, duplicate, reordered).", &["result"]),
             registry: r,
         };
         for m2 in SIP_METHODS {
@@ -252,6 +263,15 @@ impl Metrics {
         }
         for res in RTP_RESULTS {
             m.rtp_packets.with_label_values(&[res]);
+        }
+        for res in WHIP_RESULTS {
+            m.whip_sessions.with_label_values(&[res]);
+        }
+        for res in WHIP_END_REASONS {
+            m.whip_session_ends.with_label_values(&[res]);
+        }
+        for res in WHIP_PACKET_RESULTS {
+            m.whip_packets.with_label_values(&[res]);
         }
         for o in UPLOAD_OUTCOMES {
             m.uploads.with_label_values(&[o]);

@@ -18,6 +18,8 @@ mod coaching;
 pub use coaching::{webhook_url_ok, LiveConfig, WebhooksConfig};
 mod sip;
 pub use sip::{RepStream, RtpSource, SipConfig, SipTransport, TenantSip};
+mod whip;
+pub use whip::WhipConfig;
 
 pub const ENV_PREFIX: &str = "EARSHOT__";
 /// Keys that hold secrets: they also accept `<key>_file`, and env values for them are
@@ -75,6 +77,9 @@ pub struct Config {
     /// The SIP/SIPREC listener; absent: none.
     #[serde(default)]
     pub sip: Option<SipConfig>,
+    /// WebRTC ingest (`POST /whip`); absent: `/whip` answers 404.
+    #[serde(default)]
+    pub whip: Option<WhipConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -694,6 +699,9 @@ impl Config {
         }
         if let Some(sip) = &self.sip {
             sip.validate()?;
+        }
+        if let Some(whip) = &self.whip {
+            whip.validate()?;
         }
         if self.webhooks.max_attempts == 0 || self.webhooks.queue == 0 {
             return Err(invalid("webhooks.max_attempts", "max_attempts and queue must be at least 1"));

