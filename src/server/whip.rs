@@ -525,7 +525,6 @@ async fn build_peer(app: &AppState, cfg: &WhipConfig, leg: Arc<Leg>) -> Result<A
                 rtcp_feedback: vec![],
             },
             payload_type: 111,
-            ..Default::default()
         };
         media.register_codec(opus, RtpCodecKind::Audio).map_err(|e| e.to_string())?;
         // No mDNS: a server has no use for it, and it would open a multicast socket per session.
