@@ -16,6 +16,8 @@ pub enum Format {
     Pcm,
     /// A SIPREC client (UDP) with two PCMU streams; `--to` is the SIP address.
     Siprec,
+    /// A WHIP (WebRTC) publisher: one Opus track as the rep; `--token` is a publisher token.
+    Whip,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -96,6 +98,19 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 Some(c) => format!("BYE answered {c}"),
                 None => "the server hung up".into(),
             });
+            return Ok(());
+        }
+        Format::Whip => {
+            let o = crate::whip::WhipOptions {
+                base: args.to.replace("ws://", "http://"),
+                token: args.token.clone(),
+                call: format!("replay-{}", std::process::id()),
+                party: "rep".into(),
+                campaign: args.campaign.clone(),
+            };
+            let secs = audio.duration_secs() / args.speed.max(0.01);
+            let r = crate::whip::publish(&o, std::sync::Arc::new(crate::whip::render(&audio)?), std::time::Duration::from_secs_f64(secs), || {}).await?;
+            eprintln!("sent {} Opus packets over WebRTC; DELETE answered {:?}", r.packets_sent, r.delete_status);
             return Ok(());
         }
         Format::Pcm => {

@@ -8,4 +8,5 @@ pub mod pcm;
 pub mod proc_stats;
 pub mod siprec;
 pub mod twilio;
+pub mod whip;
 pub mod ws;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::audio::Audio;
 use crate::cli::Format;
 use crate::proc_stats::{self, ProcSample};
-use crate::{pcm, siprec, twilio, ws};
+use crate::{pcm, siprec, twilio, whip, ws};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -132,6 +132,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         Twilio(twilio::TwilioScript),
         Pcm(pcm::PcmScript),
         Siprec(Arc<siprec::SiprecScript>),
+        Whip(Arc<whip::WhipScript>),
     }
     // 500 SIPREC calls are 1,500 sockets here (and 2,000 in the server).
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -144,6 +145,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         }
         Format::Pcm => Script::Pcm(pcm::render(&audio, serde_json::json!({"tenant": args.tenant, "campaign": "loadtest"}))),
         Format::Siprec => Script::Siprec(Arc::new(siprec::render(&audio)?)),
+        Format::Whip => Script::Whip(Arc::new(whip::render(&audio)?)),
     });
     let baseline = args.server_pid.and_then(proc_stats::sample);
     let started = Instant::now();
@@ -205,6 +207,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         let tenant = args.tenant.clone();
         let token = args.token.clone();
         let sip = args.sip;
+        let duration = Duration::from_secs_f64(args.duration);
         tasks.push(tokio::spawn(async move {
             match &*script {
                 Script::Siprec(s) => {
@@ -218,6 +221,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
                         speed: 1.0,
                     };
                     siprec_call(&o, s.clone(), &counters, &codes).await;
+                }
+                Script::Whip(s) => {
+                    let o = whip::WhipOptions {
+                        base: base.replace("ws://", "http://"),
+                        token,
+                        call: format!("load-{}-{i}", std::process::id()),
+                        party: "rep".into(),
+                        campaign: Some("loadtest".into()),
+                    };
+                    whip_call(&o, s.clone(), duration, &counters, &codes).await;
                 }
                 Script::Twilio(s) => {
                     if let Some(mut c) = ws_open(ws::connect(&format!("{base}/fork/twilio/{tenant}"), &[], None).await, &counters) {
@@ -245,6 +258,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         Format::Twilio => "source=\"twilio\"",
         Format::Pcm => "source=\"pcm\"",
         Format::Siprec => "source=\"siprec\"",
+        Format::Whip => "source=\"whip\"",
     };
     server_metrics.insert("frames_received".into(), metric_sum(&text, "earshot_media_frames_received_total", &[source]));
     server_metrics.insert("frames_dropped".into(), metric_sum(&text, "earshot_media_frames_dropped_total", &[source]));
@@ -257,6 +271,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
             server_metrics.insert(format!("rtp_{r}"), metric_sum(&text, "earshot_rtp_packets_total", &[&format!("result=\"{r}\"")]));
         }
         server_metrics.insert("rtp_timeouts".into(), metric_sum(&text, "earshot_rtp_timeouts_total", &[]));
+    }
+    if matches!(args.format, Format::Whip) {
+        for r in ["received", "late", "duplicate", "reordered", "decode_error", "queue_full"] {
+            server_metrics.insert(format!("whip_{r}"), metric_sum(&text, "earshot_whip_packets_total", &[&format!("result=\"{r}\"")]));
+        }
+        server_metrics.insert("whip_created".into(), metric_sum(&text, "earshot_whip_sessions_total", &["result=\"created\""]));
+        server_metrics.insert("whip_deleted".into(), metric_sum(&text, "earshot_whip_session_ends_total", &["reason=\"deleted\""]));
     }
     server_metrics.insert("recorded_bytes".into(), metric_sum(&text, "earshot_recorded_bytes_total", &[]));
     server_metrics.insert("ring_fill_p_gt_0_5".into(), {
@@ -361,6 +382,37 @@ async fn siprec_call(o: &siprec::SiprecOptions, script: Arc<siprec::SiprecScript
             rep.bye_status.map_or("server BYE".to_string(), |c| format!("BYE {c}"))
         }
         Err(siprec::SiprecError::Refused(why)) => {
+            counters.connect_errors.fetch_add(1, Ordering::Relaxed);
+            why.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        }
+        Err(e) => {
+            counters.media_errors.fetch_add(1, Ordering::Relaxed);
+            e.to_string()
+        }
+    };
+    count_code(codes, key);
+}
+
+/// One WHIP publisher: counts its outcome; the "close code" is how it ended.
+async fn whip_call(o: &whip::WhipOptions, script: Arc<whip::WhipScript>, duration: Duration, counters: &Counters, codes: &Codes) {
+    counters.active.fetch_add(1, Ordering::Relaxed);
+    let r = whip::publish(o, script, duration, || {
+        counters.connected.fetch_add(1, Ordering::Relaxed);
+    })
+    .await;
+    counters.active.fetch_sub(1, Ordering::Relaxed);
+    let key = match &r {
+        Ok(rep) => {
+            counters.frames_sent.fetch_add(rep.packets_sent, Ordering::Relaxed);
+            counters.max_lag_ms.fetch_max(rep.max_lag_ms, Ordering::Relaxed);
+            if rep.ended_early {
+                counters.closed_early.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counters.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            rep.delete_status.map_or("DELETE failed".to_string(), |c| format!("DELETE {c}"))
+        }
+        Err(whip::WhipError::Refused(why)) => {
             counters.connect_errors.fetch_add(1, Ordering::Relaxed);
             why.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         }

@@ -139,6 +139,14 @@ pub async fn run(app: Arc<AppState>, slot: CallSlot, facts: CallFacts, mut rx: m
         m.whip_packets.with_label_values(&["duplicate"]),
         m.whip_packets.with_label_values(&["reordered"]),
     );
+    // The media counters every ingest reports (by source), as for SIP and the forks.
+    let src = Source::Whip.as_str();
+    let (f_received, f_reordered, f_late, f_dup) = (
+        m.frames_received.with_label_values(&[src]),
+        m.frames_reordered.with_label_values(&[src]),
+        m.frames_dropped.with_label_values(&[src, "late"]),
+        m.frames_dropped.with_label_values(&[src, "duplicate"]),
+    );
     loop {
         tokio::select! {
             msg = rx.recv() => match msg {
@@ -153,11 +161,21 @@ pub async fn run(app: Arc<AppState>, slot: CallSlot, facts: CallFacts, mut rx: m
                     let now = r.now_samples(at);
                     let jb = &mut r.jitter[ch.min(1)];
                     let before = jb.stats().reordered;
+                    f_received.inc();
                     match jb.push(now, &header, &samples) {
-                        Pushed::Accepted if jb.stats().reordered > before => c_reordered.inc(),
+                        Pushed::Accepted if jb.stats().reordered > before => {
+                            c_reordered.inc();
+                            f_reordered.inc();
+                        }
                         Pushed::Accepted => c_received.inc(),
-                        Pushed::Duplicate => c_dup.inc(),
-                        Pushed::Late => c_late.inc(),
+                        Pushed::Duplicate => {
+                            c_dup.inc();
+                            f_dup.inc();
+                        }
+                        Pushed::Late => {
+                            c_late.inc();
+                            f_late.inc();
+                        }
                     }
                 }
                 Some(CallMsg::Connected) => {
