@@ -7,6 +7,7 @@
 
 pub mod asr;
 pub mod call;
+pub mod cluster;
 pub mod coach;
 pub mod crypt;
 pub mod config;

@@ -76,12 +76,20 @@ pub struct Metrics {
     pub whip_sessions: IntCounterVec,
     pub whip_session_ends: IntCounterVec,
     pub whip_packets: IntCounterVec,
+    pub cluster_events: IntCounterVec,
+    pub cluster_snapshots: IntCounterVec,
+    pub cluster_redis_up: IntGauge,
+    pub cluster_reconnects: IntCounter,
+    pub cluster_calls_lost: IntCounter,
+    pub cluster_locks: IntCounterVec,
+    pub cluster_redirects: IntCounter,
+    pub cluster_event_delay_seconds: Histogram,
 }
 
 pub const SIP_METHODS: [&str; 8] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "other"];
 pub const SIP_CODES: [&str; 9] = ["200", "400", "403", "415", "481", "486", "488", "500", "503"];
 pub const RTP_RESULTS: [&str; 10] = ["received", "lost", "late", "duplicate", "reordered", "malformed", "wrong_source", "other_payload", "rtcp", "srtp_failed"];
-pub const WHIP_RESULTS: [&str; 12] = ["created", "bad_sdp", "no_audio", "no_opus", "track_count", "bad_param", "unsupported_media_type", "unauthorized", "forbidden", "over_limit", "conflict", "internal"];
+pub const WHIP_RESULTS: [&str; 13] = ["created", "redirected", "bad_sdp", "no_audio", "no_opus", "track_count", "bad_param", "unsupported_media_type", "unauthorized", "forbidden", "over_limit", "conflict", "internal"];
 pub const WHIP_END_REASONS: [&str; 8] = ["deleted", "media_timeout", "ice_timeout", "ice_failed", "dtls_failed", "closed", "shutdown", "storage"];
 pub const WHIP_PACKET_RESULTS: [&str; 6] = ["received", "decode_error", "queue_full", "late", "duplicate", "reordered"];
 pub const UPLOAD_OUTCOMES: [&str; 3] = ["ok", "failed", "erased"];
@@ -250,11 +258,28 @@ impl Metrics {
             rtp_jitter_seconds: histogram(&r, "earshot_rtp_jitter_seconds", "RFC 3550 interarrival jitter of RTP streams, sampled at each stream's end.", vec![0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32]),
             rtp_timeouts: int_counter(&r, "earshot_rtp_timeouts_total", "SIP calls ended because no RTP arrived for sip.rtp_timeout."),
             whip_sessions_active: int_gauge(&r, "earshot_whip_sessions_active", "WHIP (WebRTC) sessions open: answered and not yet ended."),
-            whip_sessions: counter_vec(&r, "earshot_whip_sessions_total", "POST /whip requests by result: created, or why refused (bad_sdp, no_audio, no_opus, track_count, bad_param, unsupported_media_type, unauthorized, forbidden, over_limit, conflict, internal).", &["result"]),
+            whip_sessions: counter_vec(&r, "earshot_whip_sessions_total", "POST /whip requests by result: created, redirected (307 to the node that owns the call), or why refused (bad_sdp, no_audio, no_opus, track_count, bad_param, unsupported_media_type, unauthorized, forbidden, over_limit, conflict, internal).", &["result"]),
             whip_session_ends: counter_vec(&r, "earshot_whip_session_ends_total", "WHIP sessions ended, by reason (deleted, media_timeout, ice_timeout: ICE/DTLS never completed, ice_failed, dtls_failed, closed: the peer went away, shutdown, storage).", &["reason"]),
             whip_packets: counter_vec(&r, "earshot_whip_packets_total", "Opus RTP packets of WHIP sessions by what became of them (received, decode_error, queue_full: dropped before the call task, late, duplicate, reordered).", &["result"]),
+            cluster_events: counter_vec(&r, "earshot_cluster_events_total", "Live events crossing nodes through Redis: published, unpublished (Redis error or down), dropped (publish queue full), received, duplicate (already covered by a snapshot), bad (unreadable stream entry).", &["result"]),
+            cluster_snapshots: counter_vec(&r, "earshot_cluster_snapshots_total", "Call snapshots sent to other nodes (after this node could not publish, or another node said hello) and applied from them.", &["direction"]),
+            cluster_redis_up: int_gauge(&r, "earshot_cluster_redis_up", "1 while this node's Redis connections work (always 0 without [redis])."),
+            cluster_reconnects: int_counter(&r, "earshot_cluster_reconnects_total", "Times the event-stream reader reconnected to Redis."),
+            cluster_calls_lost: int_counter(&r, "earshot_cluster_calls_lost_total", "Remote calls shown as ended with outcome node_lost: their owner's registry entry expired."),
+            cluster_locks: counter_vec(&r, "earshot_cluster_locks_total", "Job lock attempts (retention sweep, export) by result: acquired, busy (another node holds it), unavailable (Redis down: the job is skipped), lost (the lease could not be renewed).", &["result"]),
+            cluster_redirects: int_counter(&r, "earshot_cluster_redirects_total", "WHIP requests redirected (307) to the node that owns their call."),
+            cluster_event_delay_seconds: histogram(&r, "earshot_cluster_event_delay_seconds", "From an event's wall_ts on its owner to its delivery to this node's hub (cross-node latency; includes clock skew).", vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
             registry: r,
         };
+        for res in ["published", "unpublished", "dropped", "received", "duplicate", "bad"] {
+            m.cluster_events.with_label_values(&[res]);
+        }
+        for d in ["sent", "applied"] {
+            m.cluster_snapshots.with_label_values(&[d]);
+        }
+        for res in ["acquired", "busy", "unavailable", "lost"] {
+            m.cluster_locks.with_label_values(&[res]);
+        }
         for m2 in SIP_METHODS {
             m.sip_requests.with_label_values(&[m2]);
         }

@@ -67,6 +67,8 @@ pub struct WhipReport {
     pub packets_sent: u64,
     pub max_lag_ms: u64,
     pub delete_status: Option<u16>,
+    /// 307/308 redirects followed to reach the node that owns the call.
+    pub redirects: u32,
     /// The peer connection failed or closed before the end.
     pub ended_early: bool,
 }
@@ -123,6 +125,13 @@ async fn http(base: &str, method: &str, path: &str, token: &str, body: Option<&s
     Ok((status, headers, body.to_string()))
 }
 
+/// `http://host:port/path?q` → (`http://host:port`, `/path?q`); `None` for a relative URL.
+fn split_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map_or((rest, String::from("/")), |(h, p)| (h, format!("/{p}")));
+    Some((format!("http://{host}"), path))
+}
+
 fn enc(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
@@ -172,7 +181,17 @@ pub async fn publish(o: &WhipOptions, script: Arc<WhipScript>, duration: Duratio
     if let Some(c) = &o.campaign {
         path.push_str(&format!("&campaign={}", enc(c)));
     }
-    let (status, headers, body) = http(&o.base, "POST", &path, &o.token, Some(&offer)).await?;
+    // A node that does not own the call redirects (307) to the one that does.
+    let mut base = o.base.clone();
+    let (mut status, mut headers, mut body) = http(&base, "POST", &path, &o.token, Some(&offer)).await?;
+    let mut hops = 0;
+    while (status == 307 || status == 308) && hops < 3 {
+        hops += 1;
+        let to = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).ok_or_else(|| WhipError::Http("redirect without Location".into()))?;
+        let (b, p) = split_url(&to).unwrap_or((base.clone(), to.clone()));
+        base = b;
+        (status, headers, body) = http(&base, "POST", &p, &o.token, Some(&offer)).await?;
+    }
     if status != 201 {
         let _ = pc.close().await;
         return Err(WhipError::Refused(format!("{status} {}", body.chars().take(200).collect::<String>())));
@@ -193,11 +212,11 @@ pub async fn publish(o: &WhipOptions, script: Arc<WhipScript>, duration: Duratio
     .unwrap_or(false);
     if !up {
         let _ = pc.close().await;
-        let _ = http(&o.base, "DELETE", &location, &o.token, None).await;
+        let _ = http(&base, "DELETE", &location, &o.token, None).await;
         return Err(WhipError::NotConnected);
     }
     connected();
-    let mut report = WhipReport::default();
+    let mut report = WhipReport { redirects: hops, ..Default::default() };
     let start = Instant::now();
     let frames = (duration.as_millis() / 20) as u64;
     let mut seq: u16 = rand::random();
@@ -235,6 +254,6 @@ pub async fn publish(o: &WhipOptions, script: Arc<WhipScript>, duration: Duratio
     // Let the last packets leave before tearing down DTLS.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = pc.close().await;
-    report.delete_status = http(&o.base, "DELETE", &location, &o.token, None).await.ok().map(|r| r.0);
+    report.delete_status = http(&base, "DELETE", &location, &o.token, None).await.ok().map(|r| r.0);
     Ok(report)
 }

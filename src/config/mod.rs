@@ -20,6 +20,8 @@ mod sip;
 pub use sip::{RepStream, RtpSource, SipConfig, SipTransport, TenantSip};
 mod whip;
 pub use whip::WhipConfig;
+mod redis;
+pub use self::redis::RedisConfig;
 
 pub const ENV_PREFIX: &str = "EARSHOT__";
 /// Keys that hold secrets: they also accept `<key>_file`, and env values for them are
@@ -80,6 +82,10 @@ pub struct Config {
     /// WebRTC ingest (`POST /whip`); absent: `/whip` answers 404.
     #[serde(default)]
     pub whip: Option<WhipConfig>,
+    /// Several nodes: event fan-out, call registry and job locks in Redis; absent: one
+    /// node, everything in process.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
@@ -699,6 +705,9 @@ impl Config {
         }
         if let Some(sip) = &self.sip {
             sip.validate()?;
+        }
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
         }
         if let Some(whip) = &self.whip {
             whip.validate()?;

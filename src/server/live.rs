@@ -40,10 +40,59 @@ struct CallLive {
     scorecard: Option<Utf8Bytes>,
     last_seq: u64,
     ended_at: Option<Instant>,
+    /// The node that owns the call when it is not this one (events come over Redis).
+    owner: Option<String>,
+    /// Wall time of `call.started` (to stamp a `node_lost` end).
+    started_wall: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Updates a call's state with one event (`replay`: how many events to keep for resume).
+fn record(call: &mut CallLive, event: &Event, json: &Utf8Bytes, replay: usize) {
+    call.last_seq = call.last_seq.max(event.seq);
+    if replay > 0 {
+        call.replay.push_back((event.seq, json.clone()));
+        while call.replay.len() > replay {
+            call.replay.pop_front();
+        }
+    }
+    match &event.body {
+        EventBody::CallStarted(p) => {
+            call.rep_id = p.rep_id.clone();
+            call.started = Some(json.clone());
+            call.started_wall = Some(event.wall_ts);
+        }
+        EventBody::TranscriptPartial(p) => {
+            call.partials.insert(format!("{:?}", p.channel), (p.utterance_id.clone(), json.clone()));
+        }
+        EventBody::TranscriptFinal(p) => {
+            let key = format!("{:?}", p.channel);
+            if call.partials.get(&key).is_some_and(|(u, _)| *u == p.utterance_id) {
+                call.partials.remove(&key);
+            }
+            call.finals.push_back(json.clone());
+            if call.finals.len() > SNAPSHOT_FINALS {
+                call.finals.pop_front();
+            }
+        }
+        EventBody::Hint(_) => {
+            call.hints.push_back(json.clone());
+            if call.hints.len() > SNAPSHOT_HINTS {
+                call.hints.pop_front();
+            }
+        }
+        EventBody::Metrics(_) => call.metrics = Some(json.clone()),
+        EventBody::Checklist(_) => call.checklist = Some(json.clone()),
+        EventBody::CallEnded(_) => {
+            call.ended = Some(json.clone());
+            call.ended_at = Some(Instant::now());
+        }
+        EventBody::Scorecard(_) => call.scorecard = Some(json.clone()),
+    }
 }
 
 impl CallLive {
-    fn snapshot(&self, tenant: &str, call_id: &str) -> Utf8Bytes {
+    /// The events that make up the call's state, oldest kinds first.
+    fn parts(&self) -> Vec<&str> {
         let mut parts: Vec<&str> = Vec::new();
         parts.extend(self.started.iter().map(|s| s.as_str()));
         parts.extend(self.finals.iter().map(|s| s.as_str()));
@@ -52,6 +101,11 @@ impl CallLive {
         for s in [&self.checklist, &self.metrics, &self.ended, &self.scorecard].into_iter().flatten() {
             parts.push(s.as_str());
         }
+        parts
+    }
+
+    fn snapshot(&self, tenant: &str, call_id: &str) -> Utf8Bytes {
+        let parts = self.parts();
         let head = serde_json::json!({ "type": "snapshot", "tenant": tenant, "call_id": call_id, "last_seq": self.last_seq });
         let head = head.to_string();
         let mut out = String::with_capacity(head.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>() + 16);
@@ -146,51 +200,28 @@ impl LiveHub {
     }
 
     /// Records the event and offers it to every client allowed to see it. Never waits.
-    pub fn publish(&self, event: &Event) {
-        let json = match serde_json::to_string(event) {
-            Ok(j) => Utf8Bytes::from(j),
-            Err(_) => return,
-        };
+    /// Returns the event's JSON (what other nodes get).
+    pub fn publish(&self, event: &Event) -> Option<Utf8Bytes> {
+        self.publish_as(event, None)
+    }
+
+    /// An event of a call another node owns (from Redis). Events at or below the
+    /// call's last `seq` are duplicates (a snapshot already covered them) and are
+    /// ignored. Returns whether it was new.
+    pub fn publish_remote(&self, event: &Event, owner: &str) -> bool {
+        self.publish_as(event, Some(owner)).is_some()
+    }
+
+    fn publish_as(&self, event: &Event, owner: Option<&str>) -> Option<Utf8Bytes> {
+        let json = Utf8Bytes::from(serde_json::to_string(event).ok()?);
         let tenant = self.tenant(&event.tenant);
         let mut t = lock(&tenant);
         let call = t.calls.entry(event.call_id).or_default();
-        call.last_seq = call.last_seq.max(event.seq);
-        call.replay.push_back((event.seq, json.clone()));
-        while call.replay.len() > self.cfg.replay_events {
-            call.replay.pop_front();
+        if owner.is_some() && call.last_seq >= event.seq {
+            return None;
         }
-        match &event.body {
-            EventBody::CallStarted(p) => {
-                call.rep_id = p.rep_id.clone();
-                call.started = Some(json.clone());
-            }
-            EventBody::TranscriptPartial(p) => {
-                call.partials.insert(format!("{:?}", p.channel), (p.utterance_id.clone(), json.clone()));
-            }
-            EventBody::TranscriptFinal(p) => {
-                let key = format!("{:?}", p.channel);
-                if call.partials.get(&key).is_some_and(|(u, _)| *u == p.utterance_id) {
-                    call.partials.remove(&key);
-                }
-                call.finals.push_back(json.clone());
-                if call.finals.len() > SNAPSHOT_FINALS {
-                    call.finals.pop_front();
-                }
-            }
-            EventBody::Hint(_) => {
-                call.hints.push_back(json.clone());
-                if call.hints.len() > SNAPSHOT_HINTS {
-                    call.hints.pop_front();
-                }
-            }
-            EventBody::Metrics(_) => call.metrics = Some(json.clone()),
-            EventBody::Checklist(_) => call.checklist = Some(json.clone()),
-            EventBody::CallEnded(_) => {
-                call.ended = Some(json.clone());
-                call.ended_at = Some(Instant::now());
-            }
-            EventBody::Scorecard(_) => call.scorecard = Some(json.clone()),
-        }
+        call.owner = owner.map(str::to_string);
+        record(call, event, &json, self.cfg.replay_events);
         let rep = call.rep_id.clone();
         let call_id = event.call_id.to_string();
         t.clients.retain(|c| !c.tx.is_closed());
@@ -203,6 +234,104 @@ impl LiveHub {
                 self.metrics.live_lagged.inc();
             }
         }
+        Some(json)
+    }
+
+    /// Replaces what this node has of a remote call by its owner's snapshot, and sends
+    /// the snapshot to every client watching it, unless nothing was missed. Returns
+    /// whether it was applied.
+    pub fn apply_snapshot(&self, snap: &crate::cluster::Snapshot, owner: &str) -> bool {
+        let tenant = self.tenant(&snap.tenant);
+        let mut t = lock(&tenant);
+        if t.calls.get(&snap.call_id).is_some_and(|c| c.last_seq >= snap.last_seq && c.owner.as_deref() == Some(owner)) {
+            return false;
+        }
+        let mut call = CallLive { owner: Some(owner.to_string()), ..Default::default() };
+        for raw in &snap.events {
+            let Ok(event) = serde_json::from_str::<Event>(raw.get()) else { continue };
+            if event.tenant != snap.tenant || event.call_id != snap.call_id {
+                continue;
+            }
+            record(&mut call, &event, &Utf8Bytes::from(raw.get().to_string()), 0);
+        }
+        call.replay.clear();
+        call.last_seq = snap.last_seq;
+        let sid = snap.call_id.to_string();
+        let msg = call.snapshot(&snap.tenant, &sid);
+        let rep = call.rep_id.clone();
+        t.calls.insert(snap.call_id, call);
+        t.clients.retain(|c| !c.tx.is_closed());
+        for c in &t.clients {
+            if c.is_lagged() || !c.principal.may_watch(&snap.tenant, &sid, rep.as_deref()) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(msg.clone()) {
+                c.lagged.store(true, Ordering::Release);
+                self.metrics.live_lagged.inc();
+            }
+        }
+        true
+    }
+
+    /// Snapshots of the calls this node owns (live and lingering), for other nodes.
+    pub fn local_snapshots(&self) -> Vec<crate::cluster::Snapshot> {
+        let all: Vec<(String, Arc<Mutex<TenantLive>>)> = lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out = Vec::new();
+        for (tenant, t) in all {
+            let t = lock(&t);
+            for (id, call) in t.calls.iter().filter(|(_, c)| c.owner.is_none()) {
+                let events = call
+                    .parts()
+                    .into_iter()
+                    .filter_map(|p| serde_json::value::RawValue::from_string(p.to_string()).ok())
+                    .collect();
+                out.push(crate::cluster::Snapshot { tenant: tenant.clone(), call_id: *id, last_seq: call.last_seq, events });
+            }
+        }
+        out
+    }
+
+    /// Calls other nodes own that have not ended: (tenant, call, owner).
+    pub fn remote_live_calls(&self) -> Vec<(String, CallId, String)> {
+        let all: Vec<(String, Arc<Mutex<TenantLive>>)> = lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out = Vec::new();
+        for (tenant, t) in all {
+            let t = lock(&t);
+            for (id, call) in &t.calls {
+                if let (Some(owner), None) = (&call.owner, &call.ended) {
+                    out.push((tenant.clone(), *id, owner.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends a remote call whose owner is gone (its registry entry expired): a
+    /// `call.ended` with `outcome` numbered after the last event seen.
+    pub fn end_remote(&self, tenant: &str, call_id: CallId, outcome: &str) -> bool {
+        let (owner, seq, started) = {
+            let t = self.tenant(tenant);
+            let t = lock(&t);
+            match t.calls.get(&call_id) {
+                Some(c) if c.ended.is_none() => match &c.owner {
+                    Some(o) => (o.clone(), c.last_seq + 1, c.started_wall),
+                    None => return false,
+                },
+                _ => return false,
+            }
+        };
+        let now = chrono::Utc::now();
+        let offset = started.map_or(0, |s| (now - s).num_milliseconds().max(0) as u64);
+        let event = Event {
+            v: crate::events::ENVELOPE_VERSION,
+            tenant: tenant.to_string(),
+            call_id,
+            seq,
+            wall_ts: now,
+            offset_ms: offset,
+            body: EventBody::CallEnded(crate::events::CallEndedPayload { outcome: outcome.to_string(), duration_ms: offset, stats: Default::default() }),
+        };
+        self.publish_remote(&event, &owner)
     }
 
     /// Registers a client. `resume` maps calls to the last `seq` the client has: it

@@ -5,6 +5,7 @@
 pub mod asr_hub;
 pub mod auth;
 pub mod call_session;
+pub mod cluster;
 pub mod coaching;
 pub mod live;
 pub mod live_ws;
@@ -67,6 +68,8 @@ pub enum ServerError {
     Store(crate::storage::StorageError),
     #[error("{0}")]
     Sip(String),
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 /// Runs retention every `storage.sweep_interval`. Policies are re-read from the config
@@ -83,6 +86,14 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
         iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             iv.tick().await;
+            // Several nodes: one sweep at a time, cluster-wide.
+            let _lease = match &app.cluster {
+                Some(c) => match c.try_lock("retention").await {
+                    Some(g) => Some(g),
+                    None => continue,
+                },
+                None => None,
+            };
             if let Some(p) = &path {
                 let p2 = p.clone();
                 match tokio::task::spawn_blocking(move || Config::load(&p2)).await {
@@ -172,6 +183,8 @@ pub struct AppState {
     pub postcall: coaching::PostCallQueue,
     /// WHIP sessions and the calls they publish into.
     pub whip: whip::WhipState,
+    /// Redis: other nodes' events, the call registry, job locks (`[redis]`).
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 fn config_redactors(config: &Config) -> std::collections::HashMap<String, Arc<crate::redact::Redactor>> {
@@ -216,7 +229,10 @@ impl AppState {
     /// ring; a subscriber that falls behind is told by its receiver that it lagged.
     pub fn publish(&self, event: Event) -> Arc<Event> {
         self.metrics.events_published.with_label_values(&[event.type_name()]).inc();
-        self.live.publish(&event);
+        let json = self.live.publish(&event);
+        if let (Some(c), Some(json)) = (&self.cluster, json) {
+            c.offer(&event, json);
+        }
         let event = Arc::new(event);
         let _ = self.bus.send(event.clone());
         event
@@ -392,6 +408,18 @@ impl Server {
         let listen = config.http.listen;
         let tls = config.http.tls.clone();
         let redactors = config_redactors(&config);
+        // Bind here so that a taken port is an error now, not later in the task.
+        let std_listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind { addr: listen, source })?;
+        std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let local_addr = std_listener.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let cluster = match config.redis.clone() {
+            Some(rc) => {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let url = rc.advertise_url.clone().or_else(|| config.http.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+                Some(cluster::Cluster::start(rc, url, live.clone(), metrics.clone()).map_err(|e| ServerError::Redis(e.to_string()))?)
+            }
+            None => None,
+        };
         let app = Arc::new(AppState {
             config,
             metrics,
@@ -414,6 +442,7 @@ impl Server {
             playbooks,
             postcall,
             whip: Default::default(),
+            cluster,
         });
         spawn_sweeper(app.clone(), opts.config_path.clone());
         let sip = match app.config.sip.clone() {
@@ -422,10 +451,6 @@ impl Server {
         };
         let handle = axum_server::Handle::new();
         let make = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        // Bind here so that a taken port is an error now, not later in the task.
-        let std_listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind { addr: listen, source })?;
-        std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: listen, source })?;
-        let local_addr = std_listener.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
         let serve_task = match tls {
             Some(tls) => {
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -482,6 +507,10 @@ impl Server {
         // spool and is uploaded at the next start.
         if !app.uploader.flush(Duration::from_secs(10)).await {
             tracing::warn!("stopping with calls still in the spool: they are uploaded at the next start");
+        }
+        if let Some(c) = &app.cluster {
+            c.flush(Duration::from_secs(2)).await;
+            c.shutdown();
         }
         tracing::info!(open_recordings = app.recorder.open_recordings(), "stopped");
     }

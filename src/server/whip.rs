@@ -122,6 +122,29 @@ fn refuse(app: &AppState, result: &'static str, p: Problem) -> Response {
     cors(app, r)
 }
 
+/// `307` to the node that owns the call. Browsers drop `Authorization` on a
+/// cross-origin redirect, so the URL carries a fresh publisher token for this call
+/// only, valid for a minute (`access_token`, as RFC 6750 allows).
+fn redirect(app: &Arc<AppState>, to: &str, query: Option<&str>, principal: &token::Principal, call_key: &str) -> Response {
+    let kept: Vec<&str> = query.unwrap_or("").split('&').filter(|kv| !kv.is_empty() && !kv.starts_with("access_token=")).collect();
+    let mut url = format!("{}/whip?{}", to.trim_end_matches('/'), kept.join("&"));
+    if let Ok(t) = token::issue(&app.config, &principal.tenant, &principal.claims.sub, TokenRole::Publisher, std::time::Duration::from_secs(60), Some(call_key.to_string())) {
+        if !kept.is_empty() {
+            url.push('&');
+        }
+        url.push_str("access_token=");
+        url.push_str(&t);
+    }
+    app.metrics.cluster_redirects.inc();
+    app.metrics.whip_sessions.with_label_values(&["redirected"]).inc();
+    tracing::info!(to = %to, "WHIP: call owned by another node; redirecting");
+    let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    cors(app, r)
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
@@ -188,10 +211,11 @@ async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
         return cors(&app, Problem::new(StatusCode::NOT_FOUND, "Not found", "WebRTC ingest is not enabled ([whip] in the config)").into_response());
     };
     // Who: a publisher token of a tenant that may send calls.
-    let Some(tok) = bearer(&headers) else {
+    let from_query = url_pairs(query.as_deref().unwrap_or("")).into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v);
+    let Some(tok) = bearer(&headers).map(str::to_string).or(from_query) else {
         return refuse(&app, "unauthorized", Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a publisher token is required (Authorization: Bearer, from `earshot token issue --role publisher`)"));
     };
-    let principal = match token::verify(&app.config, tok) {
+    let principal = match token::verify(&app.config, &tok) {
         Ok(p) => p,
         Err(e) => return refuse(&app, "unauthorized", Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string())),
     };
@@ -232,16 +256,37 @@ async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
             return refuse(&app, e.code(), Problem::new(status, title, e.to_string()));
         }
     };
+    // Several nodes: a call lives on one node; a leg that reaches another is sent there.
+    let mut claimed = false;
+    if let Some(cluster) = &app.cluster {
+        let local = app.whip.calls.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(tenant.id.clone(), call_key.clone()));
+        if !local {
+            match cluster.claim(&tenant.id, &format!("whip:{call_key}")).await {
+                super::cluster::Claim::Owned(owner) => return redirect(&app, &owner.url, query.as_deref(), &principal, &call_key),
+                super::cluster::Claim::Mine => claimed = true,
+                super::cluster::Claim::Unavailable => {}
+            }
+        }
+    }
+    let release = |app: &Arc<AppState>| {
+        if let (true, Some(c)) = (claimed, &app.cluster) {
+            c.release(&tenant.id, &format!("whip:{call_key}"));
+        }
+    };
     // Room: the WHIP session limit, then the call (a new one takes a call slot).
     let active = app.whip.active.fetch_add(1, Ordering::AcqRel);
     let guard = ActiveGuard(app.clone());
     if active >= cfg.max_sessions || app.is_draining() {
+        release(&app);
         return refuse(&app, "over_limit", Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "too many WebRTC sessions (whip.max_sessions) or draining; retry later"));
     }
     let channels: Vec<usize> = plan.tracks.iter().map(|(_, c)| *c).collect();
     let joined = match join_call(&app, &tenant.id, &call_key, &channels, &p, principal.claims.sub.as_str()) {
         Ok(j) => j,
-        Err(resp) => return resp,
+        Err(resp) => {
+            release(&app);
+            return resp;
+        }
     };
     let stop = joined.stop.child_token();
     let leg = Arc::new(Leg::new(app.clone(), joined.tx.clone(), &plan));

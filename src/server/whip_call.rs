@@ -202,6 +202,9 @@ pub async fn run(app: Arc<AppState>, slot: CallSlot, facts: CallFacts, mut rx: m
                     };
                     if done {
                         calls.remove(&key);
+                        if let Some(c) = &app.cluster {
+                            c.release(&facts.tenant, &format!("whip:{}", facts.key));
+                        }
                         break;
                     }
                 }

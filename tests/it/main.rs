@@ -4,6 +4,7 @@ mod admin;
 mod asr_model;
 mod auth;
 mod bad_input;
+mod cluster;
 mod common;
 mod events;
 mod lifecycle;

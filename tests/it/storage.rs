@@ -257,7 +257,7 @@ fn fixture(backend: Backend) -> Fixture {
     Fixture { store, _dir: dir, _moto: moto }
 }
 
-async fn put_call(store: &Store, tenant: &str, at: DateTime<Utc>, campaign: Option<&str>) -> CallRef {
+pub(crate) async fn put_call(store: &Store, tenant: &str, at: DateTime<Utc>, campaign: Option<&str>) -> CallRef {
     let call = CallRef { tenant: tenant.into(), call_id: CallId::new_at(at) };
     for name in ["audio.wav", "transcript.json", "hints.json"] {
         store.put_encrypted(tenant, &call.object(name), format!("{name} of {}", call.call_id).as_bytes()).await.unwrap();
@@ -267,7 +267,7 @@ async fn put_call(store: &Store, tenant: &str, at: DateTime<Utc>, campaign: Opti
     call
 }
 
-async fn present(store: &Store, call: &CallRef) -> Vec<String> {
+pub(crate) async fn present(store: &Store, call: &CallRef) -> Vec<String> {
     let mut v: Vec<String> = store.list_objects(&call.tenant).await.unwrap().remove(&call.call_id).unwrap_or_default().into_iter().map(|(n, _)| n).collect();
     v.sort();
     v

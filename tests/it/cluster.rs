@@ -1,0 +1,379 @@
+//! Several nodes: two `earshot` processes sharing a real `redis-server` and a real
+//! S3-compatible store (moto), all on free loopback ports.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use earshot::server::token::TokenRole;
+use earshot_loadtest::audio::Audio;
+use earshot_loadtest::{pcm, ws};
+use serde_json::Value;
+
+use crate::common::{metric, require_tool, rt, TestServer, SECRET, TENANT};
+use crate::live::{live, live_config, next_json, tok, types, SIGNING};
+use crate::s3::Moto;
+
+/// A real Redis on a free loopback port, without persistence (a restart is empty).
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        require_tool("redis-server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Redis { child: None, port };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Cluster {
+    redis: Redis,
+    _moto: Moto,
+    dir: tempfile::TempDir,
+    a: TestServer,
+    b: TestServer,
+}
+
+fn node(name: &str, redis: &Redis, moto: &Moto, keyring: &Path, extra: &str) -> TestServer {
+    let extra = format!(
+        "[redis]\nurl = \"{}\"\nnode_id = \"{name}\"\nregistry_ttl = \"2s\"\nheartbeat = \"500ms\"\nlock_lease = \"5s\"\n{extra}",
+        redis.url()
+    );
+    let mut env = moto.server_env();
+    env.push(("EARSHOT__STORAGE__KEYRING".into(), keyring.display().to_string()));
+    env.push(("EARSHOT__TENANTS__ACME__SIGNING_SECRET".into(), SIGNING.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    TestServer::start_with(&extra, &env)
+}
+
+fn wait_redis_up(s: &TestServer) {
+    let t0 = Instant::now();
+    while metric(&s.metrics(), "earshot_cluster_redis_up", &[]) < 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(15), "node never reached Redis; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cluster(extra: &str) -> Cluster {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // One keyring for both nodes (in production: a Secret mounted on every node).
+    let keyring = dir.path().join("keyring.toml");
+    let a = node("node-a", &redis, &moto, &keyring, extra);
+    let b = node("node-b", &redis, &moto, &keyring, extra);
+    wait_redis_up(&a);
+    wait_redis_up(&b);
+    Cluster { redis, _moto: moto, dir, a, b }
+}
+
+impl Cluster {
+    fn tokens(&self) -> earshot::config::Config {
+        live_config(self.dir.path(), "")
+    }
+}
+
+fn tone(secs: f64, hz: f64) -> Vec<i16> {
+    (0..(secs * 16000.0) as usize).map(|i| ((i as f64 * hz * std::f64::consts::TAU / 16000.0).sin() * 8000.0) as i16).collect()
+}
+
+/// Streams a stereo PCM call to `addr` in real time on its own thread.
+fn fork_call(addr: SocketAddr, campaign: &str, secs: f64) -> std::thread::JoinHandle<Option<u64>> {
+    let audio = Audio { sample_rate: 16000, channels: vec![tone(secs, 300.0), tone(secs, 500.0)] };
+    let script = pcm::render(&audio, serde_json::json!({ "campaign": campaign, "rep": "alex" }));
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let url = format!("ws://{addr}/fork/pcm/{TENANT}");
+            let mut conn = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.ok()?;
+            pcm::send(&mut conn, &script, 1.0).await.ok().map(|r| r.media_sent)
+        })
+    })
+}
+
+fn get(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let req = ureq::http::Request::builder().method("GET").uri(format!("http://{addr}{path}")).header("authorization", format!("Bearer {token}"));
+    let resp = agent.run(req.body(()).unwrap()).unwrap();
+    let status = resp.status().as_u16();
+    let mut out = Vec::new();
+    resp.into_body().into_reader().read_to_end(&mut out).unwrap();
+    (status, out)
+}
+
+/// The next message that is not the connection's `hello`.
+async fn next_msg(ws: &mut crate::live::LiveWs, wait: Duration) -> Option<Value> {
+    loop {
+        let m = next_json(ws, wait).await?;
+        if m["type"] != "hello" {
+            return Some(m);
+        }
+    }
+}
+
+/// Messages until `call.ended` (or 20 s of nothing).
+async fn until_ended(ws: &mut crate::live::LiveWs) -> Vec<Value> {
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    while let Some(m) = next_json(ws, Duration::from_secs(20).saturating_sub(t0.elapsed())).await {
+        let end = m["type"] == "call.ended";
+        out.push(m);
+        if end {
+            break;
+        }
+    }
+    out
+}
+
+fn of_call<'a>(msgs: &'a [Value], id: &str) -> Vec<&'a Value> {
+    msgs.iter().filter(|m| m["call_id"] == id).collect()
+}
+
+#[test]
+fn a_call_on_node_a_is_live_on_node_b_in_order_with_the_same_seq_and_stored_data_is_read_through_b() {
+    let c = cluster("");
+    let cfg = c.tokens();
+    let manager = tok(&cfg, TENANT, "boss", TokenRole::Manager);
+    let (a_addr, b_addr) = (c.a.addr, c.b.addr);
+    let (on_a, on_b) = rt().block_on(async {
+        let mut wa = live(a_addr, &manager, None).await;
+        let mut wb = live(b_addr, &manager, None).await;
+        let call = fork_call(a_addr, "cross-node", 4.0);
+        let (ra, rb) = tokio::join!(until_ended(&mut wa), until_ended(&mut wb));
+        assert!(call.join().unwrap().is_some());
+        (ra, rb)
+    });
+    let id = on_a.iter().find(|m| m["type"] == "call.started").expect("started on A")["call_id"].as_str().unwrap().to_string();
+    let a_events = of_call(&on_a, &id);
+    let b_events = of_call(&on_b, &id);
+    let key = |v: &[&Value]| v.iter().map(|m| (m["seq"].as_u64().unwrap(), m["type"].as_str().unwrap().to_string())).collect::<Vec<_>>();
+    assert!(b_events.last().is_some_and(|m| m["type"] == "call.ended"), "B saw {:?}", types(&on_b));
+    assert_eq!(key(&b_events), key(&a_events), "node B sees node A's events, in order, with the same seq");
+    let seqs: Vec<u64> = key(&b_events).iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(b_events, a_events, "identical envelopes");
+    // The stored call, through node B's admin API (shared S3 store, shared keyring).
+    let admin = tok(&cfg, TENANT, "root", TokenRole::Admin);
+    let t0 = Instant::now();
+    loop {
+        let (s, body) = get(b_addr, &format!("/v1/calls/{id}"), &admin);
+        if s == 200 && serde_json::from_slice::<Value>(&body).is_ok_and(|m| m["outcome"].is_string()) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "call not readable on B: {s} {}", String::from_utf8_lossy(&body));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, wav) = get(b_addr, &format!("/v1/calls/{id}/recording"), &admin);
+    assert_eq!(s, 200);
+    assert!(wav.len() > 4 * 16000 * 2 * 2 - 16000, "about 4 s of stereo 16-bit audio: {} bytes", wav.len());
+    let mb = c.b.metrics();
+    assert!(metric(&mb, "earshot_cluster_events_total", &["result=\"received\""]) >= a_events.len() as f64);
+    assert_eq!(metric(&mb, "earshot_cluster_events_total", &["result=\"bad\""]), 0.0);
+    let ma = c.a.metrics();
+    assert!(metric(&ma, "earshot_cluster_events_total", &["result=\"published\""]) >= a_events.len() as f64);
+}
+
+#[test]
+fn redis_restarted_mid_call_loses_nothing_and_remote_clients_get_a_snapshot_then_live_events() {
+    let mut c = cluster("");
+    let cfg = c.tokens();
+    let manager = tok(&cfg, TENANT, "boss", TokenRole::Manager);
+    let (a_addr, b_addr) = (c.a.addr, c.b.addr);
+    let secs = 9.0;
+    let runtime = rt();
+    let mut wb = runtime.block_on(live(b_addr, &manager, None));
+    let call = fork_call(a_addr, "redis-outage", secs);
+    // Live on B first.
+    let first = runtime.block_on(next_msg(&mut wb, Duration::from_secs(10))).expect("call.started on B");
+    assert_eq!(first["type"], "call.started");
+    let id = first["call_id"].as_str().unwrap().to_string();
+    let mut last_before = 1;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        if let Some(m) = runtime.block_on(next_msg(&mut wb, Duration::from_millis(300))) {
+            last_before = m["seq"].as_u64().unwrap_or(last_before);
+        }
+    }
+    // Redis goes away for 3 s, then comes back empty.
+    c.redis.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    c.redis.restart();
+    let after = runtime.block_on(until_ended(&mut wb));
+    let snap = after.iter().position(|m| m["type"] == "snapshot" && m["call_id"] == id.as_str()).unwrap_or_else(|| panic!("no snapshot on B: {:?}", types(&after)));
+    let snap_seq = after[snap]["last_seq"].as_u64().unwrap();
+    assert!(snap_seq > last_before, "the snapshot covers what was missed ({snap_seq} > {last_before})");
+    let live_after: Vec<u64> = after[snap + 1..].iter().filter(|m| m["call_id"] == id.as_str()).filter_map(|m| m["seq"].as_u64()).collect();
+    assert!(!live_after.is_empty() && live_after[0] > snap_seq, "live events after the snapshot: {:?}", types(&after));
+    assert!(live_after.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gap: {live_after:?}");
+    assert!(after.last().is_some_and(|m| m["type"] == "call.ended"));
+    let sent = call.join().unwrap().expect("the fork itself never noticed");
+    // Node A's recording is complete (Redis is not on the media path).
+    let m = c.a.wait_call(TENANT, "redis-outage", Duration::from_secs(20));
+    assert_eq!(m.outcome.as_deref(), Some("completed"));
+    let rec = c.a.audio(m.call_id);
+    assert_eq!(rec.frames() as u64, (secs * 16000.0) as u64, "every sample recorded ({sent} frames sent)");
+    let ma = c.a.metrics();
+    assert!(metric(&ma, "earshot_cluster_events_total", &["result=\"unpublished\""]) > 0.0, "the outage was counted");
+    assert!(metric(&ma, "earshot_cluster_snapshots_total", &["direction=\"sent\""]) > 0.0);
+    assert!(metric(&c.b.metrics(), "earshot_cluster_snapshots_total", &["direction=\"applied\""]) > 0.0);
+}
+
+#[test]
+fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_recording() {
+    let mut c = cluster("");
+    let cfg = c.tokens();
+    let manager = tok(&cfg, TENANT, "boss", TokenRole::Manager);
+    let (a_addr, b_addr) = (c.a.addr, c.b.addr);
+    let runtime = rt();
+    let mut wb = runtime.block_on(live(b_addr, &manager, None));
+    let _call = fork_call(a_addr, "killed", 30.0);
+    let first = runtime.block_on(next_msg(&mut wb, Duration::from_secs(10))).expect("call.started on B");
+    assert_eq!(first["type"], "call.started");
+    let id = first["call_id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    c.a.kill9();
+    let killed = Instant::now();
+    let ended = loop {
+        let m = runtime.block_on(next_msg(&mut wb, Duration::from_secs(20))).unwrap_or_else(|| panic!("no call.ended on B; log:\n{}", c.b.log()));
+        if m["type"] == "call.ended" && m["call_id"] == id.as_str() {
+            break m;
+        }
+    };
+    assert_eq!(ended["outcome"], "node_lost", "{ended}");
+    assert!(killed.elapsed() < Duration::from_secs(10), "within about two registry TTLs: {:?}", killed.elapsed());
+    assert_eq!(metric(&c.b.metrics(), "earshot_cluster_calls_lost_total", &[]), 1.0);
+    // A manager connecting to B later sees it ended too.
+    let mut late = runtime.block_on(live(b_addr, &manager, None));
+    let snap = runtime.block_on(next_msg(&mut late, Duration::from_secs(5))).expect("snapshot");
+    assert!(snap["events"].as_array().unwrap().iter().any(|e| e["type"] == "call.ended" && e["outcome"] == "node_lost"), "{snap}");
+    // Node A comes back: the call in its spool is recovered and uploaded.
+    c.a.restart();
+    let m = c.a.wait_call(TENANT, "killed", Duration::from_secs(30));
+    assert_eq!(m.call_id.to_string(), id);
+    assert_eq!(m.outcome.as_deref(), Some("recovered_after_crash"));
+    assert!(c.a.audio(m.call_id).frames() >= 16000, "the audio before the crash is there");
+}
+
+#[test]
+fn two_whip_legs_of_one_call_on_different_nodes_become_one_call_on_the_owner() {
+    let c = cluster("[whip]\nice_ip = \"127.0.0.1\"\n");
+    let cfg = c.tokens();
+    let publisher = earshot::server::token::issue(&cfg, TENANT, "alex", TokenRole::Publisher, Duration::from_secs(600), Some("call-77".into())).unwrap();
+    let rep_audio = Audio { sample_rate: 16000, channels: vec![tone(1.0, 300.0)] };
+    let cust_audio = Audio { sample_rate: 16000, channels: vec![tone(1.0, 700.0)] };
+    let rep_script = Arc::new(earshot_loadtest::whip::render(&rep_audio).unwrap());
+    let cust_script = Arc::new(earshot_loadtest::whip::render(&cust_audio).unwrap());
+    let opts = |base: SocketAddr, party: &str| earshot_loadtest::whip::WhipOptions {
+        base: format!("http://{base}"),
+        token: publisher.clone(),
+        call: "call-77".into(),
+        party: party.into(),
+        campaign: Some("two-nodes".into()),
+    };
+    let (rep, cust) = rt().block_on(async {
+        let (up_tx, up_rx) = tokio::sync::oneshot::channel();
+        let o1 = opts(c.a.addr, "rep");
+        let rep = tokio::spawn(async move { earshot_loadtest::whip::publish(&o1, rep_script, Duration::from_secs(5), move || {
+            let _ = up_tx.send(());
+        }).await });
+        up_rx.await.expect("rep leg connected on A");
+        // The customer's leg reaches node B, which does not own the call.
+        let o2 = opts(c.b.addr, "customer");
+        let cust = earshot_loadtest::whip::publish(&o2, cust_script, Duration::from_secs(3), || {}).await;
+        (rep.await.unwrap(), cust)
+    });
+    let (rep, cust) = (rep.expect("rep leg"), cust.expect("customer leg"));
+    assert_eq!((rep.redirects, cust.redirects), (0, 1), "the customer's leg was redirected to node A");
+    assert_eq!(cust.delete_status, Some(200), "its session lives on node A");
+    let m = c.a.wait_call(TENANT, "two-nodes", Duration::from_secs(30));
+    let calls: Vec<_> = c.a.manifests(TENANT).into_iter().filter(|m| m.campaign.as_deref() == Some("two-nodes")).collect();
+    assert_eq!(calls.len(), 1, "one call");
+    let rec = c.a.audio(m.call_id);
+    assert_eq!(rec.channels, 2);
+    let energy = |ch: usize| rec.channel(ch).iter().map(|&s| (s as f64).powi(2)).sum::<f64>();
+    assert!(energy(0) > 0.0 && energy(1) > 0.0, "both parties recorded");
+    assert_eq!(metric(&c.b.metrics(), "earshot_cluster_redirects_total", &[]), 1.0);
+    assert_eq!(metric(&c.b.metrics(), "earshot_whip_sessions_total", &["result=\"created\""]), 0.0);
+}
+
+#[test]
+fn with_two_sweepers_each_expired_call_is_deleted_exactly_once() {
+    let redis = Redis::start();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = dir.path().join("keyring.toml");
+    // The calls are put while no node sweeps; then two nodes with a 7-day plan sweep every second.
+    let seed = node("seed", &redis, &moto, &keyring, "");
+    let store = seed.store();
+    let old: Vec<_> = (0..6).map(|i| rt().block_on(crate::storage::put_call(store.store(), TENANT, chrono::Utc::now() - chrono::Duration::days(10 + i), None))).collect();
+    drop(seed);
+    let env_extra: PathBuf = keyring.clone();
+    let mk = |name: &str| {
+        let mut env = moto.server_env();
+        env.push(("EARSHOT__STORAGE__KEYRING".into(), env_extra.display().to_string()));
+        env.push(("EARSHOT__STORAGE__SWEEP_INTERVAL".into(), "1s".into()));
+        env.push(("EARSHOT__TENANTS__ACME__RETENTION_DAYS".into(), "7".into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let extra = format!("[redis]\nurl = \"{}\"\nnode_id = \"{name}\"\nregistry_ttl = \"2s\"\nheartbeat = \"500ms\"\nlock_lease = \"5s\"\n", redis.url());
+        TestServer::start_with(&extra, &env)
+    };
+    let a = mk("sweeper-a");
+    let b = mk("sweeper-b");
+    let t0 = Instant::now();
+    loop {
+        let left: usize = old.iter().map(|c| rt().block_on(crate::storage::present(store.store(), c)).len()).sum();
+        if left == 0 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{left} objects left; logs:\n{}\n{}", a.log(), b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let a few more rounds run on both nodes.
+    std::thread::sleep(Duration::from_secs(2));
+    let (ma, mb) = (a.metrics(), b.metrics());
+    let deleted = metric(&ma, "earshot_retention_deleted_objects_total", &[]) + metric(&mb, "earshot_retention_deleted_objects_total", &[]);
+    assert_eq!(deleted, 24.0, "6 calls × 4 objects, each deleted once");
+    let acquired = metric(&ma, "earshot_cluster_locks_total", &["result=\"acquired\""]) + metric(&mb, "earshot_cluster_locks_total", &["result=\"acquired\""]);
+    let busy = metric(&ma, "earshot_cluster_locks_total", &["result=\"busy\""]) + metric(&mb, "earshot_cluster_locks_total", &["result=\"busy\""]);
+    assert!(acquired >= 2.0 && busy >= 1.0, "both nodes competed for the lock: acquired {acquired}, busy {busy}");
+}
