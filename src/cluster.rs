@@ -45,6 +45,10 @@ impl Keys {
     pub fn claim(&self, tenant: &str, key: &str) -> String {
         format!("{}:claim:{tenant}:{key}", self.prefix)
     }
+    /// A live call's source id (`sip_call_id`, `call_sid`, …) → its owner's entry.
+    pub fn source(&self, name: &str, value: &str) -> String {
+        format!("{}:src:{name}:{value}", self.prefix)
+    }
     /// A job lock.
     pub fn lock(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.prefix)

@@ -39,7 +39,7 @@ const READ_COUNT: usize = 512;
 const READ_BLOCK: Duration = Duration::from_secs(2);
 
 enum Out {
-    Event { tenant: String, call_id: CallId, json: Utf8Bytes, kind: Kind },
+    Event { tenant: String, call_id: CallId, json: Utf8Bytes, kind: Kind, sources: Vec<(String, String)> },
     /// Another node said hello: send snapshots of our calls.
     Resync,
 }
@@ -73,8 +73,8 @@ pub struct Cluster {
     live: Arc<LiveHub>,
     tx: mpsc::Sender<Out>,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    /// Calls this node owns: id → tenant.
-    local: Mutex<HashMap<CallId, String>>,
+    /// Calls this node owns: id → (tenant, source ids).
+    local: Mutex<HashMap<CallId, (String, Vec<(String, String)>)>>,
     /// Keys this node has claimed: (tenant, key).
     claims: Mutex<HashSet<(String, String)>>,
     /// No `node_lost` verdicts before this (just (re)connected: owners re-register).
@@ -136,17 +136,20 @@ impl Cluster {
     /// Offers one of this node's events to the other nodes. Never waits.
     pub fn offer(&self, event: &Event, json: Utf8Bytes) {
         let kind = match &event.body {
-            EventBody::CallStarted(_) => {
-                lock(&self.local).insert(event.call_id, event.tenant.clone());
+            EventBody::CallStarted(p) => {
+                let sources = p.source_ids.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                lock(&self.local).insert(event.call_id, (event.tenant.clone(), sources));
                 Kind::Started
             }
-            EventBody::CallEnded(_) => {
-                lock(&self.local).remove(&event.call_id);
-                Kind::Ended
-            }
+            EventBody::CallEnded(_) => Kind::Ended,
             _ => Kind::Other,
         };
-        let out = Out::Event { tenant: event.tenant.clone(), call_id: event.call_id, json, kind };
+        let sources = match kind {
+            Kind::Started => lock(&self.local).get(&event.call_id).map(|l| l.1.clone()).unwrap_or_default(),
+            Kind::Ended => lock(&self.local).remove(&event.call_id).map(|l| l.1).unwrap_or_default(),
+            Kind::Other => Vec::new(),
+        };
+        let out = Out::Event { tenant: event.tenant.clone(), call_id: event.call_id, json, kind, sources };
         if self.tx.try_send(out).is_err() {
             self.metrics.cluster_events.with_label_values(&["dropped"]).inc();
             self.needs_resync.store(true, Ordering::Release);
@@ -196,9 +199,14 @@ impl Cluster {
         c.ignore();
     }
 
-    fn register(&self, p: &mut redis::Pipeline, tenant: &str, id: &CallId) {
-        p.cmd("SET").arg(self.keys.call(tenant, id)).arg(self.entry(Some(id))).arg("PX").arg(ms(self.cfg.registry_ttl)).ignore();
+    fn register(&self, p: &mut redis::Pipeline, tenant: &str, id: &CallId, sources: &[(String, String)]) {
+        let entry = self.entry(Some(id));
+        let ttl = ms(self.cfg.registry_ttl);
+        p.cmd("SET").arg(self.keys.call(tenant, id)).arg(&entry).arg("PX").arg(ttl).ignore();
         p.cmd("SADD").arg(self.keys.calls(tenant)).arg(id.to_string()).ignore();
+        for (name, value) in sources {
+            p.cmd("SET").arg(self.keys.source(name, value)).arg(&entry).arg("PX").arg(ttl).ignore();
+        }
     }
 
     async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Out>) {
@@ -233,8 +241,8 @@ impl Cluster {
                 // Snapshots first: the batch's events are in them too (the hub was
                 // updated before they were queued); readers skip what they cover.
                 self.needs_resync.store(false, Ordering::Release);
-                for (id, tenant) in lock(&self.local).iter() {
-                    self.register(&mut p, tenant, id);
+                for (id, (tenant, sources)) in lock(&self.local).iter() {
+                    self.register(&mut p, tenant, id, sources);
                 }
                 for s in self.live.local_snapshots() {
                     if let Ok(text) = serde_json::to_string(&s) {
@@ -244,14 +252,17 @@ impl Cluster {
                 }
             }
             for m in &batch {
-                let Out::Event { tenant, call_id, json, kind } = m else { continue };
+                let Out::Event { tenant, call_id, json, kind, sources } = m else { continue };
                 if *kind == Kind::Started {
-                    self.register(&mut p, tenant, call_id);
+                    self.register(&mut p, tenant, call_id, sources);
                 }
                 self.xadd(&mut p, &Record::Event { node: self.node.clone(), event: json.as_str().to_string() });
                 if *kind == Kind::Ended {
                     p.cmd("DEL").arg(self.keys.call(tenant, call_id)).ignore();
                     p.cmd("SREM").arg(self.keys.calls(tenant)).arg(call_id.to_string()).ignore();
+                    for (name, value) in sources {
+                        p.cmd("DEL").arg(self.keys.source(name, value)).ignore();
+                    }
                 }
             }
             if events == 0 && snapshots == 0 && lock(&self.local).is_empty() {
@@ -414,8 +425,8 @@ impl Cluster {
             let mut p = redis::pipe();
             let local = lock(&self.local).clone();
             let claims = lock(&self.claims).clone();
-            for (id, tenant) in &local {
-                self.register(&mut p, tenant, id);
+            for (id, (tenant, sources)) in &local {
+                self.register(&mut p, tenant, id, sources);
             }
             for (tenant, key) in &claims {
                 p.cmd("SET").arg(self.keys.claim(tenant, key)).arg(self.entry(None)).arg("PX").arg(ms(self.cfg.registry_ttl)).ignore();
@@ -499,6 +510,14 @@ impl Cluster {
                 Claim::Unavailable
             }
         }
+    }
+
+    /// The node that owns the live call with this source id (`sip_call_id`, …), when
+    /// it is another node.
+    pub async fn owner_of_source(&self, name: &str, value: &str) -> Option<Entry> {
+        let mut conn = self.conn().await?;
+        let v: Option<String> = redis::cmd("GET").arg(self.keys.source(name, value)).query_async(&mut conn).await.ok()?;
+        v.and_then(|v| serde_json::from_str::<Entry>(&v).ok()).filter(|e| e.node != self.node)
     }
 
     /// Gives a claimed key back (the call ended here).

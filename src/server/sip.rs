@@ -219,7 +219,22 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
                             respond(&state, &mut tx, 481, vec![], None).await;
                         }
                     }
-                    None => respond(&state, &mut tx, 481, vec![warning("no such call here")], None).await,
+                    None => {
+                        // Several nodes: a dialog another node owns is refused naming it
+                        // (the SBC/dispatcher must keep a dialog on one node).
+                        let owner = match (&state.app.cluster, call_id(&tx)) {
+                            (Some(c), Some(id)) => c.owner_of_source("sip_call_id", &id).await,
+                            _ => None,
+                        };
+                        let reason = match owner {
+                            Some(e) => {
+                                tracing::warn!(owner = %e.node, "SIP: in-dialog request for a call another node owns; refused");
+                                format!("dialog owned by node {} ({})", e.node, e.url)
+                            }
+                            None => "no such call here".into(),
+                        };
+                        respond(&state, &mut tx, 481, vec![warning(&reason)], None).await
+                    }
                 }
             });
         }

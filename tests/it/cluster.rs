@@ -377,3 +377,57 @@ fn with_two_sweepers_each_expired_call_is_deleted_exactly_once() {
     let busy = metric(&ma, "earshot_cluster_locks_total", &["result=\"busy\""]) + metric(&mb, "earshot_cluster_locks_total", &["result=\"busy\""]);
     assert!(acquired >= 2.0 && busy >= 1.0, "both nodes competed for the lock: acquired {acquired}, busy {busy}");
 }
+
+fn sip_listener(s: &TestServer) -> SocketAddr {
+    let t0 = Instant::now();
+    loop {
+        let log = s.log();
+        if let Some(a) = log.lines().find(|l| l.contains("SIP listening")).and_then(|l| l.split("addr=").nth(1)) {
+            return a.split_whitespace().next().unwrap().parse().unwrap();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "no SIP listener; log:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_re_invite_for_a_dialog_another_node_owns_is_refused_naming_that_node() {
+    use crate::sip::{raw_invite, udp_request, GOOD_SDP};
+    let extra = format!(
+        "[sip]\nlisten = \"127.0.0.1:0\"\nrtp_ports = [30000, 39999]\nrtp_timeout = \"6s\"\n\n[[tenants]]\nid = \"sipco\"\nfork_secret = \"{SECRET}\"\n[tenants.sip]\nallow = [\"127.0.0.1\"]\n"
+    );
+    let c = cluster(&extra);
+    let (sip_a, sip_b) = (sip_listener(&c.a), sip_listener(&c.b));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = sock.local_addr().unwrap();
+    let (code, ok) = udp_request(&sock, sip_a, &raw_invite(me, sip_a, "xnode-1", "application/sdp", GOOD_SDP, None, "")).unwrap();
+    assert_eq!(code, 200, "{ok}");
+    let to_tag = ok.lines().find(|l| l.to_ascii_lowercase().starts_with("to:")).and_then(|l| l.split(";tag=").nth(1)).expect("To tag").trim().to_string();
+    let reinvite = |to: SocketAddr, call_id: &str, n: u32| {
+        format!(
+            "INVITE sip:sipco@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-re{n}\r\nFrom: <sip:srs@{me}>;tag=t-xnode-1\r\nTo: <sip:sipco@{to}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {} INVITE\r\nContact: <sip:srs@{me}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{GOOD_SDP}",
+            n + 1,
+            GOOD_SDP.len()
+        )
+    };
+    // The dialog lives on node A; the dispatcher wrongly sends its re-INVITE to node B.
+    let t0 = Instant::now();
+    let mut n = 1;
+    let answer = loop {
+        let (code, text) = udp_request(&sock, sip_b, reinvite(sip_b, "xnode-1", n).as_bytes()).expect("an answer from B");
+        assert_eq!(code, 481, "{text}");
+        if text.contains("node-a") || t0.elapsed() > Duration::from_secs(5) {
+            break text;
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answer.contains("Warning: 399 earshot \"dialog owned by node node-a (http://"), "{answer}");
+    // A dialog nobody owns is just unknown.
+    let (code, text) = udp_request(&sock, sip_b, reinvite(sip_b, "nobody-has-it", 99).as_bytes()).unwrap();
+    assert_eq!(code, 481);
+    assert!(text.contains("no such call here"), "{text}");
+    // On node A, the same re-INVITE is answered by the call.
+    let (code, text) = udp_request(&sock, sip_a, reinvite(sip_a, "xnode-1", 100).as_bytes()).unwrap();
+    assert_eq!(code, 200, "{text}");
+}

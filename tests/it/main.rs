@@ -14,7 +14,7 @@ mod media_forks;
 mod model_fetch;
 mod recogniser;
 mod s3;
-mod sip;
+pub(crate) mod sip;
 mod sre;
 mod storage;
 mod whip;

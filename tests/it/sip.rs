@@ -459,7 +459,7 @@ fn loss_reordering_and_duplicates_keep_the_recording_aligned_and_are_counted() {
 }
 
 /// Sends one request over UDP and returns the final status code (None: no answer).
-fn udp_request(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<(u16, String)> {
+pub(crate) fn udp_request(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<(u16, String)> {
     sock.send_to(msg, to).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
     let mut buf = vec![0u8; 65535];
@@ -473,7 +473,7 @@ fn udp_request(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<(u16, Str
     }
 }
 
-fn raw_invite(local: SocketAddr, to: SocketAddr, call_id: &str, content_type: &str, body: &str, content_length: Option<usize>, extra: &str) -> Vec<u8> {
+pub(crate) fn raw_invite(local: SocketAddr, to: SocketAddr, call_id: &str, content_type: &str, body: &str, content_length: Option<usize>, extra: &str) -> Vec<u8> {
     let len = content_length.unwrap_or(body.len());
     format!(
         "INVITE sip:{SIP_TENANT}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\nFrom: <sip:srs@{local}>;tag=t-{call_id}\r\nTo: <sip:{SIP_TENANT}@{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:srs@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}"
@@ -481,7 +481,7 @@ fn raw_invite(local: SocketAddr, to: SocketAddr, call_id: &str, content_type: &s
     .into_bytes()
 }
 
-const GOOD_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=sendonly\r\n";
+pub(crate) const GOOD_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=sendonly\r\n";
 
 #[test]
 fn malformed_sip_is_refused_or_dropped_without_touching_a_good_call() {
