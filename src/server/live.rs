@@ -533,6 +533,46 @@ mod tests {
     }
 
     #[test]
+    fn remote_events_dedupe_by_seq_snapshots_replace_state_and_lost_owners_end_calls() {
+        let owner_hub = hub(64, 100);
+        let h = hub(64, 100);
+        let now = chrono::Utc::now();
+        let id = CallId::new_at(now);
+        let mut s = EventSequencer::new("acme".into(), id, now);
+        let mut c = h.connect(principal("acme", "boss", TokenRole::Manager), &HashMap::new());
+        let e1 = s.stamp(now, started("alex"));
+        let e2 = s.stamp(now, metrics(1));
+        owner_hub.publish(&e1);
+        owner_hub.publish(&e2);
+        assert!(h.publish_remote(&e1, "node-a"));
+        assert!(!h.publish_remote(&e1, "node-a"), "a duplicate is dropped");
+        assert_eq!(seq_of(&c.rx.try_recv().unwrap()), Some(1));
+        assert!(c.rx.try_recv().is_err());
+        assert_eq!(h.remote_live_calls(), vec![("acme".to_string(), id, "node-a".to_string())]);
+        assert!(owner_hub.remote_live_calls().is_empty(), "the owner's calls are local");
+        // The owner missed publishing 2..=4: its snapshot replaces B's state.
+        for i in 2..5 {
+            owner_hub.publish(&s.stamp(now, metrics(i)));
+        }
+        let snaps = owner_hub.local_snapshots();
+        assert_eq!((snaps.len(), snaps[0].last_seq), (1, 5));
+        assert!(h.apply_snapshot(&snaps[0], "node-a"));
+        assert!(!h.apply_snapshot(&snaps[0], "node-a"), "nothing new: not applied twice");
+        let m = c.rx.try_recv().unwrap();
+        assert!(m.as_str().contains("\"type\":\"snapshot\"") && m.as_str().contains("\"last_seq\":5"), "{}", m.as_str());
+        assert!(!h.publish_remote(&e2, "node-a"), "covered by the snapshot");
+        assert!(h.publish_remote(&s.stamp(now, metrics(9)), "node-a"));
+        assert_eq!(seq_of(&c.rx.try_recv().unwrap()), Some(6));
+        // The owner is gone: the call ends as node_lost, numbered after the last event.
+        assert!(h.end_remote("acme", id, "node_lost"));
+        let end: serde_json::Value = serde_json::from_str(c.rx.try_recv().unwrap().as_str()).unwrap();
+        assert_eq!((end["type"].as_str(), end["outcome"].as_str(), end["seq"].as_u64()), (Some("call.ended"), Some("node_lost"), Some(7)));
+        assert!(!h.end_remote("acme", id, "node_lost"), "once");
+        assert!(h.remote_live_calls().is_empty());
+        assert!(!owner_hub.end_remote("acme", id, "node_lost"), "never a local call");
+    }
+
+    #[test]
     fn ended_calls_linger_then_go() {
         let h = LiveHub::new(LiveConfig { linger: Duration::from_millis(0), ..LiveConfig::default() }, Metrics::new());
         let now = chrono::Utc::now();
