@@ -167,7 +167,8 @@ impl Cluster {
             return Some(c.clone());
         }
         match self.client.get_multiplexed_async_connection_with_config(&self.conn_config(Some(self.cfg.timeout))).await {
-            Ok(c) => {
+            Ok(mut c) => {
+                let _ = redis::cmd("CLIENT").arg("SETNAME").arg(format!("earshot-{}", self.node)).query_async::<()>(&mut c).await;
                 *g = Some(c.clone());
                 self.metrics.cluster_redis_up.set(1);
                 Some(c)
@@ -305,6 +306,7 @@ impl Cluster {
                 }
             };
             backoff = Duration::from_millis(200);
+            let _ = redis::cmd("CLIENT").arg("SETNAME").arg(format!("earshot-reader-{}", self.node)).query_async::<()>(&mut conn).await;
             // Hello: owners answer with snapshots of their calls (after this id).
             let hello: Result<String, _> = {
                 let mut c = redis::cmd("XADD");

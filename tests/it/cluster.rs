@@ -431,3 +431,30 @@ fn a_re_invite_for_a_dialog_another_node_owns_is_refused_naming_that_node() {
     let (code, text) = udp_request(&sock, sip_a, reinvite(sip_a, "xnode-1", 100).as_bytes()).unwrap();
     assert_eq!(code, 200, "{text}");
 }
+
+#[test]
+fn a_reader_whose_connection_drops_reads_on_from_the_last_entry_and_misses_nothing() {
+    let c = cluster("");
+    let cfg = c.tokens();
+    let manager = tok(&cfg, TENANT, "boss", TokenRole::Manager);
+    let runtime = rt();
+    let mut wb = runtime.block_on(live(c.b.addr, &manager, None));
+    let call = fork_call(c.a.addr, "hiccup", 6.0);
+    let first = runtime.block_on(next_msg(&mut wb, Duration::from_secs(10))).expect("call.started on B");
+    assert_eq!(first["type"], "call.started");
+    std::thread::sleep(Duration::from_secs(2));
+    // Cut node B's stream reader (only it: Redis keeps its data and node A publishes on).
+    let list = Command::new("redis-cli").args(["-p", &c.redis.port.to_string(), "CLIENT", "LIST"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    let id = list.lines().find(|l| l.contains("name=earshot-reader-node-b")).and_then(|l| l.split_whitespace().next()).and_then(|f| f.strip_prefix("id=")).unwrap_or_else(|| panic!("no reader in {list}")).to_string();
+    let killed = Command::new("redis-cli").args(["-p", &c.redis.port.to_string(), "CLIENT", "KILL", "ID", &id]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&killed.stdout).trim(), "1");
+    let mut msgs = vec![first];
+    msgs.extend(runtime.block_on(until_ended(&mut wb)));
+    assert!(call.join().unwrap().is_some());
+    let seqs: Vec<u64> = msgs.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert!(msgs.last().is_some_and(|m| m["type"] == "call.ended"), "{:?}", types(&msgs));
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every event once, in order: {:?}", types(&msgs));
+    assert!(msgs.iter().all(|m| m["type"] != "snapshot"), "no snapshot was needed: {:?}", types(&msgs));
+    assert!(metric(&c.b.metrics(), "earshot_cluster_reconnects_total", &[]) >= 1.0);
+}
