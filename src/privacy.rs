@@ -298,12 +298,29 @@ pub struct ExportRecord {
     pub summary: Option<ExportSummary>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The calls it covers (ids only), so another node can finish it if this one dies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<crate::call::CallId>,
 }
 
 pub const EXPORT_LINK_TTL_HOURS: i64 = 24;
 
 /// Deletes the archives of exports whose link has expired (their records stay, so the
 /// API answers `410 Gone`). Returns how many were deleted.
+/// Exports of `tenant` still marked running (their builder may have died).
+pub async fn running_exports(store: &Store, tenant: &str) -> Result<Vec<ExportRecord>, StorageError> {
+    let mut out = Vec::new();
+    for (rel, _) in store.list_meta(&format!("exports/{tenant}")).await?.iter().filter(|(r, _)| r.ends_with(".json")) {
+        let Some(bytes) = store.get_meta(tenant, &format!("exports/{tenant}/{rel}")).await? else { continue };
+        if let Ok(rec) = serde_json::from_slice::<ExportRecord>(&bytes) {
+            if rec.state == "running" {
+                out.push(rec);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub async fn sweep_exports(store: &Store, tenant: &str, now: DateTime<Utc>) -> Result<usize, StorageError> {
     let mut n = 0;
     let listed = store.list_meta(&format!("exports/{tenant}")).await?;

@@ -494,18 +494,65 @@ async fn post_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, 
         expires_at: None,
         summary: None,
         error: None,
+        calls: calls.clone(),
     };
-    save_export(&app, &rec).await?;
+    // Several nodes: the builder holds a lock on the export while it runs, so that
+    // another node finishes it (and only then) if this one dies.
+    let lease = match &app.cluster {
+        Some(c) => match c.try_lock(&format!("export:{id}")).await {
+            Some(g) => Some(g),
+            None => return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "exports need Redis when several nodes share the store; retry shortly")),
+        },
+        None => None,
+    };
+    // Marked as being built here before it is saved as running (resume_exports skips it).
     app.exports.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (0, calls.len()));
+    if let Err(e) = save_export(&app, &rec).await {
+        app.exports.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        return Err(e.into());
+    }
     audit(&app, &p, addr, "export.start", Some(format!("export:{id}")), json!({ "scope": rec.scope, "calls": calls.len() })).await;
     let total = calls.len();
     // Building the ZIP is blocking IO and decryption: a blocking thread drives it.
     let (app2, handle) = (app.clone(), tokio::runtime::Handle::current());
-    tokio::task::spawn_blocking(move || handle.block_on(run_export(app2, rec, calls)));
+    tokio::task::spawn_blocking(move || handle.block_on(run_export(app2, rec, calls, lease)));
     Ok(json_ok(StatusCode::ACCEPTED, json!({ "id": id, "state": "running", "total": total })))
 }
 
-async fn run_export(app: Arc<AppState>, mut rec: ExportRecord, calls: Vec<CallId>) {
+/// Finishes exports whose builder died: with several nodes, those whose lock has
+/// expired (taken here, so one node does it); alone, those this process is not
+/// building (left by a crash). Called from the retention round.
+pub(crate) async fn resume_exports(app: &Arc<AppState>, tenant: &str) {
+    let running = match privacy::running_exports(&app.store, tenant).await {
+        Ok(r) => r,
+        Err(e) => return tracing::error!(tenant, error = %e, "listing unfinished exports"),
+    };
+    for mut rec in running {
+        if app.exports.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&rec.id) {
+            continue;
+        }
+        let lease = match &app.cluster {
+            Some(c) => match c.try_lock(&format!("export:{}", rec.id)).await {
+                Some(g) => Some(g),
+                None => continue,
+            },
+            None => None,
+        };
+        if rec.calls.is_empty() && rec.total > 0 {
+            rec.state = "failed".into();
+            rec.error = Some("interrupted before its calls were recorded; request it again".into());
+            let _ = save_export(app, &rec).await;
+            continue;
+        }
+        tracing::warn!(export = %rec.id, tenant, "resuming an export whose builder stopped");
+        app.exports.lock().unwrap_or_else(|e| e.into_inner()).insert(rec.id.clone(), (0, rec.total));
+        let calls = rec.calls.clone();
+        let (app2, handle) = (app.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || handle.block_on(run_export(app2, rec, calls, lease)));
+    }
+}
+
+async fn run_export(app: Arc<AppState>, mut rec: ExportRecord, calls: Vec<CallId>, _lease: Option<super::cluster::LockGuard>) {
     let tmp_dir = app.store.spool().root().join(".exports");
     let _ = std::fs::create_dir_all(&tmp_dir);
     let tmp = tmp_dir.join(format!("{}.zip", rec.id));

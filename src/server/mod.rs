@@ -125,6 +125,8 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                 if let Err(e) = crate::privacy::sweep_exports(&store, t, now).await {
                     tracing::error!(tenant = %t, error = %e, "expired exports");
                 }
+                // Exports whose builder died are finished here.
+                admin::resume_exports(&app, t).await;
             }
             match crate::storage::sweep(&store, &policies, now, &opts, &mut cache).await {
                 Ok((_, r)) => {

@@ -83,6 +83,7 @@ fn node(name: &str, redis: &Redis, moto: &Moto, keyring: &Path, extra: &str) -> 
     let mut env = moto.server_env();
     env.push(("EARSHOT__STORAGE__KEYRING".into(), keyring.display().to_string()));
     env.push(("EARSHOT__TENANTS__ACME__SIGNING_SECRET".into(), SIGNING.into()));
+    env.push(("EARSHOT__STORAGE__SWEEP_INTERVAL".into(), "1s".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     TestServer::start_with(&extra, &env)
 }
@@ -457,4 +458,49 @@ fn a_reader_whose_connection_drops_reads_on_from_the_last_entry_and_misses_nothi
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "every event once, in order: {:?}", types(&msgs));
     assert!(msgs.iter().all(|m| m["type"] != "snapshot"), "no snapshot was needed: {:?}", types(&msgs));
     assert!(metric(&c.b.metrics(), "earshot_cluster_reconnects_total", &[]) >= 1.0);
+}
+
+#[test]
+fn an_export_whose_builder_died_is_finished_by_one_other_node_after_its_lease() {
+    let c = cluster("");
+    let cfg = c.tokens();
+    let admin = tok(&cfg, TENANT, "root", TokenRole::Admin);
+    let reader = c.a.store();
+    let call = rt().block_on(crate::storage::put_call(reader.store(), TENANT, chrono::Utc::now() - chrono::Duration::days(1), None));
+    // A node started this export, holds its lock, and died: the record says running.
+    let id = "0123456789abcdef0123456789abcdef";
+    let rec = serde_json::json!({
+        "id": id, "tenant": TENANT, "scope": "tenant", "state": "running", "done": 0, "total": 1,
+        "created_at": chrono::Utc::now().to_rfc3339(), "calls": [call.call_id.to_string()],
+    });
+    let lock = Command::new("redis-cli")
+        .args(["-p", &c.redis.port.to_string(), "SET", &format!("earshot:lock:export:{id}"), "node-gone:x", "PX", "3000"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&lock.stdout).trim(), "OK");
+    rt().block_on(reader.store().put_meta(TENANT, &format!("exports/{TENANT}/{id}.json"), rec.to_string().as_bytes())).unwrap();
+    let t0 = Instant::now();
+    let state = |addr| {
+        let (s, body) = get(addr, &format!("/v1/exports/{id}"), &admin);
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(state(c.b.addr)["state"], "running", "not taken while its lease holds");
+    let done = loop {
+        let v = state(c.b.addr);
+        if v["state"] == "done" {
+            break v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "not finished: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(t0.elapsed() >= Duration::from_secs(3), "only after the lease ran out");
+    assert_eq!(done["summary"]["calls"], 1, "{done}");
+    let resumed = [&c.a, &c.b].iter().filter(|n| n.log().contains("resuming an export")).count();
+    assert_eq!(resumed, 1, "exactly one node finished it");
+    // Its link works on either node.
+    let url = done["download_url"].as_str().unwrap().to_string();
+    let (s, zip) = get(c.a.addr, &url, "none");
+    assert_eq!((s, &zip[..2]), (200, &b"PK"[..]));
 }
