@@ -62,6 +62,7 @@ pub const API: &[Route] = &[
     Route { method: "GET", path: "/v1/tenant/deletion", summary: "A pending tenant deletion", roles: &[Admin], ok: 200 },
     Route { method: "DELETE", path: "/v1/tenant/deletion", summary: "Cancel a pending tenant deletion", roles: &[Admin], ok: 200 },
     Route { method: "GET", path: "/v1/audit", summary: "The audit log (filters: from, to, action)", roles: &[Admin, Auditor], ok: 200 },
+    Route { method: "GET", path: "/v1/live/calls", summary: "Live calls of the tenant on every node (from the Redis registry; this node's alone without Redis)", roles: &[Admin, Manager], ok: 200 },
     Route { method: "GET", path: "/v1/openapi.json", summary: "This document", roles: &[], ok: 200 },
 ];
 
@@ -207,6 +208,7 @@ fn handler(method: &'static str, path: &'static str) -> MethodRouter<Arc<AppStat
         ("GET", "/v1/tenant/deletion") => on(f, get_tenant_deletion),
         ("DELETE", "/v1/tenant/deletion") => on(f, delete_tenant_deletion),
         ("GET", "/v1/audit") => on(f, get_audit),
+        ("GET", "/v1/live/calls") => on(f, get_live_calls),
         ("GET", "/v1/openapi.json") => on(f, || async { json_ok(StatusCode::OK, openapi()) }),
         (m, p) => panic!("no handler for {m} {p}"),
     }
@@ -415,6 +417,21 @@ async fn tenant_hold(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, 
     let erased = if on { Vec::new() } else { privacy::run_pending_erasures(&app.store, &p.tenant).await? };
     audit(&app, &p, addr, if on { "tenant_hold.set" } else { "tenant_hold.release" }, Some("tenant".into()), json!({ "pending_erased": erased.len() })).await;
     Ok(json_ok(StatusCode::OK, json!({ "tenant_hold": on, "erased": erased.len() })))
+}
+
+async fn get_live_calls(State(app): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
+    let p = authorise(&app, &headers, "GET", "/v1/live/calls")?;
+    let here = app.cluster.as_ref().map(|c| c.node.clone());
+    let local = || -> Vec<Value> { app.live.live_calls(&p.tenant).into_iter().filter(|(_, owner)| owner.is_none()).map(|(id, _)| json!({ "call_id": id.to_string(), "node": here })).collect() };
+    let (calls, source) = match &app.cluster {
+        Some(c) => match c.live_calls(&p.tenant).await {
+            Some(entries) => (entries.into_iter().map(|e| json!({ "call_id": e.call_id, "node": e.node })).collect(), "registry"),
+            // Redis unreachable: what this node knows (its own calls), said so.
+            None => (local(), "local"),
+        },
+        None => (local(), "local"),
+    };
+    Ok(json_ok(StatusCode::OK, json!({ "calls": calls, "source": source })))
 }
 
 async fn get_retention(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap) -> ApiResult {

@@ -291,6 +291,15 @@ impl LiveHub {
         out
     }
 
+    /// Calls of `tenant` that have not ended, with their owner (`None`: this node).
+    pub fn live_calls(&self, tenant: &str) -> Vec<(CallId, Option<String>)> {
+        let t = self.tenant(tenant);
+        let t = lock(&t);
+        let mut out: Vec<(CallId, Option<String>)> = t.calls.iter().filter(|(_, c)| c.ended.is_none() && c.started.is_some()).map(|(id, c)| (*id, c.owner.clone())).collect();
+        out.sort();
+        out
+    }
+
     /// Calls other nodes own that have not ended: (tenant, call, owner).
     pub fn remote_live_calls(&self) -> Vec<(String, CallId, String)> {
         let all: Vec<(String, Arc<Mutex<TenantLive>>)> = lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -271,6 +271,11 @@ fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_r
     let first = runtime.block_on(next_msg(&mut wb, Duration::from_secs(10))).expect("call.started on B");
     assert_eq!(first["type"], "call.started");
     let id = first["call_id"].as_str().unwrap().to_string();
+    // The team view on node B lists node A's call (the registry).
+    let (s, body) = get(b_addr, "/v1/live/calls", &manager);
+    assert_eq!(s, 200);
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed, serde_json::json!({ "calls": [{ "call_id": id, "node": "node-a" }], "source": "registry" }));
     std::thread::sleep(Duration::from_secs(2));
     c.a.kill9();
     let killed = Instant::now();
@@ -283,6 +288,8 @@ fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_r
     assert_eq!(ended["outcome"], "node_lost", "{ended}");
     assert!(killed.elapsed() < Duration::from_secs(10), "within about two registry TTLs: {:?}", killed.elapsed());
     assert_eq!(metric(&c.b.metrics(), "earshot_cluster_calls_lost_total", &[]), 1.0);
+    let (_, body) = get(b_addr, "/v1/live/calls", &manager);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["calls"], serde_json::json!([]), "expired from the registry");
     // A manager connecting to B later sees it ended too.
     let mut late = runtime.block_on(live(b_addr, &manager, None));
     let snap = runtime.block_on(next_msg(&mut late, Duration::from_secs(5))).expect("snapshot");
