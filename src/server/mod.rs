@@ -418,6 +418,9 @@ impl Server {
             Some(rc) => {
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 let url = rc.advertise_url.clone().or_else(|| config.http.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+                if rc.advertise_url.is_none() && config.http.public_url.is_none() && local_addr.ip().is_unspecified() {
+                    tracing::warn!(url = %url, "redis.advertise_url is not set and the listener is on every address: other nodes cannot redirect WHIP clients here; set redis.advertise_url");
+                }
                 Some(cluster::Cluster::start(rc, url, live.clone(), metrics.clone()).map_err(|e| ServerError::Redis(e.to_string()))?)
             }
             None => None,
