@@ -31,6 +31,9 @@ use crate::config::RedisConfig;
 use crate::events::{Event, EventBody};
 use crate::metrics::Metrics;
 
+/// A call's source ids: (`sip_call_id`, value), …
+type Sources = Vec<(String, String)>;
+
 /// Records the publisher writes per round trip.
 const BATCH: usize = 256;
 /// Entries the reader takes per `XREAD`.
@@ -74,7 +77,7 @@ pub struct Cluster {
     tx: mpsc::Sender<Out>,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Calls this node owns: id → (tenant, source ids).
-    local: Mutex<HashMap<CallId, (String, Vec<(String, String)>)>>,
+    local: Mutex<HashMap<CallId, (String, Sources)>>,
     /// Keys this node has claimed: (tenant, key).
     claims: Mutex<HashSet<(String, String)>>,
     /// No `node_lost` verdicts before this (just (re)connected: owners re-register).
