@@ -115,6 +115,75 @@ fn kubernetes_manifests_validate_and_their_config_checks() {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+/// The compose stack: its Earshot config passes `config check` (both nodes' environment),
+/// its Prometheus config passes `promtool check config`, and the compose file's structure
+/// holds together (parsed by PyYAML from the test tools: every bind-mounted path exists,
+/// the nodes wait for the keyring, Redis and the bucket, Prometheus scrapes both nodes,
+/// nothing is published beyond 127.0.0.1). There is no Docker engine here to run it.
+#[test]
+fn the_compose_stack_files_check() {
+    let dir = root().join("deploy/compose");
+    // Earshot's config, with the secrets directory where the test has it.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(dir.join("earshot.toml")).unwrap().replace("/etc/earshot/secrets", &dir.join("secrets").display().to_string());
+    std::fs::write(tmp.path().join("earshot.toml"), config).unwrap();
+    std::fs::create_dir_all(tmp.path().join("playbooks")).unwrap();
+    std::fs::copy(dir.join("playbooks/acme.toml"), tmp.path().join("playbooks/acme.toml")).unwrap();
+    for (node, ports) in [("earshot-1", "[40000, 40049]"), ("earshot-2", "[40050, 40099]")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args(["config", "check"])
+            .arg(tmp.path().join("earshot.toml"))
+            .env("EARSHOT__REDIS__NODE_ID", node)
+            .env("EARSHOT__WHIP__ICE_PORTS", ports)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{node}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    // Prometheus's config, with the rules file beside it as the stack mounts it.
+    require_tool("promtool");
+    std::fs::copy(dir.join("prometheus.yml"), tmp.path().join("prometheus.yml")).unwrap();
+    std::fs::copy(root().join("deploy/prometheus/earshot-alerts.yml"), tmp.path().join("earshot-alerts.yml")).unwrap();
+    let out = Command::new("promtool").args(["check", "config"]).arg(tmp.path().join("prometheus.yml")).output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The compose file.
+    let py = root().join("target/test-tools/kvenv/bin/python");
+    assert!(py.exists(), "the test tools' Python (PyYAML) is missing: run scripts/install-test-deps.sh");
+    let out = Command::new(&py)
+        .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"])
+        .arg(dir.join("compose.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = doc["services"].as_object().unwrap();
+    for name in ["redis", "minio", "minio-bucket", "init", "earshot-1", "earshot-2", "prometheus", "grafana"] {
+        assert!(services.contains_key(name), "service {name}");
+    }
+    for (name, svc) in services {
+        for v in svc["volumes"].as_array().into_iter().flatten() {
+            let host = v.as_str().unwrap().split(':').next().unwrap();
+            if host.starts_with('.') {
+                assert!(dir.join(host).exists(), "{name}: {host} does not exist");
+            }
+        }
+        for p in svc["ports"].as_array().into_iter().flatten() {
+            assert!(p.as_str().unwrap().starts_with("127.0.0.1:"), "{name} publishes {p} beyond loopback");
+        }
+    }
+    for node in ["earshot-1", "earshot-2"] {
+        let svc = &services[node];
+        assert_eq!(svc["command"], serde_json::json!(["serve", "--config", "/etc/earshot/earshot.toml"]));
+        for dep in ["init", "redis", "minio-bucket"] {
+            assert!(svc["depends_on"][dep]["condition"].is_string(), "{node} waits for {dep}");
+        }
+        assert!(svc["healthcheck"]["test"].to_string().contains("/readyz"), "{node}");
+        assert!(std::fs::read_to_string(dir.join("prometheus.yml")).unwrap().contains(&format!("{node}:8080")), "Prometheus scrapes {node}");
+    }
+    for s in doc["secrets"].as_object().unwrap().values() {
+        assert!(dir.join(s["file"].as_str().unwrap()).exists(), "{s}");
+    }
+}
+
 /// A free loopback port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -180,10 +249,38 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root().join("grafana/dashboards/earshot-overview.json")).unwrap()).unwrap();
     let mut empty = Vec::new();
     let mut checked = 0;
-    for panel in dash["panels"].as_array().unwrap() {
+    let mut uids = BTreeSet::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("grafana/dashboards")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let titles: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().to_string()).collect();
+    for want in ["overview", "media", "asr", "live", "storage", "process"] {
+        assert!(titles.contains(&format!("earshot-{want}.json")), "dashboard {want}: {titles:?}");
+    }
+    let panels: Vec<serde_json::Value> = files
+        .iter()
+        .flat_map(|f| {
+            // Grafana's provisioning format: a dashboard object with a unique uid, a title,
+            // panels laid out on the grid, each on the provisioned Prometheus datasource.
+            let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(dash["title"].as_str().is_some_and(|t| !t.is_empty()), "{}", f.display());
+            assert!(dash["schemaVersion"].as_u64().is_some(), "{}", f.display());
+            assert!(uids.insert(dash["uid"].as_str().unwrap().to_string()), "duplicate uid in {}", f.display());
+            let panels = dash["panels"].as_array().unwrap().clone();
+            let mut ids = BTreeSet::new();
+            for p in &panels {
+                assert!(ids.insert(p["id"].as_u64().unwrap()), "{}: duplicate panel id", f.display());
+                assert_eq!(p["datasource"]["uid"], "prometheus", "{}: {}", f.display(), p["title"]);
+                assert!(p["gridPos"]["w"].as_u64().is_some_and(|w| w > 0 && w <= 24), "{}: {}", f.display(), p["title"]);
+            }
+            panels.into_iter().map(move |mut p| {
+                p["title"] = serde_json::json!(format!("{} / {}", dash["title"].as_str().unwrap(), p["title"].as_str().unwrap()));
+                p
+            })
+        })
+        .collect();
+    for panel in &panels {
         for t in panel["targets"].as_array().into_iter().flatten() {
             // A display filter ("> 0") may rightly hide everything: check what it filters.
             let expr = t["expr"].as_str().unwrap().trim_end_matches(" > 0");
