@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod cli;
+pub mod live;
 pub mod load;
 pub mod pcm;
 pub mod proc_stats;

@@ -50,9 +50,89 @@ pub struct RunArgs {
     /// Where to write the JSON result (a .md summary is written beside it).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Fail (exit 1) if any call saw an error or the server dropped recording audio.
+    /// Overlay clients to attach to `/live` for the whole run (needs `--live-token`).
+    #[arg(long, default_value_t = 0)]
+    pub live: usize,
+    /// A manager (or admin) token of the tenant for the overlay clients.
     #[arg(long)]
-    pub slo: bool,
+    pub live_token: Option<String>,
+    /// Fail (exit 1) if any call saw an error or the server dropped recording audio, and
+    /// if a threshold is missed: `--slo "live_hint_p95_ms=2000,rss_per_call_kb=512"`.
+    /// Maxima: connect_errors, media_errors, closed_early, sender_max_lag_ms,
+    /// frames_dropped, rss_per_call_kb, cpu_cores, live_connect_errors,
+    /// live_delivery_p95_ms, live_final_p95_ms, live_hint_p95_ms; minima: completed_min,
+    /// live_messages_min.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub slo: Option<String>,
+}
+
+const SLO_KEYS: [&str; 13] = [
+    "connect_errors",
+    "media_errors",
+    "closed_early",
+    "sender_max_lag_ms",
+    "frames_dropped",
+    "rss_per_call_kb",
+    "cpu_cores",
+    "live_connect_errors",
+    "live_delivery_p95_ms",
+    "live_final_p95_ms",
+    "live_hint_p95_ms",
+    "completed_min",
+    "live_messages_min",
+];
+
+/// `key=value,…` → thresholds; an unknown key or a bad number is an error.
+pub fn parse_slo(spec: &str) -> anyhow::Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').with_context(|| format!("--slo {part:?}: expected key=value"))?;
+        let (k, v) = (k.trim(), v.trim());
+        anyhow::ensure!(SLO_KEYS.contains(&k), "--slo: unknown key {k:?} (known: {})", SLO_KEYS.join(", "));
+        let v: f64 = v.parse().with_context(|| format!("--slo {k}: {v:?} is not a number"))?;
+        out.push((k.to_string(), v));
+    }
+    Ok(out)
+}
+
+/// What missed the thresholds (and the built-in "clean" check).
+pub fn check_slo(thresholds: &[(String, f64)], r: &RunResult) -> Vec<String> {
+    let mut missed = Vec::new();
+    if !r.clean() {
+        missed.push("not clean: a call saw an error, closed early or lost recording audio".to_string());
+    }
+    let live = r.live.clone().unwrap_or_default();
+    for (k, limit) in thresholds {
+        let value: Option<f64> = match k.as_str() {
+            "connect_errors" => Some(r.connect_errors as f64),
+            "media_errors" => Some(r.media_errors as f64),
+            "closed_early" => Some(r.closed_early as f64),
+            "sender_max_lag_ms" => Some(r.sender_max_lag_ms as f64),
+            "frames_dropped" => r.server_metrics.get("frames_dropped").copied(),
+            "rss_per_call_kb" => r.server.as_ref().map(|s| s.rss_per_call_kb),
+            "cpu_cores" => r.server.as_ref().map(|s| s.cpu_cores_at_full_load),
+            "live_connect_errors" => Some(live.connect_errors as f64),
+            "live_delivery_p95_ms" => live.delivery_p95_ms,
+            "live_final_p95_ms" => live.final_latency_p95_ms,
+            "live_hint_p95_ms" => live.hint_latency_p95_ms,
+            "completed_min" => Some(r.completed as f64),
+            "live_messages_min" => Some(live.messages as f64),
+            _ => None,
+        };
+        match value {
+            None => missed.push(format!("{k}: not measured in this run")),
+            Some(v) if k.ends_with("_min") && v < *limit => missed.push(format!("{k}: {v} < {limit}")),
+            Some(v) if !k.ends_with("_min") && v > *limit => missed.push(format!("{k}: {v} > {limit}")),
+            Some(_) => {}
+        }
+    }
+    missed
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloResult {
+    pub passed: bool,
+    pub missed: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +163,10 @@ pub struct RunResult {
     pub server: Option<ServerUsage>,
     pub server_metrics: BTreeMap<String, f64>,
     pub close_codes: BTreeMap<String, u64>,
+    /// The overlay clients' view (`--live`).
+    pub live: Option<crate::live::LiveResult>,
+    /// `--slo`: whether every threshold held.
+    pub slo: Option<SloResult>,
 }
 
 #[derive(Debug, Serialize)]
@@ -147,6 +231,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         Format::Siprec => Script::Siprec(Arc::new(siprec::render(&audio)?)),
         Format::Whip => Script::Whip(Arc::new(whip::render(&audio)?)),
     });
+    let thresholds = args.slo.as_deref().map(parse_slo).transpose()?;
+    anyhow::ensure!(args.live == 0 || args.live_token.is_some(), "--live needs --live-token (a manager token of the tenant)");
+    let live_stats = Arc::new(std::sync::Mutex::new(crate::live::LiveStats::default()));
+    let watchers: Vec<tokio::task::JoinHandle<()>> = (0..args.live)
+        .map(|_| tokio::spawn(crate::live::watch(base.clone(), args.live_token.clone().unwrap_or_default(), live_stats.clone())))
+        .collect();
     let baseline = args.server_pid.and_then(proc_stats::sample);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.calls);
@@ -252,6 +342,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let samples = sampler.await.unwrap_or_default();
     // Give the server a moment to finalise the last recordings before scraping.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    for w in &watchers {
+        w.abort();
+    }
+    let live = (args.live > 0).then(|| live_stats.lock().unwrap_or_else(|e| e.into_inner()).result(args.live));
     let text = scrape(&base).await.unwrap_or_default();
     let mut server_metrics = BTreeMap::new();
     let source = match args.format {
@@ -317,7 +411,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         server,
         server_metrics,
         close_codes: codes.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        live,
+        slo: None,
     };
+    let mut result = result;
+    if let Some(t) = &thresholds {
+        let missed = check_slo(t, &result);
+        result.slo = Some(SloResult { passed: missed.is_empty(), missed });
+    }
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&result)?).with_context(|| format!("writing {}", out.display()))?;
         std::fs::write(out.with_extension("md"), summary(&result))?;
@@ -440,6 +541,22 @@ pub fn summary(r: &RunResult) -> String {
             "| server RSS baseline / peak | {:.1} MB / {:.1} MB |\n| server RSS per call | {:.0} KiB |\n| server CPU at full load | {:.2} cores ({:.3} ms CPU per call-second) |\n| server threads / fds at peak | {} / {} |\n",
             u.baseline_rss_mb, u.peak_rss_mb, u.rss_per_call_kb, u.cpu_cores_at_full_load, u.cpu_ms_per_call_second, u.threads, u.fds_at_peak
         ));
+    }
+    if let Some(l) = &r.live {
+        let ms = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1} ms"));
+        s.push_str(&format!(
+            "| overlay clients connected / errors | {} / {} |
+| live messages received | {} |
+| event delivery p50 / p95 | {} / {} |
+| transcript final after the words, p50 / p95 | {} / {} |
+| hint after the trigger words, p50 / p95 | {} / {} |
+",
+            l.connected, l.connect_errors, l.messages,
+            ms(l.delivery_p50_ms), ms(l.delivery_p95_ms), ms(l.final_latency_p50_ms), ms(l.final_latency_p95_ms), ms(l.hint_latency_p50_ms), ms(l.hint_latency_p95_ms)
+        ));
+    }
+    if let Some(slo) = &r.slo {
+        s.push_str(&format!("| SLO | {} |\n", if slo.passed { "met".to_string() } else { format!("**missed**: {}", slo.missed.join("; ")) }));
     }
     s
 }

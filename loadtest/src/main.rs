@@ -27,10 +27,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Replay(a) => cli::replay(a).await.map(|_| true),
             Command::Run(a) => {
-                let slo = a.slo;
                 let r = load::run(a).await?;
                 println!("{}", load::summary(&r));
-                Ok(!slo || r.clean())
+                if let Some(slo) = &r.slo {
+                    for m in &slo.missed {
+                        eprintln!("SLO missed: {m}");
+                    }
+                }
+                Ok(r.slo.as_ref().is_none_or(|s| s.passed))
             }
         }
     });

@@ -305,3 +305,64 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
 }
+
+/// `earshot-loadtest run` against a running server: PCM calls with overlay clients on
+/// `/live`; the result has the calls and the overlay's latencies, and `--slo` thresholds
+/// that cannot be met fail the run (and an unknown key is refused up front).
+#[test]
+fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
+    use earshot_loadtest::load::{run, RunArgs};
+    let server = TestServer::start_with("", &[("EARSHOT__TENANTS__ACME__SIGNING_SECRET", crate::live::SIGNING)]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::live::live_config(dir.path(), "");
+    let manager = crate::live::tok(&cfg, TENANT, "boss", earshot::server::token::TokenRole::Manager);
+    let wav = dir.path().join("call.wav");
+    let (audio, _) = two_party_call(8000, 1.0);
+    let mut w = hound::WavWriter::create(&wav, hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int }).unwrap();
+    for i in 0..audio.channels[0].len() {
+        w.write_sample(audio.channels[0][i]).unwrap();
+        w.write_sample(audio.channels[1][i]).unwrap();
+    }
+    w.finalize().unwrap();
+    let out = dir.path().join("result.json");
+    let mut args = RunArgs {
+        url: server.ws(),
+        sip: "127.0.0.1:5060".parse().unwrap(),
+        format: earshot_loadtest::cli::Format::Pcm,
+        calls: 2,
+        ramp: 0.5,
+        duration: 3.0,
+        wav,
+        tenant: TENANT.into(),
+        token: SECRET.into(),
+        server_pid: Some(server.pid()),
+        out: Some(out.clone()),
+        live: 2,
+        live_token: Some(manager),
+        slo: Some("connect_errors=0,completed_min=2,live_messages_min=4,live_delivery_p95_ms=5000".into()),
+    };
+    let r = rt().block_on(run(args.clone())).unwrap();
+    assert_eq!((r.connected, r.completed, r.connect_errors), (2, 2, 0));
+    let live = r.live.as_ref().unwrap();
+    assert_eq!((live.connected, live.connect_errors), (2, 0));
+    assert_eq!(live.by_type.get("call.started"), Some(&4), "each overlay client saw both calls start: {:?}", live.by_type);
+    assert_eq!(live.by_type.get("call.ended"), Some(&4), "{:?}", live.by_type);
+    assert!(live.delivery_p95_ms.is_some_and(|p| p < 5000.0), "{live:?}");
+    let slo = r.slo.as_ref().unwrap();
+    assert!(slo.passed, "{:?}", slo.missed);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(json["live"]["clients"], 2);
+    assert_eq!(json["slo"]["passed"], true);
+    assert!(std::fs::read_to_string(out.with_extension("md")).unwrap().contains("overlay clients connected"));
+    // Thresholds no run can meet: missed, each named.
+    args.slo = Some("live_delivery_p95_ms=0.0001,completed_min=3".into());
+    args.out = None;
+    let r = rt().block_on(run(args.clone())).unwrap();
+    let slo = r.slo.unwrap();
+    assert!(!slo.passed);
+    assert!(slo.missed.iter().any(|m| m.starts_with("live_delivery_p95_ms")) && slo.missed.iter().any(|m| m.starts_with("completed_min: 2 < 3")), "{:?}", slo.missed);
+    // A typo is refused before anything runs.
+    args.slo = Some("live_hint_p59_ms=1".into());
+    let e = rt().block_on(run(args)).unwrap_err().to_string();
+    assert!(e.contains("unknown key \"live_hint_p59_ms\""), "{e}");
+}
