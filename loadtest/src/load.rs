@@ -37,9 +37,13 @@ pub struct RunArgs {
     /// Seconds each call streams (the WAV is looped to fill it).
     #[arg(long, default_value_t = 30.0)]
     pub duration: f64,
-    /// Mono or stereo WAV.
+    /// Mono or stereo WAV (or the scenario's).
     #[arg(long)]
-    pub wav: PathBuf,
+    pub wav: Option<PathBuf>,
+    /// A scenario file (`loadtest/scenarios/*.toml`): calls, ramp, duration, wav, mix,
+    /// live, slo; what it sets overrides the command line.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
     #[arg(long, default_value = "demo")]
     pub tenant: String,
     #[arg(long, default_value = "demo")]
@@ -50,6 +54,13 @@ pub struct RunArgs {
     /// Where to write the JSON result (a .md summary is written beside it).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A mix of ingest paths instead of `--format`: `twilio=2,pcm=1,siprec=1,whip=1`
+    /// (calls are dealt round-robin by weight).
+    #[arg(long)]
+    pub mix: Option<String>,
+    /// Publisher token for the WHIP calls of a mix (default: `--token`).
+    #[arg(long)]
+    pub publisher_token: Option<String>,
     /// Overlay clients to attach to `/live` for the whole run (needs `--live-token`).
     #[arg(long, default_value_t = 0)]
     pub live: usize,
@@ -64,6 +75,81 @@ pub struct RunArgs {
     /// live_messages_min.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
     pub slo: Option<String>,
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Twilio => "twilio",
+        Format::Pcm => "pcm",
+        Format::Siprec => "siprec",
+        Format::Whip => "whip",
+    }
+}
+
+/// `twilio=2,pcm=1` → the order calls are dealt in (weights expanded).
+pub fn parse_mix(spec: &str) -> anyhow::Result<Vec<Format>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, w) = part.split_once('=').unwrap_or((part, "1"));
+        let f = match name.trim() {
+            "twilio" => Format::Twilio,
+            "pcm" => Format::Pcm,
+            "siprec" => Format::Siprec,
+            "whip" => Format::Whip,
+            other => anyhow::bail!("--mix: unknown ingest path {other:?} (twilio, pcm, siprec, whip)"),
+        };
+        let w: usize = w.trim().parse().with_context(|| format!("--mix {part:?}: the weight is not a whole number"))?;
+        anyhow::ensure!(w <= 100, "--mix {part:?}: weights up to 100");
+        out.extend(std::iter::repeat_n(f, w));
+    }
+    anyhow::ensure!(!out.is_empty(), "--mix: no ingest path with a weight above 0");
+    Ok(out)
+}
+
+/// A scenario file (`loadtest/scenarios/*.toml`): what a run is, kept with the repository.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub calls: Option<usize>,
+    pub ramp: Option<f64>,
+    pub duration: Option<f64>,
+    /// Relative to the scenario file.
+    pub wav: Option<PathBuf>,
+    pub mix: Option<String>,
+    pub live: Option<usize>,
+    pub slo: Option<String>,
+}
+
+impl RunArgs {
+    /// Fills what a scenario file sets (the command line's `--scenario`).
+    pub fn apply_scenario(&mut self, path: &std::path::Path) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let s: Scenario = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        if let Some(v) = s.calls {
+            self.calls = v;
+        }
+        if let Some(v) = s.ramp {
+            self.ramp = v;
+        }
+        if let Some(v) = s.duration {
+            self.duration = v;
+        }
+        if let Some(v) = s.wav {
+            self.wav = Some(path.parent().unwrap_or(std::path::Path::new(".")).join(v));
+        }
+        if let Some(m) = s.mix {
+            parse_mix(&m)?;
+            self.mix = Some(m);
+        }
+        if let Some(v) = s.live {
+            self.live = v;
+        }
+        if let Some(v) = s.slo {
+            parse_slo(&v)?;
+            self.slo = Some(v);
+        }
+        Ok(())
+    }
 }
 
 const SLO_KEYS: [&str; 13] = [
@@ -150,6 +236,8 @@ struct Counters {
 #[derive(Debug, Serialize)]
 pub struct RunResult {
     pub format: String,
+    /// Calls per ingest path.
+    pub mix: BTreeMap<String, u64>,
     pub calls: usize,
     pub duration_s: f64,
     pub ramp_s: f64,
@@ -207,8 +295,12 @@ fn tile(audio: &Audio, secs: f64) -> Audio {
     Audio { sample_rate: audio.sample_rate, channels }
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
-    let audio = tile(&Audio::load_wav(&args.wav)?, args.duration);
+pub async fn run(mut args: RunArgs) -> anyhow::Result<RunResult> {
+    if let Some(path) = args.scenario.clone() {
+        args.apply_scenario(&path)?;
+    }
+    let wav = args.wav.clone().context("--wav (or a scenario with `wav`) is required")?;
+    let audio = tile(&Audio::load_wav(&wav)?, args.duration);
     let counters = Arc::new(Counters::default());
     let codes: Arc<Codes> = Default::default();
     let base = args.url.trim_end_matches('/').to_string();
@@ -220,17 +312,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     }
     // 500 SIPREC calls are 1,500 sockets here (and 2,000 in the server).
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let script = Arc::new(match args.format {
-        Format::Twilio => {
-            let mut params = BTreeMap::new();
-            params.insert("token".to_string(), args.token.clone());
-            params.insert("campaign".to_string(), "loadtest".to_string());
-            Script::Twilio(twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })?)
+    let deal = match &args.mix {
+        Some(m) => parse_mix(m)?,
+        None => vec![args.format],
+    };
+    let mut kinds: Vec<Format> = Vec::new();
+    for f in &deal {
+        if !kinds.iter().any(|k| format_name(*k) == format_name(*f)) {
+            kinds.push(*f);
         }
-        Format::Pcm => Script::Pcm(pcm::render(&audio, serde_json::json!({"tenant": args.tenant, "campaign": "loadtest"}))),
-        Format::Siprec => Script::Siprec(Arc::new(siprec::render(&audio)?)),
-        Format::Whip => Script::Whip(Arc::new(whip::render(&audio)?)),
-    });
+    }
+    let mut scripts: BTreeMap<&'static str, Arc<Script>> = BTreeMap::new();
+    for f in &kinds {
+        let script = match f {
+            Format::Twilio => {
+                let mut params = BTreeMap::new();
+                params.insert("token".to_string(), args.token.clone());
+                params.insert("campaign".to_string(), "loadtest".to_string());
+                Script::Twilio(twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })?)
+            }
+            Format::Pcm => Script::Pcm(pcm::render(&audio, serde_json::json!({"tenant": args.tenant, "campaign": "loadtest"}))),
+            Format::Siprec => Script::Siprec(Arc::new(siprec::render(&audio)?)),
+            Format::Whip => Script::Whip(Arc::new(whip::render(&audio)?)),
+        };
+        scripts.insert(format_name(*f), Arc::new(script));
+    }
+    let mut per_format: BTreeMap<String, u64> = BTreeMap::new();
     let thresholds = args.slo.as_deref().map(parse_slo).transpose()?;
     anyhow::ensure!(args.live == 0 || args.live_token.is_some(), "--live needs --live-token (a manager token of the tenant)");
     let live_stats = Arc::new(std::sync::Mutex::new(crate::live::LiveStats::default()));
@@ -292,10 +399,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
         tokio::time::sleep_until(due.into()).await;
         let counters = counters.clone();
         let codes = codes.clone();
-        let script = script.clone();
+        let fmt = deal[i % deal.len()];
+        *per_format.entry(format_name(fmt).to_string()).or_default() += 1;
+        let script = scripts[format_name(fmt)].clone();
         let base = base.clone();
         let tenant = args.tenant.clone();
-        let token = args.token.clone();
+        let token = match fmt {
+            Format::Whip => args.publisher_token.clone().unwrap_or_else(|| args.token.clone()),
+            _ => args.token.clone(),
+        };
         let sip = args.sip;
         let duration = Duration::from_secs_f64(args.duration);
         tasks.push(tokio::spawn(async move {
@@ -348,25 +460,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     let live = (args.live > 0).then(|| live_stats.lock().unwrap_or_else(|e| e.into_inner()).result(args.live));
     let text = scrape(&base).await.unwrap_or_default();
     let mut server_metrics = BTreeMap::new();
-    let source = match args.format {
-        Format::Twilio => "source=\"twilio\"",
-        Format::Pcm => "source=\"pcm\"",
-        Format::Siprec => "source=\"siprec\"",
-        Format::Whip => "source=\"whip\"",
+    let sources: Vec<String> = kinds.iter().map(|f| format!("source=\"{}\"", format_name(*f))).collect();
+    let by_source = |name: &str, extra: &[&str]| -> f64 {
+        sources
+            .iter()
+            .map(|src| {
+                let mut must: Vec<&str> = vec![src.as_str()];
+                must.extend_from_slice(extra);
+                metric_sum(&text, name, &must)
+            })
+            .sum()
     };
-    server_metrics.insert("frames_received".into(), metric_sum(&text, "earshot_media_frames_received_total", &[source]));
-    server_metrics.insert("frames_dropped".into(), metric_sum(&text, "earshot_media_frames_dropped_total", &[source]));
-    server_metrics.insert("frames_gap_filled".into(), metric_sum(&text, "earshot_media_frames_gap_filled_total", &[source]));
+    server_metrics.insert("frames_received".into(), by_source("earshot_media_frames_received_total", &[]));
+    server_metrics.insert("frames_dropped".into(), by_source("earshot_media_frames_dropped_total", &[]));
+    server_metrics.insert("frames_gap_filled".into(), by_source("earshot_media_frames_gap_filled_total", &[]));
     server_metrics.insert("recorder_errors".into(), metric_sum(&text, "earshot_errors_total", &["stage=\"recorder\""]));
     server_metrics.insert("calls_storage_error".into(), metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]));
-    server_metrics.insert("calls_completed".into(), metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"completed\"", source]));
-    if matches!(args.format, Format::Siprec) {
+    server_metrics.insert("calls_completed".into(), by_source("earshot_calls_ended_total", &["outcome=\"completed\""]));
+    if kinds.iter().any(|k| matches!(k, Format::Siprec)) {
         for r in ["received", "lost", "late", "duplicate", "reordered", "wrong_source", "malformed"] {
             server_metrics.insert(format!("rtp_{r}"), metric_sum(&text, "earshot_rtp_packets_total", &[&format!("result=\"{r}\"")]));
         }
         server_metrics.insert("rtp_timeouts".into(), metric_sum(&text, "earshot_rtp_timeouts_total", &[]));
     }
-    if matches!(args.format, Format::Whip) {
+    if kinds.iter().any(|k| matches!(k, Format::Whip)) {
         for r in ["received", "late", "duplicate", "reordered", "decode_error", "queue_full"] {
             server_metrics.insert(format!("whip_{r}"), metric_sum(&text, "earshot_whip_packets_total", &[&format!("result=\"{r}\"")]));
         }
@@ -397,7 +514,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunResult> {
     });
     let c = &counters;
     let result = RunResult {
-        format: format!("{:?}", args.format).to_lowercase(),
+        format: if kinds.len() == 1 { format_name(kinds[0]).to_string() } else { "mixed".to_string() },
+        mix: per_format,
         calls: args.calls,
         duration_s: args.duration,
         ramp_s: args.ramp,
@@ -572,5 +690,35 @@ impl RunResult {
             && m("recorder_errors") == 0.0
             && m("calls_storage_error") == 0.0
             && m("frames_dropped") == 0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixes_slos_and_the_shipped_scenarios_parse() {
+        let m = parse_mix("twilio=2, pcm=1,whip").unwrap();
+        assert_eq!(m.iter().map(|f| format_name(*f)).collect::<Vec<_>>(), ["twilio", "twilio", "pcm", "whip"]);
+        assert!(parse_mix("fax=1").unwrap_err().to_string().contains("unknown ingest path"));
+        assert!(parse_mix("pcm=0").is_err());
+        assert!(parse_slo("completed_min=3, live_hint_p95_ms=2000").unwrap().len() == 2);
+        assert!(parse_slo("live_hint_p95_ms=fast").is_err());
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            #[derive(clap::Parser)]
+            struct W {
+                #[command(flatten)]
+                a: RunArgs,
+            }
+            let mut args = <W as clap::Parser>::parse_from(["run"]).a;
+            args.apply_scenario(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(args.calls > 0 && args.duration > 0.0, "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 3);
     }
 }

@@ -312,10 +312,22 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
 #[test]
 fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     use earshot_loadtest::load::{run, RunArgs};
-    let server = TestServer::start_with("", &[("EARSHOT__TENANTS__ACME__SIGNING_SECRET", crate::live::SIGNING)]);
+    let server = TestServer::start_with(
+        "[sip]\nlisten = \"127.0.0.1:0\"\nrtp_ports = [30000, 39999]\n\n[whip]\nice_ip = \"127.0.0.1\"\n",
+        &[("EARSHOT__TENANTS__ACME__SIGNING_SECRET", crate::live::SIGNING), ("EARSHOT__TENANTS__ACME__SIP__ALLOW", "[\"127.0.0.1\"]")],
+    );
+    let t0 = std::time::Instant::now();
+    let sip: std::net::SocketAddr = loop {
+        if let Some(a) = server.log().lines().find(|l| l.contains("SIP listening")).and_then(|l| l.split("addr=").nth(1)).and_then(|a| a.split_whitespace().next()?.parse().ok()) {
+            break a;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "no SIP listener; log:\n{}", server.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let dir = tempfile::tempdir().unwrap();
     let cfg = crate::live::live_config(dir.path(), "");
     let manager = crate::live::tok(&cfg, TENANT, "boss", earshot::server::token::TokenRole::Manager);
+    let publisher = crate::live::tok(&cfg, TENANT, "loadtest", earshot::server::token::TokenRole::Publisher);
     let wav = dir.path().join("call.wav");
     let (audio, _) = two_party_call(8000, 1.0);
     let mut w = hound::WavWriter::create(&wav, hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int }).unwrap();
@@ -327,26 +339,34 @@ fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     let out = dir.path().join("result.json");
     let mut args = RunArgs {
         url: server.ws(),
-        sip: "127.0.0.1:5060".parse().unwrap(),
+        sip,
         format: earshot_loadtest::cli::Format::Pcm,
-        calls: 2,
+        mix: Some("twilio=1,pcm=1,siprec=1,whip=1".into()),
+        publisher_token: Some(publisher),
+        scenario: None,
+        calls: 4,
         ramp: 0.5,
         duration: 3.0,
-        wav,
+        wav: Some(wav),
         tenant: TENANT.into(),
         token: SECRET.into(),
         server_pid: Some(server.pid()),
         out: Some(out.clone()),
         live: 2,
         live_token: Some(manager),
-        slo: Some("connect_errors=0,completed_min=2,live_messages_min=4,live_delivery_p95_ms=5000".into()),
+        slo: Some("connect_errors=0,completed_min=4,live_messages_min=8,live_delivery_p95_ms=5000".into()),
     };
+    // One call on each ingest path at once.
     let r = rt().block_on(run(args.clone())).unwrap();
-    assert_eq!((r.connected, r.completed, r.connect_errors), (2, 2, 0));
+    assert_eq!((r.connected, r.completed, r.connect_errors, r.media_errors), (4, 4, 0, 0), "{r:?}");
+    assert_eq!(r.format, "mixed");
+    assert_eq!(r.mix.values().copied().collect::<Vec<_>>(), [1, 1, 1, 1], "{:?}", r.mix);
+    assert_eq!(r.server_metrics["calls_completed"], 4.0, "{:?}", r.server_metrics);
+    assert!(r.server_metrics["whip_received"] > 0.0 && r.server_metrics["rtp_received"] > 0.0, "{:?}", r.server_metrics);
     let live = r.live.as_ref().unwrap();
     assert_eq!((live.connected, live.connect_errors), (2, 0));
-    assert_eq!(live.by_type.get("call.started"), Some(&4), "each overlay client saw both calls start: {:?}", live.by_type);
-    assert_eq!(live.by_type.get("call.ended"), Some(&4), "{:?}", live.by_type);
+    assert_eq!(live.by_type.get("call.started"), Some(&8), "each overlay client saw the four calls start: {:?}", live.by_type);
+    assert_eq!(live.by_type.get("call.ended"), Some(&8), "{:?}", live.by_type);
     assert!(live.delivery_p95_ms.is_some_and(|p| p < 5000.0), "{live:?}");
     let slo = r.slo.as_ref().unwrap();
     assert!(slo.passed, "{:?}", slo.missed);
@@ -357,6 +377,8 @@ fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     // Thresholds no run can meet: missed, each named.
     args.slo = Some("live_delivery_p95_ms=0.0001,completed_min=3".into());
     args.out = None;
+    args.mix = None;
+    args.calls = 2;
     let r = rt().block_on(run(args.clone())).unwrap();
     let slo = r.slo.unwrap();
     assert!(!slo.passed);
