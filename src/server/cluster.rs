@@ -581,7 +581,7 @@ impl Cluster {
                 };
                 if !ok {
                     me.metrics.cluster_locks.with_label_values(&["lost"]).inc();
-                    tracing::error!(lock = %k2, "cluster: job lock lease could not be renewed; stopping at the next safe point");
+                    tracing::error!(lock = %k2, "cluster: job lock lease could not be renewed; the job stops before its next step (another node may take over)");
                     lost2.cancel();
                     return;
                 }

@@ -87,7 +87,7 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
         loop {
             iv.tick().await;
             // Several nodes: one sweep at a time, cluster-wide.
-            let _lease = match &app.cluster {
+            let lease = match &app.cluster {
                 Some(c) => match c.try_lock("retention").await {
                     Some(g) => Some(g),
                     None => continue,
@@ -102,6 +102,9 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                     Err(_) => {}
                 }
             }
+            // A lease lost mid-round (Redis gone, or renewal too late): another node may
+            // have taken over, so the round stops before its next destructive step.
+            let lost = || lease.as_ref().is_some_and(|g: &cluster::LockGuard| g.is_lost());
             let t0 = std::time::Instant::now();
             let opts = crate::storage::SweepOptions { overdue_after: chrono::Duration::from_std(every * 2).unwrap_or(chrono::Duration::days(1)), ..Default::default() };
             let now = app.now();
@@ -117,6 +120,9 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                 Err(e) => tracing::error!(error = %e, "tenant deletion failed; retried at the next interval"),
             }
             // The audit log keeps at most 90 days.
+            if lost() {
+                continue;
+            }
             for t in &tenants {
                 if let Err(e) = crate::privacy::sweep_audit(&store, t, now, crate::privacy::AUDIT_RETENTION_DAYS).await {
                     tracing::error!(tenant = %t, error = %e, "audit log retention");
@@ -127,6 +133,9 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                 }
                 // Exports whose builder died are finished here.
                 admin::resume_exports(&app, t).await;
+            }
+            if lost() {
+                continue;
             }
             match crate::storage::sweep(&store, &policies, now, &opts, &mut cache).await {
                 Ok((_, r)) => {
