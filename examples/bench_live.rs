@@ -46,8 +46,20 @@ fn speech(voice: &str, text: &str) -> Vec<i16> {
     let tmp = tempfile::tempdir().unwrap();
     let raw = tmp.path().join("raw.wav");
     let out = tmp.path().join("out.wav");
-    assert!(std::process::Command::new("espeak-ng").args(["-v", voice, "-s", "165", "-w"]).arg(&raw).arg(text).status().unwrap().success());
-    assert!(std::process::Command::new("sox").arg(&raw).args(["-r", "16000", "-c", "1", "-b", "16"]).arg(&out).status().unwrap().success());
+    assert!(std::process::Command::new("espeak-ng")
+        .args(["-v", voice, "-s", "165", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success());
+    assert!(std::process::Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "16000", "-c", "1", "-b", "16"])
+        .arg(&out)
+        .status()
+        .unwrap()
+        .success());
     hound::WavReader::open(&out).unwrap().into_samples::<i16>().map(|s| s.unwrap()).collect()
 }
 
@@ -67,8 +79,18 @@ async fn hint_latency() {
     let mut settings = AsrSettings::new(workers, "en");
     settings.policy.step_ms = arg("--step-ms", 1000) as u64;
     let step = settings.policy.step_ms;
-    let hub = AsrHub::start(vec![Arc::new(Model::load(std::path::Path::new(&model)).unwrap())], settings, StoreLayout::new(dir.path().join("data")), metrics.clone()).unwrap();
-    let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics), ..Default::default() };
+    let hub = AsrHub::start(
+        vec![Arc::new(Model::load(std::path::Path::new(&model)).unwrap())],
+        settings,
+        StoreLayout::new(dir.path().join("data")),
+        metrics.clone(),
+    )
+    .unwrap();
+    let opts = ServeOptions {
+        recogniser: Some((Arc::new(hub), Default::default())),
+        metrics: Some(metrics),
+        ..Default::default()
+    };
     let server = Server::start(cfg.clone(), opts).await.unwrap();
     let addr = server.local_addr;
     // Rep asks, customer answers; the trigger is the customer's last word.
@@ -100,9 +122,16 @@ async fn hint_latency() {
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(700 * i as u64)).await;
                 let campaign = format!("r{round}c{i}");
-                let (mut live, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/live?token={token}")).await.unwrap();
+                let (mut live, _) =
+                    tokio_tungstenite::connect_async(format!("ws://{addr}/live?token={token}")).await.unwrap();
                 let script = pcm::render(&audio, serde_json::json!({"campaign": campaign, "rep": "alex"}));
-                let mut fork = ws::connect(&format!("ws://{addr}/fork/pcm/bench"), &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+                let mut fork = ws::connect(
+                    &format!("ws://{addr}/fork/pcm/bench"),
+                    &[("authorization".into(), format!("Bearer {SECRET}"))],
+                    None,
+                )
+                .await
+                .unwrap();
                 let t0 = Instant::now();
                 let send = tokio::spawn(async move { pcm::send(&mut fork, &script, 1.0).await.unwrap() });
                 let mut call_id = None;
@@ -155,7 +184,8 @@ async fn fanout() {
     let events = arg("--events", 20_000) as u64;
     let rate = arg("--rate", 2_000) as f64;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &format!("[live]\nmax_connections_per_tenant = {}\nclient_queue = 4096\n", clients + 10));
+    let cfg =
+        config(dir.path(), &format!("[live]\nmax_connections_per_tenant = {}\nclient_queue = 4096\n", clients + 10));
     let server = Server::start(cfg.clone(), ServeOptions::default()).await.unwrap();
     let addr = server.local_addr;
     let token = token::issue(&cfg, "bench", "lead", TokenRole::Manager, Duration::from_secs(3600), None).unwrap();
@@ -164,7 +194,8 @@ async fn fanout() {
     for _ in 0..clients {
         let (token, ready) = (token.clone(), ready_tx.clone());
         readers.push(tokio::spawn(async move {
-            let (mut live, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/live?token={token}")).await.unwrap();
+            let (mut live, _) =
+                tokio_tungstenite::connect_async(format!("ws://{addr}/live?token={token}")).await.unwrap();
             live.next().await; // hello
             ready.send(()).await.unwrap();
             let (mut got, mut lagged) = (0u64, 0u64);
@@ -191,15 +222,33 @@ async fn fanout() {
     let id = CallId::new_at(now);
     let mut seqr = EventSequencer::new("bench".into(), id, now);
     let t0 = Instant::now();
-    server.app.publish(seqr.stamp(now, EventBody::CallStarted(CallStartedPayload {
-        source: Source::Pcm, campaign: None, rep_id: Some("alex".into()), layout: Layout::Stereo,
-        channels: vec![Role::Rep, Role::Customer], sample_rate: 8000, recording: false, source_ids: Default::default(), participants: vec![],
-    })));
+    server.app.publish(seqr.stamp(
+        now,
+        EventBody::CallStarted(CallStartedPayload {
+            source: Source::Pcm,
+            campaign: None,
+            rep_id: Some("alex".into()),
+            layout: Layout::Stereo,
+            channels: vec![Role::Rep, Role::Customer],
+            sample_rate: 8000,
+            recording: false,
+            source_ids: Default::default(),
+            participants: vec![],
+        }),
+    ));
     // Paced: `rate` events per second in 10 ms batches.
     let per_batch = (rate / 100.0).max(1.0) as u64;
     let mut next = tokio::time::Instant::now();
     for i in 0..events {
-        server.app.publish(seqr.stamp(chrono::Utc::now(), EventBody::Metrics(MetricsPayload { at_ms: i, rep_talk_ms: i, talk_ratio: Some(0.5), ..Default::default() })));
+        server.app.publish(seqr.stamp(
+            chrono::Utc::now(),
+            EventBody::Metrics(MetricsPayload {
+                at_ms: i,
+                rep_talk_ms: i,
+                talk_ratio: Some(0.5),
+                ..Default::default()
+            }),
+        ));
         if i % per_batch == per_batch - 1 {
             next += Duration::from_millis(10);
             tokio::time::sleep_until(next).await;

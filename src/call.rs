@@ -15,11 +15,7 @@ pub struct CallId(pub Uuid);
 
 impl CallId {
     pub fn new_at(now: DateTime<Utc>) -> Self {
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            now.timestamp() as u64,
-            now.timestamp_subsec_nanos(),
-        );
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.timestamp() as u64, now.timestamp_subsec_nanos());
         CallId(Uuid::new_v7(ts))
     }
 

@@ -165,9 +165,11 @@ impl fmt::Display for StreamId {
 
 /// Renews a lock only while we still hold it: `KEYS[1]` lock, `ARGV[1]` our token,
 /// `ARGV[2]` lease in ms. Returns 1 when renewed.
-pub const RENEW_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+pub const RENEW_LOCK: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 /// Releases a lock only while we still hold it: `KEYS[1]` lock, `ARGV[1]` our token.
-pub const RELEASE_LOCK: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+pub const RELEASE_LOCK: &str =
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
 #[cfg(test)]
 mod tests {

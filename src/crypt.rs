@@ -157,7 +157,8 @@ impl Encryptor {
         let mut wrapped = dek.0.to_vec();
         seal(&kek.cipher(), &wrap_nonce, &wrap_aad(&header[..35], context), &mut wrapped);
         header[35..83].copy_from_slice(&wrapped);
-        let enc = Encryptor { cipher: dek.cipher(), header, prefix, chunk: chunk_size as usize, buf: Vec::new(), index: 0 };
+        let enc =
+            Encryptor { cipher: dek.cipher(), header, prefix, chunk: chunk_size as usize, buf: Vec::new(), index: 0 };
         (enc, header.to_vec())
     }
 
@@ -211,7 +212,11 @@ pub struct Header {
 impl Header {
     pub fn parse(bytes: &[u8]) -> Result<Header, CryptError> {
         if bytes.len() < HEADER_LEN {
-            return if bytes.len() >= 8 && &bytes[..8] != MAGIC { Err(CryptError::BadMagic) } else { Err(CryptError::Short(bytes.len() as u64)) };
+            return if bytes.len() >= 8 && &bytes[..8] != MAGIC {
+                Err(CryptError::BadMagic)
+            } else {
+                Err(CryptError::Short(bytes.len() as u64))
+            };
         }
         if &bytes[..8] != MAGIC {
             return Err(CryptError::BadMagic);
@@ -232,7 +237,12 @@ impl Header {
             return Err(CryptError::Unwrap);
         }
         let key = Key(dek.try_into().map_err(|_| CryptError::Unwrap)?);
-        Ok(ObjectKey { cipher: key.cipher(), header: self.bytes, prefix: self.bytes[16..23].try_into().unwrap(), chunk: self.chunk_size })
+        Ok(ObjectKey {
+            cipher: key.cipher(),
+            header: self.bytes,
+            prefix: self.bytes[16..23].try_into().unwrap(),
+            chunk: self.chunk_size,
+        })
     }
 }
 
@@ -299,7 +309,8 @@ impl ObjectKey {
         let nonce = chunk_nonce(&self.prefix, index, last)?;
         if open(&self.cipher, &nonce, &self.header, buf) {
             Ok(())
-        } else if last && open(&self.cipher, &chunk_nonce(&self.prefix, index, false)?, &self.header, &mut buf.clone()) {
+        } else if last && open(&self.cipher, &chunk_nonce(&self.prefix, index, false)?, &self.header, &mut buf.clone())
+        {
             Err(CryptError::Truncated)
         } else {
             Err(CryptError::Chunk(index))
@@ -366,8 +377,12 @@ impl Keyring {
         }
         for (tenant, tk) in &k.tenants {
             for (v, key) in &tk.keys {
-                v.parse::<u32>().map_err(|_| CryptError::Keyring(format!("tenants.{tenant}.keys: version {v:?} is not a number")))?;
-                Key::from_base64(key).ok_or_else(|| CryptError::Keyring(format!("tenants.{tenant}.keys.{v}: not a base64 256-bit key")))?;
+                v.parse::<u32>().map_err(|_| {
+                    CryptError::Keyring(format!("tenants.{tenant}.keys: version {v:?} is not a number"))
+                })?;
+                Key::from_base64(key).ok_or_else(|| {
+                    CryptError::Keyring(format!("tenants.{tenant}.keys.{v}: not a base64 256-bit key"))
+                })?;
             }
             if !tk.keys.is_empty() && !tk.keys.contains_key(&tk.active.to_string()) {
                 return Err(CryptError::Keyring(format!("tenants.{tenant}.active = {} has no key", tk.active)));
@@ -412,7 +427,9 @@ impl Keyring {
     /// A new active version for the tenant; old versions stay for reading. Returns it.
     pub fn rotate(&mut self, tenant: &str) -> u32 {
         let tk = self.tenants.entry(tenant.to_string()).or_default();
-        let next = tk.keys.keys().filter_map(|v| v.parse::<u32>().ok()).chain(tk.destroyed.iter().copied()).max().unwrap_or(0) + 1;
+        let next =
+            tk.keys.keys().filter_map(|v| v.parse::<u32>().ok()).chain(tk.destroyed.iter().copied()).max().unwrap_or(0)
+                + 1;
         tk.keys.insert(next.to_string(), Key::random().to_base64());
         tk.active = next;
         next
@@ -431,7 +448,11 @@ impl Keyring {
 
     /// The active key of a tenant: (version, key).
     pub fn active(&self, tenant: &str) -> Result<(u32, Key), CryptError> {
-        let tk = self.tenants.get(tenant).filter(|t| !t.keys.is_empty()).ok_or_else(|| CryptError::NoTenantKeys(tenant.into()))?;
+        let tk = self
+            .tenants
+            .get(tenant)
+            .filter(|t| !t.keys.is_empty())
+            .ok_or_else(|| CryptError::NoTenantKeys(tenant.into()))?;
         Ok((tk.active, self.key(tenant, tk.active)?))
     }
 
@@ -440,7 +461,10 @@ impl Keyring {
         if tk.destroyed.contains(&version) {
             return Err(CryptError::KeyDestroyed { tenant: tenant.into(), version });
         }
-        let b64 = tk.keys.get(&version.to_string()).ok_or_else(|| CryptError::KeyMissing { tenant: tenant.into(), version })?;
+        let b64 = tk
+            .keys
+            .get(&version.to_string())
+            .ok_or_else(|| CryptError::KeyMissing { tenant: tenant.into(), version })?;
         Key::from_base64(b64).ok_or_else(|| CryptError::Keyring(format!("tenants.{tenant}.keys.{version}: bad key")))
     }
 }
@@ -525,7 +549,10 @@ mod tests {
         let mut ring = ring;
         assert_eq!(ring.destroy_tenant("acme"), 2);
         let ring = Keyring::parse(&ring.to_toml()).unwrap();
-        assert_eq!(decrypt(&ring, "acme", "acme/a", &old), Err(CryptError::KeyDestroyed { tenant: "acme".into(), version: 1 }));
+        assert_eq!(
+            decrypt(&ring, "acme", "acme/a", &old),
+            Err(CryptError::KeyDestroyed { tenant: "acme".into(), version: 1 })
+        );
         assert!(matches!(ring.active("acme"), Err(CryptError::NoTenantKeys(_))));
         assert_eq!(decrypt(&ring, "other", "other/a", &old), Err(CryptError::NoTenantKeys("other".into())));
     }
@@ -554,8 +581,16 @@ mod tests {
 
     #[test]
     fn keyring_errors_name_the_key() {
-        assert!(Keyring::parse("[tenants.a]\nactive = 1\nkeys = { \"1\" = \"short\" }").unwrap_err().to_string().contains("tenants.a.keys.1"));
-        assert!(Keyring::parse("[tenants.a]\nactive = 2\nkeys = { \"1\" = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\" }").unwrap_err().to_string().contains("active = 2"));
+        assert!(Keyring::parse("[tenants.a]\nactive = 1\nkeys = { \"1\" = \"short\" }")
+            .unwrap_err()
+            .to_string()
+            .contains("tenants.a.keys.1"));
+        assert!(Keyring::parse(
+            "[tenants.a]\nactive = 2\nkeys = { \"1\" = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\" }"
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("active = 2"));
         assert!(Keyring::parse("bogus = 1").is_err());
     }
 }

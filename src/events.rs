@@ -163,11 +163,14 @@ mod tests {
         let t0 = Utc::now();
         let id = CallId::new_at(t0);
         let mut seqr = EventSequencer::new("demo".into(), id, t0);
-        let e1 = seqr.stamp(t0, EventBody::CallEnded(CallEndedPayload {
-            outcome: "completed".into(),
-            duration_ms: 5,
-            stats: MediaStats::default(),
-        }));
+        let e1 = seqr.stamp(
+            t0,
+            EventBody::CallEnded(CallEndedPayload {
+                outcome: "completed".into(),
+                duration_ms: 5,
+                stats: MediaStats::default(),
+            }),
+        );
         let e2 = seqr.stamp(t0 + chrono::Duration::milliseconds(1500), e1.body.clone());
         assert_eq!((e1.seq, e2.seq), (1, 2));
         assert_eq!(e2.offset_ms, 1500);

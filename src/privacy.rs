@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::call::CallId;
 use crate::manifest::Manifest;
-use crate::storage::{CallRef, Store, StorageError};
+use crate::storage::{CallRef, StorageError, Store};
 
 /// One identifier form per kind: phone numbers as `+` and digits, emails lower-case,
 /// anything else (participant ids) trimmed.
@@ -30,7 +30,8 @@ pub fn normalize_subject(s: &str) -> String {
         }
         return t.to_lowercase();
     }
-    let phoneish = t.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c)) && t.chars().filter(char::is_ascii_digit).count() >= 5;
+    let phoneish = t.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c))
+        && t.chars().filter(char::is_ascii_digit).count() >= 5;
     if phoneish {
         let digits: String = t.chars().filter(char::is_ascii_digit).collect();
         return if t.starts_with('+') { format!("+{digits}") } else { digits };
@@ -72,7 +73,8 @@ pub async fn index_subject(store: &Store, tenant: &str, subject: &str, call_id: 
 /// manifests of calls still in the spool (running, or waiting for upload).
 pub async fn subject_calls(store: &Store, tenant: &str, subject: &str) -> Result<Vec<CallId>, StorageError> {
     let dir = subject_dir(store, tenant, subject)?;
-    let mut ids: Vec<CallId> = store.list_meta(&dir).await?.into_iter().filter_map(|(p, _)| CallId::parse(&p)).collect();
+    let mut ids: Vec<CallId> =
+        store.list_meta(&dir).await?.into_iter().filter_map(|(p, _)| CallId::parse(&p)).collect();
     let (wanted, spool, tenant2) = (normalize_subject(subject), store.spool().clone(), tenant.to_string());
     let spooled = tokio::task::spawn_blocking(move || {
         crate::storage::spool_calls(&spool, Some(&tenant2))
@@ -149,7 +151,12 @@ pub struct Receipt {
 }
 
 /// Erases every call of the tenant involving `subject` (held calls wait for release).
-pub async fn erase_subject(store: &Store, tenant: &str, subject: &str, now: DateTime<Utc>) -> Result<Receipt, StorageError> {
+pub async fn erase_subject(
+    store: &Store,
+    tenant: &str,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> Result<Receipt, StorageError> {
     let mut receipt = Receipt { tenant: tenant.into(), at: now, erased: Vec::new(), held: Vec::new() };
     for id in subject_calls(store, tenant, subject).await? {
         let call = CallRef { tenant: tenant.into(), call_id: id };
@@ -210,11 +217,18 @@ calls.json lists the calls in this export.\n";
 /// Writes a ZIP of the calls' files (decrypted) and a README to `out`. `progress` is
 /// told (done, total) after each call. The ZIP is written with blocking IO: run it on a
 /// blocking thread (the admin API does), not on the async runtime's workers.
-pub async fn build_export(store: &Store, tenant: &str, calls: &[CallId], out: &Path, mut progress: impl FnMut(usize, usize)) -> Result<ExportSummary, StorageError> {
+pub async fn build_export(
+    store: &Store,
+    tenant: &str,
+    calls: &[CallId],
+    out: &Path,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ExportSummary, StorageError> {
     let io = |source| StorageError::Io { path: out.to_path_buf(), source };
     let file = std::fs::File::create(out).map_err(io)?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).large_file(true);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).large_file(true);
     let zerr = |e: zip::result::ZipError| StorageError::Corrupt(out.display().to_string(), e.to_string());
     let mut summary = ExportSummary::default();
     let mut listed = Vec::new();
@@ -222,7 +236,12 @@ pub async fn build_export(store: &Store, tenant: &str, calls: &[CallId], out: &P
         let call = CallRef { tenant: tenant.into(), call_id: *id };
         let mut names: Vec<String> = store.list_call_objects(&call).await?.into_iter().map(|(n, _)| n).collect();
         if let Ok(entries) = std::fs::read_dir(store.spool().call_dir(tenant, *id)) {
-            names.extend(entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).filter(|n| !n.starts_with('.') && !n.ends_with(".tmp")));
+            names.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| !n.starts_with('.') && !n.ends_with(".tmp")),
+            );
         }
         names.sort();
         names.dedup();
@@ -267,7 +286,14 @@ pub enum LinkCheck {
 }
 
 /// Checks a download link (constant-time signature comparison).
-pub fn check_link(secret: &str, tenant: &str, export_id: &str, expires: i64, sig: &str, now: DateTime<Utc>) -> LinkCheck {
+pub fn check_link(
+    secret: &str,
+    tenant: &str,
+    export_id: &str,
+    expires: i64,
+    sig: &str,
+    now: DateTime<Utc>,
+) -> LinkCheck {
     use subtle::ConstantTimeEq;
     let want = sign_link(secret, tenant, export_id, expires);
     if want.as_bytes().ct_eq(sig.as_bytes()).unwrap_u8() != 1 {
@@ -350,12 +376,27 @@ pub struct TenantDeletion {
 
 /// Marker names are not secret: they are kept in plain JSON, so a deletion can still
 /// be carried out after the tenant's keys are gone.
-pub async fn request_tenant_deletion(store: &Store, tenant: &str, by: &str, now: DateTime<Utc>) -> Result<TenantDeletion, StorageError> {
+pub async fn request_tenant_deletion(
+    store: &Store,
+    tenant: &str,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<TenantDeletion, StorageError> {
     if let Some(d) = tenant_deletion(store, tenant).await? {
         return Ok(d);
     }
-    let d = TenantDeletion { tenant: tenant.into(), requested_at: now, due_at: now + Duration::days(TENANT_DELETION_GRACE_DAYS), by: by.into() };
-    store.put_raw(&object_store::path::Path::from(format!("{}/tenant-deletion/{tenant}.json", crate::storage::META)), serde_json::to_vec(&d).unwrap()).await?;
+    let d = TenantDeletion {
+        tenant: tenant.into(),
+        requested_at: now,
+        due_at: now + Duration::days(TENANT_DELETION_GRACE_DAYS),
+        by: by.into(),
+    };
+    store
+        .put_raw(
+            &object_store::path::Path::from(format!("{}/tenant-deletion/{tenant}.json", crate::storage::META)),
+            serde_json::to_vec(&d).unwrap(),
+        )
+        .await?;
     Ok(d)
 }
 
@@ -455,7 +496,13 @@ pub async fn audit(store: &Store, e: &AuditEntry) -> Result<(), StorageError> {
 }
 
 /// Entries of a tenant between two times (inclusive), oldest first.
-pub async fn read_audit(store: &Store, tenant: &str, from: DateTime<Utc>, to: DateTime<Utc>, action: Option<&str>) -> Result<Vec<AuditEntry>, StorageError> {
+pub async fn read_audit(
+    store: &Store,
+    tenant: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    action: Option<&str>,
+) -> Result<Vec<AuditEntry>, StorageError> {
     let mut out = Vec::new();
     let mut days: Vec<(String, u64)> = store.list_meta(&format!("audit/{tenant}")).await?;
     days.sort();

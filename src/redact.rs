@@ -18,7 +18,20 @@ pub const CARD_MASK: &str = "[card number]";
 pub const PATTERN_MASK: &str = "[redacted]";
 
 /// Words that make the numbers around them card data.
-const CARD_CONTEXT: [&str; 12] = ["card", "credit", "debit", "visa", "mastercard", "amex", "american express", "cvv", "cvc", "security code", "expiry", "expiration"];
+const CARD_CONTEXT: [&str; 12] = [
+    "card",
+    "credit",
+    "debit",
+    "visa",
+    "mastercard",
+    "amex",
+    "american express",
+    "cvv",
+    "cvc",
+    "security code",
+    "expiry",
+    "expiration",
+];
 
 pub fn luhn(digits: &[u8]) -> bool {
     if digits.is_empty() {
@@ -225,7 +238,9 @@ mod tests {
 
     #[test]
     fn other_numbers_are_left_alone() {
-        for text in ["call me on +1 555 123 4567", "it costs 1200 dollars for 12 seats", "one two three", "ref 12-34-56", ""] {
+        for text in
+            ["call me on +1 555 123 4567", "it costs 1200 dollars for 12 seats", "one two three", "ref 12-34-56", ""]
+        {
             assert_eq!(mask_cards(text), (Cow::Borrowed(text), 0), "{text}");
         }
         // Long runs are masked even when Luhn fails (a misheard card).
@@ -258,7 +273,10 @@ mod tests {
         assert_eq!(r.apply("ssn 123-45-6789 and 4242 4242 4242 4242"), "ssn [redacted] and [card number]");
         let mut v = serde_json::json!({ "ts": 4242424242424242u64, "text": "4242 4242 4242 4242", "list": ["x 4242424242424242"] });
         r.apply_json(&mut v);
-        assert_eq!(v, serde_json::json!({ "ts": 4242424242424242u64, "text": "[card number]", "list": ["x [card number]"] }));
+        assert_eq!(
+            v,
+            serde_json::json!({ "ts": 4242424242424242u64, "text": "[card number]", "list": ["x [card number]"] })
+        );
         assert!(Redactor::new(&["(".to_string()]).unwrap_err().contains("\"(\""));
     }
 

@@ -149,7 +149,9 @@ pub fn expiry(policy: &TenantPolicy, call: &StoredCall, kind: Kind) -> DateTime<
     let days = |k| Duration::days(i64::from(policy.days_for(call.campaign.as_deref(), k)));
     match kind {
         // The record of the call lasts as long as any part of it.
-        Kind::Manifest => call.started_at + [Kind::Audio, Kind::Transcript, Kind::Coaching].into_iter().map(days).max().unwrap(),
+        Kind::Manifest => {
+            call.started_at + [Kind::Audio, Kind::Transcript, Kind::Coaching].into_iter().map(days).max().unwrap()
+        }
         k => call.started_at + days(k),
     }
 }
@@ -202,7 +204,10 @@ mod tests {
             call_id: CallId::new_at(started),
             started_at: started,
             campaign: campaign.map(str::to_string),
-            objects: ["audio.wav", "manifest.json", "transcript.json", "hints.json"].iter().map(|n| (n.to_string(), 10)).collect(),
+            objects: ["audio.wav", "manifest.json", "transcript.json", "hints.json"]
+                .iter()
+                .map(|n| (n.to_string(), 10))
+                .collect(),
         }
     }
 
@@ -229,7 +234,10 @@ mod tests {
         let mut p = TenantPolicy::days(30);
         p.kinds.transcript = Some(90);
         p.campaigns.insert("sales".into(), CampaignPolicy { days: Some(7), kinds: KindDays::default() });
-        p.campaigns.insert("legal".into(), CampaignPolicy { days: Some(365), kinds: KindDays { transcript: None, coaching: Some(30) } });
+        p.campaigns.insert(
+            "legal".into(),
+            CampaignPolicy { days: Some(365), kinds: KindDays { transcript: None, coaching: Some(30) } },
+        );
         assert_eq!(p.min_days(), 7);
         let policies = Policies::from([("t".to_string(), p)]);
         let sales = call("t", t0(), Some("sales"));
@@ -303,8 +311,17 @@ mod tests {
                 }
                 for camp in ["x", "y"] {
                     if rng.below(2) == 0 {
-                        let kinds = KindDays { transcript: (rng.below(2) == 0).then(|| day_choices[rng.below(6) as usize]), coaching: None };
-                        p.campaigns.insert(camp.into(), CampaignPolicy { days: (rng.below(3) > 0).then(|| day_choices[rng.below(6) as usize]), kinds });
+                        let kinds = KindDays {
+                            transcript: (rng.below(2) == 0).then(|| day_choices[rng.below(6) as usize]),
+                            coaching: None,
+                        };
+                        p.campaigns.insert(
+                            camp.into(),
+                            CampaignPolicy {
+                                days: (rng.below(3) > 0).then(|| day_choices[rng.below(6) as usize]),
+                                kinds,
+                            },
+                        );
                     }
                 }
                 p.hold = rng.below(10) == 0;
@@ -322,7 +339,13 @@ mod tests {
                         objects.push((f.to_string(), rng.below(1000)));
                     }
                 }
-                let c = StoredCall { tenant: tenant.into(), call_id: CallId::new_at(started), started_at: started, campaign, objects };
+                let c = StoredCall {
+                    tenant: tenant.into(),
+                    call_id: CallId::new_at(started),
+                    started_at: started,
+                    campaign,
+                    objects,
+                };
                 if rng.below(8) == 0 {
                     holds.insert((c.tenant.clone(), c.call_id));
                 }
@@ -345,7 +368,10 @@ mod tests {
                     assert_eq!(deleted, exp <= now && !held, "everything expired and not held goes: {name}");
                 }
                 if let Some(a) = action {
-                    assert_eq!(a.whole_call, a.delete.len() == c.objects.len() || expiry(policy, c, Kind::Manifest) <= now);
+                    assert_eq!(
+                        a.whole_call,
+                        a.delete.len() == c.objects.len() || expiry(policy, c, Kind::Manifest) <= now
+                    );
                     if a.delete.iter().any(|n| n == "manifest.json") {
                         assert_eq!(a.delete.last().unwrap(), "manifest.json");
                     }

@@ -80,10 +80,19 @@ impl KeyringHandle {
     /// With `EARSHOT_KEYRING` set, that text is the keyring and the file is not used.
     pub fn open(path: &Path, create: bool) -> Result<KeyringHandle, StorageError> {
         if let Ok(text) = std::env::var(KEYRING_ENV) {
-            let k = Keyring::parse(&text).map_err(|e| StorageError::Keyring { path: KEYRING_ENV.into(), detail: e.to_string() })?;
-            return Ok(KeyringHandle { path: KEYRING_ENV.into(), cached: Mutex::new((None, Arc::new(Keyring::default()))), fixed: Some(Arc::new(k)) });
+            let k = Keyring::parse(&text)
+                .map_err(|e| StorageError::Keyring { path: KEYRING_ENV.into(), detail: e.to_string() })?;
+            return Ok(KeyringHandle {
+                path: KEYRING_ENV.into(),
+                cached: Mutex::new((None, Arc::new(Keyring::default()))),
+                fixed: Some(Arc::new(k)),
+            });
         }
-        let h = KeyringHandle { path: path.to_path_buf(), cached: Mutex::new((None, Arc::new(Keyring::default()))), fixed: None };
+        let h = KeyringHandle {
+            path: path.to_path_buf(),
+            cached: Mutex::new((None, Arc::new(Keyring::default()))),
+            fixed: None,
+        };
         if !path.exists() {
             if !create {
                 return Err(StorageError::Keyring { path: path.into(), detail: "not found".into() });
@@ -115,7 +124,8 @@ impl KeyringHandle {
             return Ok(c.1.clone());
         }
         let text = std::fs::read_to_string(&self.path).map_err(io_err(&self.path))?;
-        let k = Keyring::parse(&text).map_err(|e| StorageError::Keyring { path: self.path.clone(), detail: e.to_string() })?;
+        let k = Keyring::parse(&text)
+            .map_err(|e| StorageError::Keyring { path: self.path.clone(), detail: e.to_string() })?;
         *c = (stamp, Arc::new(k));
         Ok(c.1.clone())
     }
@@ -207,7 +217,8 @@ impl Store {
                 (Arc::new(fs), format!("local {}", cfg.dir.display()))
             }
             StorageBackend::S3 => {
-                let s3 = cfg.s3.as_ref().ok_or_else(|| StorageError::Config("backend s3 without [storage.s3]".into()))?;
+                let s3 =
+                    cfg.s3.as_ref().ok_or_else(|| StorageError::Config("backend s3 without [storage.s3]".into()))?;
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
@@ -334,7 +345,12 @@ impl Store {
     }
 
     /// Plaintext bytes `range` of a stored object, reading only the chunks they are in.
-    pub async fn get_range(&self, call: &CallRef, name: &str, range: std::ops::Range<u64>) -> Result<(Vec<u8>, u64), StorageError> {
+    pub async fn get_range(
+        &self,
+        call: &CallRef,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<(Vec<u8>, u64), StorageError> {
         let spool = self.spool.call_dir(&call.tenant, call.call_id).join(name);
         if let Ok(mut f) = tokio::fs::File::open(&spool).await {
             use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -359,7 +375,10 @@ impl Store {
         let chunks = layout.chunks_for(range.clone());
         let mut out = Vec::new();
         if !chunks.is_empty() {
-            let stored = self.backend.get_range(&path, layout.chunk_range(chunks.start).start..layout.chunk_range(chunks.end - 1).end).await?;
+            let stored = self
+                .backend
+                .get_range(&path, layout.chunk_range(chunks.start).start..layout.chunk_range(chunks.end - 1).end)
+                .await?;
             let base = layout.chunk_range(chunks.start).start;
             for i in chunks.clone() {
                 let r = layout.chunk_range(i);
@@ -415,7 +434,8 @@ impl Store {
 
     pub async fn manifest(&self, call: &CallRef) -> Result<Manifest, StorageError> {
         let b = self.get(call, "manifest.json").await?;
-        serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt(call.object("manifest.json").to_string(), e.to_string()))
+        serde_json::from_slice(&b)
+            .map_err(|e| StorageError::Corrupt(call.object("manifest.json").to_string(), e.to_string()))
     }
 
     /// Every object under a prefix (a missing prefix is empty, not an error).
@@ -493,7 +513,12 @@ impl Store {
     /// Objects of one call (stored, not spooled): (file, stored bytes).
     pub async fn list_call_objects(&self, call: &CallRef) -> Result<Vec<(String, u64)>, StorageError> {
         let prefix = ObjPath::from(call.prefix());
-        Ok(self.list_prefix(Some(&prefix)).await?.into_iter().filter_map(|m| Some((m.location.filename()?.to_string(), m.size))).collect())
+        Ok(self
+            .list_prefix(Some(&prefix))
+            .await?
+            .into_iter()
+            .filter_map(|m| Some((m.location.filename()?.to_string(), m.size)))
+            .collect())
     }
 
     /// The tenant of a call, looked up only under `tenant` (spool or store): a call of
@@ -546,14 +571,17 @@ impl Store {
         let listed = self.list_prefix(Some(&ObjPath::from(base.as_str()))).await?;
         Ok(listed
             .into_iter()
-            .filter_map(|m| Some((m.location.as_ref().strip_prefix(&base)?.trim_start_matches('/').to_string(), m.size)))
+            .filter_map(|m| {
+                Some((m.location.as_ref().strip_prefix(&base)?.trim_start_matches('/').to_string(), m.size))
+            })
             .collect())
     }
 
     /// Deletes every object under a prefix (a tenant's folder). Returns how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
         let mut n = 0;
-        let paths: Vec<ObjPath> = self.list_prefix(Some(&ObjPath::from(prefix))).await?.into_iter().map(|m| m.location).collect();
+        let paths: Vec<ObjPath> =
+            self.list_prefix(Some(&ObjPath::from(prefix))).await?.into_iter().map(|m| m.location).collect();
         for p in paths {
             match self.backend.delete(&p).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => n += 1,
@@ -580,7 +608,8 @@ impl Store {
     }
 
     pub async fn is_held(&self, call: &CallRef) -> Result<bool, StorageError> {
-        Ok(self.exists_meta(&format!("holds/{}/{}", call.tenant, call.call_id)).await? || self.tenant_hold(&call.tenant).await?)
+        Ok(self.exists_meta(&format!("holds/{}/{}", call.tenant, call.call_id)).await?
+            || self.tenant_hold(&call.tenant).await?)
     }
 
     /// Marks a call deleted for good: uploads and jobs that come later drop it.
@@ -662,7 +691,8 @@ impl Store {
             Err(StorageError::NoObject(..)) => return Err(StorageError::NoObject(call.call_id, "recording".into())),
             r => r?,
         };
-        let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| StorageError::Corrupt(call.object(AUDIO_FILE).to_string(), e.to_string()))?;
+        let reader = hound::WavReader::new(std::io::Cursor::new(bytes))
+            .map_err(|e| StorageError::Corrupt(call.object(AUDIO_FILE).to_string(), e.to_string()))?;
         let spec = reader.spec();
         let samples = reader
             .into_samples::<i16>()
@@ -678,7 +708,12 @@ pub fn spool_calls(spool: &StoreLayout, tenant: Option<&str>) -> Vec<(CallRef, P
     let tenants: Vec<String> = match tenant {
         Some(t) => vec![t.to_string()],
         None => std::fs::read_dir(spool.root())
-            .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).filter(|n| !n.starts_with('.')).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     for t in tenants {
@@ -711,9 +746,11 @@ pub struct StoreReader {
 }
 
 fn blocking<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    std::thread::spawn(move || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f))
-        .join()
-        .expect("store reader thread")
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    })
+    .join()
+    .expect("store reader thread")
 }
 
 impl StoreReader {
@@ -769,7 +806,8 @@ impl StoreReader {
         let s = self.store.clone();
         blocking(async move {
             let Ok(call) = s.find_call(id).await else { return false };
-            !s.spool().call_dir(&call.tenant, id).exists() && s.backend.head(&call.object("manifest.json")).await.is_ok()
+            !s.spool().call_dir(&call.tenant, id).exists()
+                && s.backend.head(&call.object("manifest.json")).await.is_ok()
         })
     }
 }

@@ -129,7 +129,8 @@ pub fn plan(offer: &str, party: Option<&str>) -> Result<SessionPlan, WhipError> 
     };
     let parsed = sdp::parse(offer.as_bytes())?;
     let extra = section_attributes(offer);
-    let audio: Vec<usize> = parsed.media.iter().enumerate().filter(|(_, m)| m.kind == "audio").map(|(i, _)| i).collect();
+    let audio: Vec<usize> =
+        parsed.media.iter().enumerate().filter(|(_, m)| m.kind == "audio").map(|(i, _)| i).collect();
     if audio.is_empty() {
         return Err(WhipError::NoAudio);
     }
@@ -137,7 +138,8 @@ pub fn plan(offer: &str, party: Option<&str>) -> Result<SessionPlan, WhipError> 
     let mut any_opus = false;
     for &i in &audio {
         let m = &parsed.media[i];
-        let Some(pt) = m.rtpmaps.iter().find(|r| r.name.eq_ignore_ascii_case("opus") && r.rate == 48000).map(|r| r.pt) else {
+        let Some(pt) = m.rtpmaps.iter().find(|r| r.name.eq_ignore_ascii_case("opus") && r.rate == 48000).map(|r| r.pt)
+        else {
             continue;
         };
         any_opus = true;
@@ -223,7 +225,8 @@ mod tests {
 
     #[test]
     fn two_audio_sections_are_both_parties_in_order() {
-        let second = CHROME_OFFER.split("m=audio").nth(1).unwrap().replace("mid:0", "mid:1").replace("track-a", "track-b");
+        let second =
+            CHROME_OFFER.split("m=audio").nth(1).unwrap().replace("mid:0", "mid:1").replace("track-a", "track-b");
         let offer = format!("{CHROME_OFFER}m=audio{second}");
         let p = plan(&offer, None).unwrap();
         assert_eq!(p.party, Party::Both);
@@ -252,8 +255,14 @@ mod tests {
     fn params_are_checked() {
         let ok = WhipParams { call: Some(" c-1 ".into()), ..Default::default() }.validated().unwrap();
         assert_eq!(ok.call.as_deref(), Some("c-1"));
-        assert_eq!(WhipParams { rep: Some("a\nb".into()), ..Default::default() }.validated(), Err(WhipError::BadParam("rep")));
-        assert_eq!(WhipParams { call: Some("x".repeat(129)), ..Default::default() }.validated(), Err(WhipError::BadParam("call")));
+        assert_eq!(
+            WhipParams { rep: Some("a\nb".into()), ..Default::default() }.validated(),
+            Err(WhipError::BadParam("rep"))
+        );
+        assert_eq!(
+            WhipParams { call: Some("x".repeat(129)), ..Default::default() }.validated(),
+            Err(WhipError::BadParam("call"))
+        );
     }
 
     #[test]

@@ -76,14 +76,17 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             if let Some(r) = &args.rep {
                 params.insert("rep".into(), r.clone());
             }
-            let script = twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })?;
+            let script =
+                twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })?;
             let url = fork_url(&args.to, &format!("/fork/twilio/{}", args.tenant));
             let mut conn = ws::connect(&url, &[], None).await?;
             twilio::send(&mut conn, &script, args.speed).await?
         }
         Format::Siprec => {
             let to = args.to.trim_start_matches("sip:").trim_start_matches("udp://");
-            let server: std::net::SocketAddr = to.parse().map_err(|_| anyhow::anyhow!("--to must be the SIP address (host:port) for siprec, not {to:?}"))?;
+            let server: std::net::SocketAddr = to
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--to must be the SIP address (host:port) for siprec, not {to:?}"))?;
             let o = crate::siprec::SiprecOptions {
                 server,
                 user: args.tenant.clone(),
@@ -94,10 +97,15 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 speed: args.speed,
             };
             let r = crate::siprec::call(&o, std::sync::Arc::new(crate::siprec::render(&audio)?)).await?;
-            eprintln!("sent {} RTP packets in two streams (set up in {:?}); {}", r.packets_sent, r.setup, match r.bye_status {
-                Some(c) => format!("BYE answered {c}"),
-                None => "the server hung up".into(),
-            });
+            eprintln!(
+                "sent {} RTP packets in two streams (set up in {:?}); {}",
+                r.packets_sent,
+                r.setup,
+                match r.bye_status {
+                    Some(c) => format!("BYE answered {c}"),
+                    None => "the server hung up".into(),
+                }
+            );
             return Ok(());
         }
         Format::Whip => {
@@ -109,7 +117,13 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
                 campaign: args.campaign.clone(),
             };
             let secs = audio.duration_secs() / args.speed.max(0.01);
-            let r = crate::whip::publish(&o, std::sync::Arc::new(crate::whip::render(&audio)?), std::time::Duration::from_secs_f64(secs), || {}).await?;
+            let r = crate::whip::publish(
+                &o,
+                std::sync::Arc::new(crate::whip::render(&audio)?),
+                std::time::Duration::from_secs_f64(secs),
+                || {},
+            )
+            .await?;
             eprintln!("sent {} Opus packets over WebRTC; DELETE answered {:?}", r.packets_sent, r.delete_status);
             return Ok(());
         }

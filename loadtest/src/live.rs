@@ -58,7 +58,9 @@ impl LiveStats {
         let kind = v["type"].as_str().unwrap_or("?").to_string();
         self.messages += 1;
         *self.by_type.entry(kind.clone()).or_default() += 1;
-        let Some(wall) = v["wall_ts"].as_str().and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok()) else { return };
+        let Some(wall) = v["wall_ts"].as_str().and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok()) else {
+            return;
+        };
         let wall = wall.with_timezone(&chrono::Utc);
         let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
         self.delivery_ms.push(ms(now - wall).max(0.0));
@@ -119,8 +121,14 @@ mod tests {
         let mut s = LiveStats::default();
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:10.000Z").unwrap().with_timezone(&chrono::Utc);
         // A final stamped at 10:00:09.900, 9.9 s into the call, for words ending at 9.0 s.
-        s.observe(r#"{"type":"transcript.final","wall_ts":"2026-11-23T10:00:09.900Z","offset_ms":9900,"end_ms":9000}"#, now);
-        s.observe(r#"{"type":"hint","wall_ts":"2026-11-23T10:00:09.950Z","offset_ms":9950,"trigger":{"end_ms":8500}}"#, now);
+        s.observe(
+            r#"{"type":"transcript.final","wall_ts":"2026-11-23T10:00:09.900Z","offset_ms":9900,"end_ms":9000}"#,
+            now,
+        );
+        s.observe(
+            r#"{"type":"hint","wall_ts":"2026-11-23T10:00:09.950Z","offset_ms":9950,"trigger":{"end_ms":8500}}"#,
+            now,
+        );
         s.observe(r#"{"type":"hello"}"#, now);
         s.observe("not json", now);
         let r = s.result(1);

@@ -271,7 +271,8 @@ pub struct ServerUsage {
 
 async fn scrape(base: &str) -> Option<String> {
     let hostport = base.trim_start_matches("ws://").trim_start_matches("http://").split('/').next()?.to_string();
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&hostport)).await.ok()?.ok()?;
+    let mut s =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&hostport)).await.ok()?.ok()?;
     s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {hostport}\r\n\r\n").as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.ok()?.ok()?;
@@ -329,9 +330,14 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<RunResult> {
                 let mut params = BTreeMap::new();
                 params.insert("token".to_string(), args.token.clone());
                 params.insert("campaign".to_string(), "loadtest".to_string());
-                Script::Twilio(twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })?)
+                Script::Twilio(twilio::render(
+                    &audio,
+                    &twilio::TwilioOptions { custom_parameters: params, ..Default::default() },
+                )?)
             }
-            Format::Pcm => Script::Pcm(pcm::render(&audio, serde_json::json!({"tenant": args.tenant, "campaign": "loadtest"}))),
+            Format::Pcm => {
+                Script::Pcm(pcm::render(&audio, serde_json::json!({"tenant": args.tenant, "campaign": "loadtest"})))
+            }
             Format::Siprec => Script::Siprec(Arc::new(siprec::render(&audio)?)),
             Format::Whip => Script::Whip(Arc::new(whip::render(&audio)?)),
         };
@@ -339,10 +345,19 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<RunResult> {
     }
     let mut per_format: BTreeMap<String, u64> = BTreeMap::new();
     let thresholds = args.slo.as_deref().map(parse_slo).transpose()?;
-    anyhow::ensure!(args.live == 0 || args.live_token.is_some(), "--live needs --live-token (a manager token of the tenant)");
+    anyhow::ensure!(
+        args.live == 0 || args.live_token.is_some(),
+        "--live needs --live-token (a manager token of the tenant)"
+    );
     let live_stats = Arc::new(std::sync::Mutex::new(crate::live::LiveStats::default()));
     let watchers: Vec<tokio::task::JoinHandle<()>> = (0..args.live)
-        .map(|_| tokio::spawn(crate::live::watch(base.clone(), args.live_token.clone().unwrap_or_default(), live_stats.clone())))
+        .map(|_| {
+            tokio::spawn(crate::live::watch(
+                base.clone(),
+                args.live_token.clone().unwrap_or_default(),
+                live_stats.clone(),
+            ))
+        })
         .collect();
     let baseline = args.server_pid.and_then(proc_stats::sample);
     let started = Instant::now();
@@ -435,13 +450,16 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<RunResult> {
                     whip_call(&o, s.clone(), duration, &counters, &codes).await;
                 }
                 Script::Twilio(s) => {
-                    if let Some(mut c) = ws_open(ws::connect(&format!("{base}/fork/twilio/{tenant}"), &[], None).await, &counters) {
+                    if let Some(mut c) =
+                        ws_open(ws::connect(&format!("{base}/fork/twilio/{tenant}"), &[], None).await, &counters)
+                    {
                         ws_done(twilio::send(&mut c, s, 1.0).await, &counters, &codes);
                     }
                 }
                 Script::Pcm(s) => {
                     let auth = [("authorization".to_string(), format!("Bearer {token}"))];
-                    if let Some(mut c) = ws_open(ws::connect(&format!("{base}/fork/pcm"), &auth, None).await, &counters) {
+                    if let Some(mut c) = ws_open(ws::connect(&format!("{base}/fork/pcm"), &auth, None).await, &counters)
+                    {
                         ws_done(pcm::send(&mut c, s, 1.0).await, &counters, &codes);
                     }
                 }
@@ -475,20 +493,33 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<RunResult> {
     server_metrics.insert("frames_dropped".into(), by_source("earshot_media_frames_dropped_total", &[]));
     server_metrics.insert("frames_gap_filled".into(), by_source("earshot_media_frames_gap_filled_total", &[]));
     server_metrics.insert("recorder_errors".into(), metric_sum(&text, "earshot_errors_total", &["stage=\"recorder\""]));
-    server_metrics.insert("calls_storage_error".into(), metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]));
+    server_metrics.insert(
+        "calls_storage_error".into(),
+        metric_sum(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]),
+    );
     server_metrics.insert("calls_completed".into(), by_source("earshot_calls_ended_total", &["outcome=\"completed\""]));
     if kinds.iter().any(|k| matches!(k, Format::Siprec)) {
         for r in ["received", "lost", "late", "duplicate", "reordered", "wrong_source", "malformed"] {
-            server_metrics.insert(format!("rtp_{r}"), metric_sum(&text, "earshot_rtp_packets_total", &[&format!("result=\"{r}\"")]));
+            server_metrics.insert(
+                format!("rtp_{r}"),
+                metric_sum(&text, "earshot_rtp_packets_total", &[&format!("result=\"{r}\"")]),
+            );
         }
         server_metrics.insert("rtp_timeouts".into(), metric_sum(&text, "earshot_rtp_timeouts_total", &[]));
     }
     if kinds.iter().any(|k| matches!(k, Format::Whip)) {
         for r in ["received", "late", "duplicate", "reordered", "decode_error", "queue_full"] {
-            server_metrics.insert(format!("whip_{r}"), metric_sum(&text, "earshot_whip_packets_total", &[&format!("result=\"{r}\"")]));
+            server_metrics.insert(
+                format!("whip_{r}"),
+                metric_sum(&text, "earshot_whip_packets_total", &[&format!("result=\"{r}\"")]),
+            );
         }
-        server_metrics.insert("whip_created".into(), metric_sum(&text, "earshot_whip_sessions_total", &["result=\"created\""]));
-        server_metrics.insert("whip_deleted".into(), metric_sum(&text, "earshot_whip_session_ends_total", &["reason=\"deleted\""]));
+        server_metrics
+            .insert("whip_created".into(), metric_sum(&text, "earshot_whip_sessions_total", &["result=\"created\""]));
+        server_metrics.insert(
+            "whip_deleted".into(),
+            metric_sum(&text, "earshot_whip_session_ends_total", &["reason=\"deleted\""]),
+        );
     }
     server_metrics.insert("recorded_bytes".into(), metric_sum(&text, "earshot_recorded_bytes_total", &[]));
     server_metrics.insert("ring_fill_p_gt_0_5".into(), {
@@ -497,7 +528,8 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<RunResult> {
         count - le05
     });
     let server = baseline.and_then(|b| {
-        let full: Vec<&(Duration, ProcSample)> = samples.iter().filter(|(t, _)| *t >= full_at && *t <= full_until).collect();
+        let full: Vec<&(Duration, ProcSample)> =
+            samples.iter().filter(|(t, _)| *t >= full_at && *t <= full_until).collect();
         let first = full.first()?;
         let last = full.last()?;
         let peak = samples.iter().map(|(_, s)| s.rss_bytes).max().unwrap_or(0);
@@ -538,7 +570,8 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<RunResult> {
         result.slo = Some(SloResult { passed: missed.is_empty(), missed });
     }
     if let Some(out) = &args.out {
-        std::fs::write(out, serde_json::to_string_pretty(&result)?).with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("writing {}", out.display()))?;
         std::fs::write(out.with_extension("md"), summary(&result))?;
     }
     Ok(result)
@@ -613,7 +646,13 @@ async fn siprec_call(o: &siprec::SiprecOptions, script: Arc<siprec::SiprecScript
 }
 
 /// One WHIP publisher: counts its outcome; the "close code" is how it ended.
-async fn whip_call(o: &whip::WhipOptions, script: Arc<whip::WhipScript>, duration: Duration, counters: &Counters, codes: &Codes) {
+async fn whip_call(
+    o: &whip::WhipOptions,
+    script: Arc<whip::WhipScript>,
+    duration: Duration,
+    counters: &Counters,
+    codes: &Codes,
+) {
     counters.active.fetch_add(1, Ordering::Relaxed);
     let r = whip::publish(o, script, duration, || {
         counters.connected.fetch_add(1, Ordering::Relaxed);
@@ -669,12 +708,22 @@ pub fn summary(r: &RunResult) -> String {
 | transcript final after the words, p50 / p95 | {} / {} |
 | hint after the trigger words, p50 / p95 | {} / {} |
 ",
-            l.connected, l.connect_errors, l.messages,
-            ms(l.delivery_p50_ms), ms(l.delivery_p95_ms), ms(l.final_latency_p50_ms), ms(l.final_latency_p95_ms), ms(l.hint_latency_p50_ms), ms(l.hint_latency_p95_ms)
+            l.connected,
+            l.connect_errors,
+            l.messages,
+            ms(l.delivery_p50_ms),
+            ms(l.delivery_p95_ms),
+            ms(l.final_latency_p50_ms),
+            ms(l.final_latency_p95_ms),
+            ms(l.hint_latency_p50_ms),
+            ms(l.hint_latency_p95_ms)
         ));
     }
     if let Some(slo) = &r.slo {
-        s.push_str(&format!("| SLO | {} |\n", if slo.passed { "met".to_string() } else { format!("**missed**: {}", slo.missed.join("; ")) }));
+        s.push_str(&format!(
+            "| SLO | {} |\n",
+            if slo.passed { "met".to_string() } else { format!("**missed**: {}", slo.missed.join("; ")) }
+        ));
     }
     s
 }

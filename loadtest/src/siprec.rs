@@ -118,7 +118,10 @@ fn sdp(ip: std::net::IpAddr, ports: [u16; 2]) -> String {
     let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut s = format!("v=0\r\no=earshot-loadtest 1 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\n");
     for (i, p) in ports.iter().enumerate() {
-        s.push_str(&format!("m=audio {p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=label:{}\r\na=sendonly\r\n", i + 1));
+        s.push_str(&format!(
+            "m=audio {p} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=label:{}\r\na=sendonly\r\n",
+            i + 1
+        ));
     }
     s
 }
@@ -136,7 +139,10 @@ impl Msg {
         let (head, body) = text.split_once("\r\n\r\n").or_else(|| text.split_once("\n\n"))?;
         let mut lines = head.lines();
         let start = lines.next()?.trim().to_string();
-        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
         Some(Msg { start, headers, body: body.to_string() })
     }
 
@@ -167,7 +173,15 @@ struct Dialog {
 }
 
 impl Dialog {
-    fn request(&self, method: &str, cseq: u32, branch: &str, extra: &str, content_type: Option<&str>, body: &str) -> String {
+    fn request(
+        &self,
+        method: &str,
+        cseq: u32,
+        branch: &str,
+        extra: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> String {
         let mut m = format!(
             "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:loadtest@{local}>;tag={tag}\r\nTo: {to}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:loadtest@{local}>\r\nUser-Agent: earshot-loadtest\r\n{extra}",
             ruri = self.request_uri,
@@ -186,7 +200,13 @@ impl Dialog {
     /// Sends `msg` and waits for its final response, retransmitting on the RFC 3261
     /// schedule (T1 = 500 ms, doubling, capped at 4 s; 32 s in all). Requests from the
     /// server that arrive meanwhile are kept in `requests`.
-    async fn transaction(&self, method: &'static str, cseq: u32, msg: &str, requests: &mut Vec<Msg>) -> Result<Msg, SiprecError> {
+    async fn transaction(
+        &self,
+        method: &'static str,
+        cseq: u32,
+        msg: &str,
+        requests: &mut Vec<Msg>,
+    ) -> Result<Msg, SiprecError> {
         let deadline = Instant::now() + Duration::from_secs(32);
         let mut interval = Duration::from_millis(500);
         let mut provisional = false;
@@ -240,7 +260,10 @@ impl Dialog {
 
 /// The RTP ports of each `m=audio` line of an SDP answer.
 fn answer_ports(sdp: &str) -> Vec<u16> {
-    sdp.lines().filter_map(|l| l.trim().strip_prefix("m=audio ")).filter_map(|r| r.split(' ').next()?.parse().ok()).collect()
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("m=audio "))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect()
 }
 
 /// Binds a UDP socket on `ip` for RTP.
@@ -254,8 +277,18 @@ pub async fn call(o: &SiprecOptions, script: Arc<SiprecScript>) -> Result<Siprec
 }
 
 /// [`call`], with `answered` run once the server has accepted the call (200 OK).
-pub async fn call_observed(o: &SiprecOptions, script: Arc<SiprecScript>, answered: impl FnOnce()) -> Result<SiprecReport, SiprecError> {
-    let ip = if o.server.ip().is_loopback() { o.server.ip() } else if o.server.is_ipv4() { "0.0.0.0".parse().expect("ip") } else { "::".parse().expect("ip") };
+pub async fn call_observed(
+    o: &SiprecOptions,
+    script: Arc<SiprecScript>,
+    answered: impl FnOnce(),
+) -> Result<SiprecReport, SiprecError> {
+    let ip = if o.server.ip().is_loopback() {
+        o.server.ip()
+    } else if o.server.is_ipv4() {
+        "0.0.0.0".parse().expect("ip")
+    } else {
+        "::".parse().expect("ip")
+    };
     let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     let local = sock.local_addr()?;
     let rtp = [rtp_socket(ip).await?, rtp_socket(ip).await?];
@@ -284,7 +317,8 @@ pub async fn call_observed(o: &SiprecOptions, script: Arc<SiprecScript>, answere
         extra.push_str(&format!("X-Earshot-Campaign: {c}\r\n"));
     }
     let invite_branch = branch();
-    let invite = d.request("INVITE", 1, &invite_branch, &extra, Some(&format!("multipart/mixed;boundary={boundary}")), &body);
+    let invite =
+        d.request("INVITE", 1, &invite_branch, &extra, Some(&format!("multipart/mixed;boundary={boundary}")), &body);
     let t0 = Instant::now();
     let answer = d.transaction("INVITE", 1, &invite, &mut Vec::new()).await?;
     let setup = t0.elapsed();
@@ -299,7 +333,8 @@ pub async fn call_observed(o: &SiprecOptions, script: Arc<SiprecScript>, answere
     if let Some(to) = answer.header("to") {
         d.to_header = to.to_string();
     }
-    if let Some(uri) = answer.header("contact").and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0.to_string())) {
+    if let Some(uri) = answer.header("contact").and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0.to_string()))
+    {
         d.request_uri = uri;
     }
     let ports = answer_ports(&answer.body);

@@ -7,15 +7,17 @@ use std::time::{Duration, Instant};
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use crate::audio::Audio;
@@ -102,7 +104,13 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// A minimal HTTP/1.1 exchange (loopback benchmarks and tests): status, headers, body.
-async fn http(base: &str, method: &str, path: &str, token: &str, body: Option<&str>) -> Result<(u16, Vec<(String, String)>, String), WhipError> {
+async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> Result<(u16, Vec<(String, String)>, String), WhipError> {
     let hostport = base.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches('/').to_string();
     let mut s = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&hostport))
         .await
@@ -120,8 +128,15 @@ async fn http(base: &str, method: &str, path: &str, token: &str, body: Option<&s
     let text = String::from_utf8_lossy(&buf).to_string();
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| WhipError::Http("no response head".into()))?;
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).ok_or_else(|| WhipError::Http("bad status line".into()))?;
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| WhipError::Http("bad status line".into()))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     Ok((status, headers, body.to_string()))
 }
 
@@ -133,15 +148,36 @@ fn split_url(url: &str) -> Option<(String, String)> {
 }
 
 fn enc(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Publishes `script` (looped) for `duration`; `connected` is called once DTLS is up.
-pub async fn publish(o: &WhipOptions, script: Arc<WhipScript>, duration: Duration, connected: impl FnOnce()) -> Result<WhipReport, WhipError> {
+pub async fn publish(
+    o: &WhipOptions,
+    script: Arc<WhipScript>,
+    duration: Duration,
+    connected: impl FnOnce(),
+) -> Result<WhipReport, WhipError> {
     let rtc_err = |e: rtc::shared::error::Error| WhipError::Rtc(e.to_string());
     let mut media = MediaEngine::default();
-    let codec = RTCRtpCodec { mime_type: MIME_TYPE_OPUS.to_owned(), clock_rate: 48_000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), rtcp_feedback: vec![] };
-    media.register_codec(RTCRtpCodecParameters { rtp_codec: codec.clone(), payload_type: 111 }, RtpCodecKind::Audio).map_err(rtc_err)?;
+    let codec = RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![],
+    };
+    media
+        .register_codec(RTCRtpCodecParameters { rtp_codec: codec.clone(), payload_type: 111 }, RtpCodecKind::Audio)
+        .map_err(rtc_err)?;
     let (tx, mut events) = mpsc::channel(16);
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -163,7 +199,11 @@ pub async fn publish(o: &WhipOptions, script: Arc<WhipScript>, duration: Duratio
         format!("{}-{}", o.party, o.call),
         "loadtest".into(),
         RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters { rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() }, codec, ..Default::default() }],
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
     )));
     pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
     let offer = pc.create_offer(None).await.map_err(rtc_err)?;
@@ -187,7 +227,11 @@ pub async fn publish(o: &WhipOptions, script: Arc<WhipScript>, duration: Duratio
     let mut hops = 0;
     while (status == 307 || status == 308) && hops < 3 {
         hops += 1;
-        let to = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).ok_or_else(|| WhipError::Http("redirect without Location".into()))?;
+        let to = headers
+            .iter()
+            .find(|(k, _)| k == "location")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| WhipError::Http("redirect without Location".into()))?;
         let (b, p) = split_url(&to).unwrap_or((base.clone(), to.clone()));
         base = b;
         (status, headers, body) = http(&base, "POST", &p, &o.token, Some(&offer)).await?;
@@ -196,7 +240,11 @@ pub async fn publish(o: &WhipOptions, script: Arc<WhipScript>, duration: Duratio
         let _ = pc.close().await;
         return Err(WhipError::Refused(format!("{status} {}", body.chars().take(200).collect::<String>())));
     }
-    let location = headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone()).ok_or_else(|| WhipError::Http("201 without Location".into()))?;
+    let location = headers
+        .iter()
+        .find(|(k, _)| k == "location")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| WhipError::Http("201 without Location".into()))?;
     pc.set_remote_description(RTCSessionDescription::answer(body).map_err(rtc_err)?).await.map_err(rtc_err)?;
     let up = tokio::time::timeout(Duration::from_secs(15), async {
         while let Some(ev) = events.recv().await {

@@ -46,7 +46,9 @@ pub async fn await_close(ws: &mut Ws, wait: Duration) -> Closing {
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) => return Closing { code: None, reason: "timed out waiting for close".into() },
-            Ok(None) | Ok(Some(Err(_))) => return Closing { code: None, reason: "connection ended without close frame".into() },
+            Ok(None) | Ok(Some(Err(_))) => {
+                return Closing { code: None, reason: "connection ended without close frame".into() }
+            }
             Ok(Some(Ok(Message::Close(frame)))) => {
                 let c = frame
                     .map(|f| Closing { code: Some(u16::from(f.code)), reason: f.reason.to_string() })
@@ -63,9 +65,9 @@ pub async fn await_close(ws: &mut Ws, wait: Duration) -> Closing {
 pub fn poll_close(ws: &mut Ws) -> Option<Closing> {
     use futures_util::FutureExt;
     match ws.next().now_or_never() {
-        Some(Some(Ok(Message::Close(frame)))) => {
-            Some(frame.map(|f| Closing { code: Some(u16::from(f.code)), reason: f.reason.to_string() }).unwrap_or_default())
-        }
+        Some(Some(Ok(Message::Close(frame)))) => Some(
+            frame.map(|f| Closing { code: Some(u16::from(f.code)), reason: f.reason.to_string() }).unwrap_or_default(),
+        ),
         Some(None) | Some(Some(Err(_))) => Some(Closing { code: None, reason: "connection ended".into() }),
         _ => None,
     }

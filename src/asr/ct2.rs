@@ -48,13 +48,15 @@ impl Ct2Var<'_> {
     /// Values as f32 (float types only).
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         match self.dtype {
-            Ct2Type::F32 => Some(self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-            Ct2Type::F16 => Some(
-                self.data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            ),
-            Ct2Type::BF16 => Some(
-                self.data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            ),
+            Ct2Type::F32 => {
+                Some(self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            }
+            Ct2Type::F16 => {
+                Some(self.data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+            }
+            Ct2Type::BF16 => {
+                Some(self.data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+            }
             _ => None,
         }
     }
@@ -136,7 +138,8 @@ pub fn parse(buf: &[u8]) -> Result<Ct2Model<'_>, ModelError> {
             dims.push(c.u32()? as usize);
         }
         let code = c.u8()?;
-        let dtype = Ct2Type::from_code(code).ok_or_else(|| ModelError::Format(format!("{name}: unknown dtype {code}")))?;
+        let dtype =
+            Ct2Type::from_code(code).ok_or_else(|| ModelError::Format(format!("{name}: unknown dtype {code}")))?;
         let nbytes = c.u32()? as usize;
         let elems: usize = dims.iter().product();
         if elems.checked_mul(dtype.size()) != Some(nbytes) {

@@ -19,7 +19,12 @@ unsafe extern "C" fn abort_if_set(data: *mut std::ffi::c_void) -> bool {
 }
 
 /// Runs one whisper.cpp inference; with `abort`, stops when another thread sets it.
-fn run_full(state: &mut WhisperState, mut params: FullParams<'_, '_>, audio: &[f32], abort: Option<&AtomicBool>) -> Result<(), ModelError> {
+fn run_full(
+    state: &mut WhisperState,
+    mut params: FullParams<'_, '_>,
+    audio: &[f32],
+    abort: Option<&AtomicBool>,
+) -> Result<(), ModelError> {
     if let Some(flag) = abort {
         // SAFETY: the callback only reads the flag, which outlives `state.full` (borrowed
         // for this whole call); whisper.cpp calls it on this thread.
@@ -151,7 +156,12 @@ impl Model {
     }
 
     /// Offline transcription of 16 kHz mono audio with greedy decoding on one thread.
-    pub fn transcribe(&self, state: &mut WhisperState, audio: &[f32], language: &str) -> Result<Vec<Segment>, ModelError> {
+    pub fn transcribe(
+        &self,
+        state: &mut WhisperState,
+        audio: &[f32],
+        language: &str,
+    ) -> Result<Vec<Segment>, ModelError> {
         self.transcribe_with(state, audio, language, None, None)
     }
 

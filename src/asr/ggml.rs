@@ -351,8 +351,17 @@ mod tests {
     #[test]
     fn quantised_tensor_rows_must_be_whole_blocks() {
         let h = HParams {
-            n_vocab: 4, n_audio_ctx: 1, n_audio_state: 1, n_audio_head: 1, n_audio_layer: 1,
-            n_text_ctx: 1, n_text_state: 1, n_text_head: 1, n_text_layer: 1, n_mels: 1, ftype: 2007,
+            n_vocab: 4,
+            n_audio_ctx: 1,
+            n_audio_state: 1,
+            n_audio_head: 1,
+            n_audio_layer: 1,
+            n_text_ctx: 1,
+            n_text_state: 1,
+            n_text_head: 1,
+            n_text_layer: 1,
+            n_mels: 1,
+            ftype: 2007,
         };
         let mut w = Writer::new(Vec::new(), &h, &[0.0], 1, &[b"a".to_vec()]).unwrap();
         assert!(w.tensor("x", &[2, 31], TensorType::Q8_0, &[0.0; 62]).is_err());

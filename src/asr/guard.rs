@@ -18,7 +18,12 @@ const HALLUCINATIONS: &[&str] = &[
 ];
 
 fn bare(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric() || c.is_whitespace() || *c == '_').collect::<String>().to_lowercase().trim().to_string()
+    s.chars()
+        .filter(|c| c.is_alphanumeric() || c.is_whitespace() || *c == '_')
+        .collect::<String>()
+        .to_lowercase()
+        .trim()
+        .to_string()
 }
 
 /// Returns the text to keep ("" for none).

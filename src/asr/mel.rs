@@ -31,8 +31,7 @@ pub fn filters(sample_rate: u32, n_fft: usize, n_mels: usize) -> Vec<f32> {
     let bins = n_fft / 2 + 1;
     let fft_freqs: Vec<f64> = (0..bins).map(|i| i as f64 * sample_rate as f64 / n_fft as f64).collect();
     let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sample_rate as f64 / 2.0));
-    let mel_f: Vec<f64> =
-        (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
+    let mel_f: Vec<f64> = (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
     let mut w = vec![0f32; n_mels * bins];
     for m in 0..n_mels {
         let (f0, f1, f2) = (mel_f[m], mel_f[m + 1], mel_f[m + 2]);

@@ -2,10 +2,10 @@
 //! work is pure Rust; running whisper.cpp needs the `asr` feature.
 
 pub mod ct2;
-#[cfg(feature = "server")]
-pub mod fetch;
 #[cfg(feature = "asr")]
 pub mod engine;
+#[cfg(feature = "server")]
+pub mod fetch;
 #[cfg(feature = "asr")]
 pub mod file_stream;
 pub mod ggml;

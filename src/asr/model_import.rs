@@ -39,7 +39,11 @@ fn byte_decoder() -> BTreeMap<char, u8> {
 pub fn token_bytes(token: &str, dec: &BTreeMap<char, u8>) -> Result<Vec<u8>, ModelError> {
     token
         .chars()
-        .map(|c| dec.get(&c).copied().ok_or_else(|| ModelError::Format(format!("token {token:?}: {c:?} is not byte-level BPE"))))
+        .map(|c| {
+            dec.get(&c)
+                .copied()
+                .ok_or_else(|| ModelError::Format(format!("token {token:?}: {c:?} is not byte-level BPE")))
+        })
         .collect()
 }
 
@@ -51,7 +55,9 @@ impl<'a> Mapper<'a> {
     fn get(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
         let name = self.m.aliases.get(name).map(String::as_str).unwrap_or(name);
         let v = self.m.vars.get(name).ok_or_else(|| ModelError::Format(format!("missing variable {name}")))?;
-        let vals = v.to_f32().ok_or_else(|| ModelError::Format(format!("{name}: {:?} weights are not supported (float only)", v.dtype)))?;
+        let vals = v.to_f32().ok_or_else(|| {
+            ModelError::Format(format!("{name}: {:?} weights are not supported (float only)", v.dtype))
+        })?;
         Ok((v.dims.clone(), vals))
     }
 
@@ -111,7 +117,10 @@ fn read_model_bin(dir: &Path) -> Result<(PathBuf, Vec<u8>), ModelError> {
     if n == 1 {
         return Err(ModelError::Io {
             path: whole,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no model.bin (nor model.bin.part1, …) in this directory"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no model.bin (nor model.bin.part1, …) in this directory",
+            ),
         });
     }
     Ok((whole, bin))
@@ -224,7 +233,11 @@ pub fn import_ct2_with(dir: &Path, out: &Path, opts: ImportOptions) -> Result<Im
     let (bin_path, bin) = read_model_bin(dir)?;
     let model = ct2::parse(&bin).map_err(|e| e.in_file(&bin_path))?;
     if !model.spec.starts_with("WhisperSpec") {
-        return Err(ModelError::Format(format!("{}: spec {:?} is not a Whisper model", bin_path.display(), model.spec)));
+        return Err(ModelError::Format(format!(
+            "{}: spec {:?} is not a Whisper model",
+            bin_path.display(),
+            model.spec
+        )));
     }
     let vocab_path = dir.join("vocabulary.txt");
     let vocab_text = std::fs::read_to_string(&vocab_path).map_err(io(&vocab_path))?;
@@ -238,7 +251,8 @@ pub fn import_ct2_with(dir: &Path, out: &Path, opts: ImportOptions) -> Result<Im
     let vocab: Vec<Vec<u8>> = lines[..eot].iter().map(|t| token_bytes(t, &dec)).collect::<Result<_, _>>()?;
     let map = Mapper { m: &model };
     let weights = map_weights(&map).map_err(|e| e.in_file(&bin_path))?;
-    let dims_of = |name: &str| weights.iter().find(|(n, _, _)| n == name).map(|(_, d, _)| d.clone()).unwrap_or_default();
+    let dims_of =
+        |name: &str| weights.iter().find(|(n, _, _)| n == name).map(|(_, d, _)| d.clone()).unwrap_or_default();
     let conv1 = dims_of("encoder.conv1.weight");
     let enc_pos = dims_of("encoder.positional_embedding");
     let dec_pos = dims_of("decoder.positional_embedding");
@@ -262,7 +276,8 @@ pub fn import_ct2_with(dir: &Path, out: &Path, opts: ImportOptions) -> Result<Im
     let filters = mel::filters(16000, n_fft, hparams.n_mels as usize);
     let tmp = out.with_extension("tmp");
     let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    let mut w = ggml::Writer::new(std::io::BufWriter::new(file), &hparams, &filters, n_fft / 2 + 1, &vocab).map_err(io(&tmp))?;
+    let mut w = ggml::Writer::new(std::io::BufWriter::new(file), &hparams, &filters, n_fft / 2 + 1, &vocab)
+        .map_err(io(&tmp))?;
     for (name, dims, vals) in &weights {
         w.tensor(name, dims, ttype_for(name, dims, opts.quantize), vals).map_err(io(&tmp))?;
     }

@@ -8,9 +8,9 @@
 //! `max_utterance`, one last decode makes the `Final`.
 
 use super::local_agreement::LocalAgreement;
+use super::vad::{Vad, VadEvent, VadSettings, FRAME};
 use crate::call::Role;
 use crate::events::{EventBody, TranscriptPayload};
-use super::vad::{Vad, VadEvent, VadSettings, FRAME};
 
 pub const RATE: u64 = 16_000;
 
@@ -77,11 +77,26 @@ pub struct DecodeRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TranscriptUpdate {
-    Partial { utterance: u64, stable: String, unstable: String, start_ms: u64, end_ms: u64 },
-    Final { utterance: u64, text: String, start_ms: u64, end_ms: u64 },
+    Partial {
+        utterance: u64,
+        stable: String,
+        unstable: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
+    Final {
+        utterance: u64,
+        text: String,
+        start_ms: u64,
+        end_ms: u64,
+    },
     /// Speech that was not transcribed: the pool was overloaded and this audio was shed.
     /// Sent as a `transcript.final` with empty text and `untranscribed` set.
-    Gap { utterance: u64, start_ms: u64, end_ms: u64 },
+    Gap {
+        utterance: u64,
+        start_ms: u64,
+        end_ms: u64,
+    },
 }
 
 /// How far the pool is behind, as steps of degradation (see `asr::overload`).
@@ -325,7 +340,9 @@ impl StreamPolicy {
             }
         }
         self.events = events;
-        if let (None, Some(after), Some((last_voiced, 0))) = (self.current, self.resume_after, self.vad.trailing_silence()) {
+        if let (None, Some(after), Some((last_voiced, 0))) =
+            (self.current, self.resume_after, self.vad.trailing_silence())
+        {
             let at = last_voiced * FRAME as u64;
             if at >= after {
                 self.resume_after = None;
@@ -384,7 +401,15 @@ impl StreamPolicy {
             self.current = Some(u);
             // A newer pause supersedes a queued early final of this utterance.
             self.queued.retain(|q| !(q.early && q.utterance == u.id));
-            out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: true, retry: true, prompt: self.context.clone() });
+            out.push(DecodeRequest {
+                utterance: u.id,
+                start: u.start,
+                end,
+                is_final: true,
+                early: true,
+                retry: true,
+                prompt: self.context.clone(),
+            });
             if Self::ms(end - u.start) >= self.s.soft_cut_ms {
                 // Long enough: this pause ends the utterance.
                 self.early_confirmed.push((u.id, u.start, end));
@@ -412,7 +437,8 @@ impl StreamPolicy {
     fn begin(&mut self, speech_start: u64) {
         self.resume_after = None;
         let start = speech_start.saturating_sub(self.s.preroll_ms * RATE / 1000);
-        self.current = Some(Utterance { id: self.next_id, start, speech_start, last_decode_end: start, early_end: None });
+        self.current =
+            Some(Utterance { id: self.next_id, start, speech_start, last_decode_end: start, early_end: None });
         self.early_text = None;
         self.next_id += 1;
         self.la = LocalAgreement::new();
@@ -440,7 +466,15 @@ impl StreamPolicy {
             }
         }
         self.queued.retain(|q| !(q.early && q.utterance == u.id));
-        out.push(DecodeRequest { utterance: u.id, start: u.start, end, is_final: true, early: false, retry: self.degrade == Degrade::Normal, prompt: self.context.clone() });
+        out.push(DecodeRequest {
+            utterance: u.id,
+            start: u.start,
+            end,
+            is_final: true,
+            early: false,
+            retry: self.degrade == Degrade::Normal,
+            prompt: self.context.clone(),
+        });
     }
 
     fn is_confirmed(&self, req: &DecodeRequest) -> bool {
@@ -480,7 +514,9 @@ impl StreamPolicy {
         self.queued.append(&mut out);
         let mut ready = Vec::new();
         if !self.in_flight {
-            if let Some(i) = self.queued.iter().position(|r| r.is_final).or(if self.queued.is_empty() { None } else { Some(0) }) {
+            if let Some(i) =
+                self.queued.iter().position(|r| r.is_final).or(if self.queued.is_empty() { None } else { Some(0) })
+            {
                 let r = self.queued.remove(i);
                 // A partial superseded by a queued final of the same utterance is dropped.
                 self.queued.retain(|q| q.is_final || q.utterance != r.utterance);
@@ -493,7 +529,13 @@ impl StreamPolicy {
         ready
     }
 
-    fn partial_update(&mut self, req: &DecodeRequest, text: &str, start_ms: u64, end_ms: u64) -> Option<TranscriptUpdate> {
+    fn partial_update(
+        &mut self,
+        req: &DecodeRequest,
+        text: &str,
+        start_ms: u64,
+        end_ms: u64,
+    ) -> Option<TranscriptUpdate> {
         let a = self.la.update(text);
         (!a.stable.is_empty() || !a.unstable.is_empty()).then(|| TranscriptUpdate::Partial {
             utterance: req.utterance,
@@ -560,7 +602,8 @@ mod tests {
         (0..(secs * 16000.0) as usize)
             .map(|i| {
                 let t = i as f32 / 16000.0;
-                0.3 * (0.5 + 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).sin()).max(0.2) * (2.0 * std::f32::consts::PI * 200.0 * t).sin()
+                0.3 * (0.5 + 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).sin()).max(0.2)
+                    * (2.0 * std::f32::consts::PI * 200.0 * t).sin()
             })
             .collect()
     }
@@ -653,7 +696,10 @@ mod tests {
         assert!(p.backlog_lag() >= 16000 * 9, "{}", p.backlog_lag());
         let gaps = p.shed(16000 * 5);
         assert_eq!(gaps.len(), 1, "{gaps:?}");
-        assert!(matches!(gaps[0], TranscriptUpdate::Gap { start_ms, .. } if (4000..5000).contains(&start_ms)), "{gaps:?}");
+        assert!(
+            matches!(gaps[0], TranscriptUpdate::Gap { start_ms, .. } if (4000..5000).contains(&start_ms)),
+            "{gaps:?}"
+        );
         let (_, next) = p.on_result(&flying[0], "first");
         assert_eq!(next.len(), 1);
         assert!(next[0].start >= 16000 * 8, "the recent final is still decoded: {next:?}");
@@ -685,7 +731,10 @@ mod tests {
         assert!(others.iter().all(|r| !r.is_final), "no second decode for the final: {others:?}");
         assert!(!updates.iter().any(|u| matches!(u, TranscriptUpdate::Final { .. })));
         let (u, next) = p.on_result(&early, "The whole sentence.");
-        assert!(matches!(u, Some(TranscriptUpdate::Final { ref text, end_ms, .. }) if text == "The whole sentence." && end_ms == early.end * 1000 / RATE), "{u:?}");
+        assert!(
+            matches!(u, Some(TranscriptUpdate::Final { ref text, end_ms, .. }) if text == "The whole sentence." && end_ms == early.end * 1000 / RATE),
+            "{u:?}"
+        );
         assert!(next.is_empty());
     }
 
@@ -720,7 +769,10 @@ mod tests {
         assert!(stuck.end < 16000 * 55 / 10, "{stuck:?}");
         assert!(finals.is_empty(), "the second final waits behind the first: {finals:?}");
         let (u, next) = p.on_result(&stuck, "A long sentence with many words.");
-        assert!(matches!(u, Some(TranscriptUpdate::Final { ref text, .. }) if text == "A long sentence with many words."), "{u:?}");
+        assert!(
+            matches!(u, Some(TranscriptUpdate::Final { ref text, .. }) if text == "A long sentence with many words."),
+            "{u:?}"
+        );
         assert_eq!(next.len(), 1, "{next:?}");
         assert!(next[0].is_final && next[0].start > stuck.end - 16000 / 2, "{next:?}");
         let (u, _) = p.on_result(&next[0], "Short one.");
@@ -742,7 +794,8 @@ mod tests {
                 if r.early {
                     early_ends.push(r.end);
                 }
-                let (u, _) = p.on_result(&r, if r.end < 16000 * 2 + 8000 { "first part" } else { "first part and the rest" });
+                let (u, _) =
+                    p.on_result(&r, if r.end < 16000 * 2 + 8000 { "first part" } else { "first part and the rest" });
                 updates.extend(u);
             }
             updates.extend(p.take_updates());
@@ -750,7 +803,10 @@ mod tests {
         assert!(early_ends.len() >= 2, "{early_ends:?}");
         let finals: Vec<_> = updates.iter().filter(|u| matches!(u, TranscriptUpdate::Final { .. })).collect();
         assert_eq!(finals.len(), 1, "{updates:?}");
-        assert!(matches!(finals[0], TranscriptUpdate::Final { text, end_ms, .. } if text == "first part and the rest" && *end_ms > 3_500), "{finals:?}");
+        assert!(
+            matches!(finals[0], TranscriptUpdate::Final { text, end_ms, .. } if text == "first part and the rest" && *end_ms > 3_500),
+            "{finals:?}"
+        );
     }
 
     #[test]
@@ -789,6 +845,8 @@ mod tests {
             _ => None,
         });
         assert_eq!(last_partial.as_deref(), Some("we already"));
-        assert!(matches!(updates.last(), Some(TranscriptUpdate::Final { text, .. }) if text == "We already use Globex."));
+        assert!(
+            matches!(updates.last(), Some(TranscriptUpdate::Final { text, .. }) if text == "We already use Globex.")
+        );
     }
 }

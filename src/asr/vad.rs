@@ -58,7 +58,17 @@ fn level_db(frame: &[f32]) -> f32 {
 
 impl Vad {
     pub fn new(s: VadSettings) -> Self {
-        Self { s, floor_db: 0.0, recent: VecDeque::with_capacity(FLOOR_WINDOW), frames: 0, pending: Vec::new(), run: 0, silent: 0, speaking: false, last_voiced: 0 }
+        Self {
+            s,
+            floor_db: 0.0,
+            recent: VecDeque::with_capacity(FLOOR_WINDOW),
+            frames: 0,
+            pending: Vec::new(),
+            run: 0,
+            silent: 0,
+            speaking: false,
+            last_voiced: 0,
+        }
     }
 
     pub fn is_speaking(&self) -> bool {
@@ -161,7 +171,8 @@ mod tests {
         let noise: Vec<f32> = (0..16000 * 6).map(|_| 0.05 * rng(&mut seed)).collect();
         let events = run(&noise);
         assert!(events.is_empty(), "{events:?}");
-        let hum: Vec<f32> = (0..16000 * 6).map(|i| 0.1 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16000.0).sin()).collect();
+        let hum: Vec<f32> =
+            (0..16000 * 6).map(|i| 0.1 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16000.0).sin()).collect();
         let events = run(&hum);
         assert!(events.is_empty(), "{events:?}");
     }
@@ -204,7 +215,9 @@ mod tests {
         for e in events {
             match *e {
                 VadEvent::SpeechStart { frame } => start = Some(frame),
-                VadEvent::SpeechEnd { frame } => out.push((start.take().unwrap() as f32 * 0.02, (frame + 1) as f32 * 0.02)),
+                VadEvent::SpeechEnd { frame } => {
+                    out.push((start.take().unwrap() as f32 * 0.02, (frame + 1) as f32 * 0.02))
+                }
             }
         }
         if let Some(s) = start {

@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use crate::call::Role;
 use crate::events::TranscriptPayload;
-use playbook::PhraseRule;
 pub use payload::{
     ChecklistItem, ChecklistPayload, HintPayload, ItemStatus, MetricsPayload, ScorePart, ScorecardPayload, TriggerSpan,
 };
+use playbook::PhraseRule;
 pub use playbook::{Playbook, PlaybookError, PlaybookFile, Severity, Speaker};
 use text::Phrase;
 
@@ -74,11 +74,7 @@ impl ChannelState {
         let Some(start) = self.turn_start else {
             return 0;
         };
-        let end = if self.speaking_since.is_some() {
-            now
-        } else {
-            self.last_end.unwrap_or(start)
-        };
+        let end = if self.speaking_since.is_some() { now } else { self.last_end.unwrap_or(start) };
         end.saturating_sub(start)
     }
 }
@@ -133,14 +129,7 @@ fn secs(ms: u64) -> String {
 impl Coach {
     pub fn new(pb: Arc<Playbook>) -> Self {
         Self {
-            required: pb
-                .required
-                .iter()
-                .map(|_| RequiredState {
-                    status: ItemStatus::Pending,
-                    at_ms: None,
-                })
-                .collect(),
+            required: pb.required.iter().map(|_| RequiredState { status: ItemStatus::Pending, at_ms: None }).collect(),
             checklist: vec![None; pb.checklist.len()],
             pb,
             ch: Default::default(),
@@ -203,11 +192,7 @@ impl Coach {
                     }
                 }
                 // A long pause ends the speaker's own turn.
-                if self.floor == Some(i)
-                    && self.ch[i]
-                        .last_end
-                        .is_some_and(|e| t.saturating_sub(e) > TURN_GAP_MS)
-                {
+                if self.floor == Some(i) && self.ch[i].last_end.is_some_and(|e| t.saturating_sub(e) > TURN_GAP_MS) {
                     self.close_turn(i, t);
                     self.floor = None;
                 }
@@ -273,41 +258,22 @@ impl Coach {
     // ---- transcripts -----------------------------------------------------------
 
     /// A `transcript.partial` (its stable words) or `transcript.final`.
-    pub fn on_transcript(
-        &mut self,
-        p: &TranscriptPayload,
-        is_final: bool,
-        now: u64,
-        out: &mut Vec<CoachOutput>,
-    ) {
+    pub fn on_transcript(&mut self, p: &TranscriptPayload, is_final: bool, now: u64, out: &mut Vec<CoachOutput>) {
         if p.untranscribed.is_some() {
             self.utts.remove(&p.utterance_id);
             return;
         }
-        let text = if is_final {
-            p.text.as_str()
-        } else {
-            p.stable.as_str()
-        };
+        let text = if is_final { p.text.as_str() } else { p.stable.as_str() };
         let words = text::words(text);
         if words.is_empty() && !is_final {
             return;
         }
         if !self.utts.contains_key(&p.utterance_id) && self.utts.len() >= MAX_OPEN_UTTERANCES {
-            if let Some(oldest) = self
-                .utts
-                .iter()
-                .min_by_key(|(_, u)| u.seen_at)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some(oldest) = self.utts.iter().min_by_key(|(_, u)| u.seen_at).map(|(k, _)| k.clone()) {
                 self.utts.remove(&oldest);
             }
         }
-        let mut fired = self
-            .utts
-            .remove(&p.utterance_id)
-            .map(|u| u.fired)
-            .unwrap_or_default();
+        let mut fired = self.utts.remove(&p.utterance_id).map(|u| u.fired).unwrap_or_default();
         let span = |matched: &[String]| TriggerSpan {
             channel: p.channel,
             utterance_id: p.utterance_id.clone(),
@@ -318,11 +284,8 @@ impl Coach {
         };
         // Phrase triggers and forbidden phrases: each new occurrence in this utterance.
         let pb = self.pb.clone();
-        for (rule, default_cooldown) in pb
-            .triggers
-            .iter()
-            .map(|r| (r, pb.thresholds.cooldown_ms))
-            .chain(pb.forbidden.iter().map(|r| (r, 0)))
+        for (rule, default_cooldown) in
+            pb.triggers.iter().map(|r| (r, pb.thresholds.cooldown_ms)).chain(pb.forbidden.iter().map(|r| (r, 0)))
         {
             if !rule.channel.hears(p.channel) {
                 continue;
@@ -341,10 +304,7 @@ impl Coach {
                         phrase.source,
                         rule.id
                     );
-                    self.hint(
-                        rule_hint(rule, reason, Some(span(&words[*a..*b])), now),
-                        out,
-                    );
+                    self.hint(rule_hint(rule, reason, Some(span(&words[*a..*b])), now), out);
                 }
             }
         }
@@ -352,18 +312,12 @@ impl Coach {
         let mut changed = false;
         for (k, rule) in pb.required.iter().enumerate() {
             let st = &mut self.required[k];
-            if matches!(st.status, ItemStatus::Done | ItemStatus::Late)
-                || !rule.channel.hears(p.channel)
-            {
+            if matches!(st.status, ItemStatus::Done | ItemStatus::Late) || !rule.channel.hears(p.channel) {
                 continue;
             }
             if text::first_match(&rule.phrases, &words).is_some() {
                 st.at_ms = Some(p.start_ms);
-                st.status = if p.start_ms <= rule.within_ms {
-                    ItemStatus::Done
-                } else {
-                    ItemStatus::Late
-                };
+                st.status = if p.start_ms <= rule.within_ms { ItemStatus::Done } else { ItemStatus::Late };
                 changed = true;
             }
         }
@@ -396,13 +350,7 @@ impl Coach {
                 }
             }
         } else {
-            self.utts.insert(
-                p.utterance_id.clone(),
-                Utt {
-                    fired,
-                    seen_at: now,
-                },
-            );
+            self.utts.insert(p.utterance_id.clone(), Utt { fired, seen_at: now });
         }
     }
 
@@ -428,7 +376,11 @@ impl Coach {
                 && self.cooled("metric.monologue", t.cooldown_ms, now)
             {
                 self.monologue_hinted = start;
-                let reason = format!("the rep has been talking for {} without the customer taking the floor (limit {})", secs(len), secs(t.monologue_ms));
+                let reason = format!(
+                    "the rep has been talking for {} without the customer taking the floor (limit {})",
+                    secs(len),
+                    secs(t.monologue_ms)
+                );
                 self.hint(
                     metric_hint(
                         "metric.monologue",
@@ -453,11 +405,7 @@ impl Coach {
                 && self.cooled("metric.dead_air", t.cooldown_ms, now)
             {
                 self.silence_hinted = Some(s);
-                let reason = format!(
-                    "nobody has spoken for {} (limit {})",
-                    secs(len),
-                    secs(t.dead_air_ms)
-                );
+                let reason = format!("nobody has spoken for {} (limit {})", secs(len), secs(t.dead_air_ms));
                 self.hint(
                     metric_hint(
                         "metric.dead_air",
@@ -494,9 +442,7 @@ impl Coach {
                     ),
                     out,
                 );
-            } else if share < t.talk_ratio_min
-                && self.cooled("metric.talk_ratio", t.cooldown_ms, now)
-            {
+            } else if share < t.talk_ratio_min && self.cooled("metric.talk_ratio", t.cooldown_ms, now) {
                 let reason = format!(
                     "rep share of talk time is {:.0}% (target at least {:.0}%)",
                     share * 100.0,
@@ -525,9 +471,7 @@ impl Coach {
         let grace = pb.thresholds.decision_grace_ms;
         let mut changed = false;
         for (k, rule) in pb.required.iter().enumerate() {
-            if self.required[k].status != ItemStatus::Pending
-                || !(ending || now >= rule.within_ms + grace)
-            {
+            if self.required[k].status != ItemStatus::Pending || !(ending || now >= rule.within_ms + grace) {
                 continue;
             }
             self.required[k].status = ItemStatus::Missed;
@@ -540,11 +484,7 @@ impl Coach {
                     secs(rule.within_ms)
                 )
             } else {
-                format!(
-                    "none of the {} phrases was said within the first {}",
-                    rule.id,
-                    secs(rule.within_ms)
-                )
+                format!("none of the {} phrases was said within the first {}", rule.id, secs(rule.within_ms))
             };
             let hint = HintPayload {
                 id: String::new(),
@@ -566,11 +506,7 @@ impl Coach {
 
     fn check_interruptions(&mut self, now: u64, out: &mut Vec<CoachOutput>) {
         let t = self.pb.thresholds;
-        while self
-            .recent_interruptions
-            .front()
-            .is_some_and(|&x| now.saturating_sub(x) > t.interruption_window_ms)
-        {
+        while self.recent_interruptions.front().is_some_and(|&x| now.saturating_sub(x) > t.interruption_window_ms) {
             self.recent_interruptions.pop_front();
         }
         let n = self.recent_interruptions.len() as u32;
@@ -596,20 +532,14 @@ impl Coach {
     }
 
     fn check_pace(&mut self, now: u64, out: &mut Vec<CoachOutput>) {
-        let (w, d) = self
-            .rep_pace
-            .iter()
-            .fold((0, 0), |(w, d), (a, b)| (w + a, d + b));
+        let (w, d) = self.rep_pace.iter().fold((0, 0), |(w, d), (a, b)| (w + a, d + b));
         if w < 15 || d < 4_000 {
             return;
         }
         let wpm = w as f64 * 60_000.0 / d as f64;
         let t = self.pb.thresholds;
         if wpm > t.fast_wpm && self.cooled("metric.pace", t.cooldown_ms, now) {
-            let reason = format!(
-                "the rep's last sentences ran at {wpm:.0} words per minute (limit {:.0})",
-                t.fast_wpm
-            );
+            let reason = format!("the rep's last sentences ran at {wpm:.0} words per minute (limit {:.0})", t.fast_wpm);
             self.hint(
                 metric_hint(
                     "metric.pace",
@@ -650,21 +580,15 @@ impl Coach {
         let (rep, cust) = (&self.ch[0], &self.ch[1]);
         let (rt, ct) = (rep.talk_at(now), cust.talk_at(now));
         let wpm = |c: &ChannelState| {
-            (c.speech_ms >= 2_000)
-                .then(|| (c.words as f64 * 60_000.0 / c.speech_ms as f64 * 10.0).round() / 10.0)
+            (c.speech_ms >= 2_000).then(|| (c.words as f64 * 60_000.0 / c.speech_ms as f64 * 10.0).round() / 10.0)
         };
         let current_silence = self.silence_start().map_or(0, |s| now.saturating_sub(s));
         MetricsPayload {
             at_ms: now,
             rep_talk_ms: rt,
             customer_talk_ms: ct,
-            talk_ratio: (rt + ct > 0)
-                .then(|| (rt as f64 / (rt + ct) as f64 * 1000.0).round() / 1000.0),
-            rep_monologue_ms: if self.floor == Some(0) {
-                rep.turn_len(now)
-            } else {
-                0
-            },
+            talk_ratio: (rt + ct > 0).then(|| (rt as f64 / (rt + ct) as f64 * 1000.0).round() / 1000.0),
+            rep_monologue_ms: if self.floor == Some(0) { rep.turn_len(now) } else { 0 },
             longest_rep_monologue_ms: rep.longest_turn_ms.max(if self.floor == Some(0) {
                 rep.turn_len(now)
             } else {
@@ -704,25 +628,15 @@ impl Coach {
                 weight: None,
             })
             .collect();
-        items.extend(
-            self.pb
-                .checklist
-                .iter()
-                .zip(&self.checklist)
-                .map(|(r, at)| ChecklistItem {
-                    id: r.id.clone(),
-                    label: r.label.clone(),
-                    kind: "checklist".into(),
-                    status: if at.is_some() {
-                        ItemStatus::Done
-                    } else {
-                        ItemStatus::Pending
-                    },
-                    at_ms: *at,
-                    due_ms: None,
-                    weight: Some(r.weight),
-                }),
-        );
+        items.extend(self.pb.checklist.iter().zip(&self.checklist).map(|(r, at)| ChecklistItem {
+            id: r.id.clone(),
+            label: r.label.clone(),
+            kind: "checklist".into(),
+            status: if at.is_some() { ItemStatus::Done } else { ItemStatus::Pending },
+            at_ms: *at,
+            due_ms: None,
+            weight: Some(r.weight),
+        }));
         ChecklistPayload { items }
     }
 
@@ -749,10 +663,8 @@ impl Coach {
 }
 
 fn find<'a>(phrases: &'a [Phrase], words: &[String]) -> Vec<(&'a Phrase, (usize, usize))> {
-    let mut all: Vec<(&Phrase, (usize, usize))> = phrases
-        .iter()
-        .flat_map(|p| p.find_all(words).into_iter().map(move |m| (p, m)))
-        .collect();
+    let mut all: Vec<(&Phrase, (usize, usize))> =
+        phrases.iter().flat_map(|p| p.find_all(words).into_iter().map(move |m| (p, m))).collect();
     all.sort_by_key(|(_, m)| *m);
     // Overlapping matches of different variants count once.
     let mut out: Vec<(&Phrase, (usize, usize))> = Vec::new();
@@ -772,12 +684,7 @@ fn role_name(r: Role) -> &'static str {
     }
 }
 
-fn rule_hint(
-    rule: &PhraseRule,
-    reason: String,
-    trigger: Option<TriggerSpan>,
-    now: u64,
-) -> HintPayload {
+fn rule_hint(rule: &PhraseRule, reason: String, trigger: Option<TriggerSpan>, now: u64) -> HintPayload {
     HintPayload {
         id: String::new(),
         rule: rule.id.clone(),

@@ -23,10 +23,7 @@ pub enum PlaybookError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> PlaybookError {
-    PlaybookError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    PlaybookError::Invalid { key: key.into(), message: message.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
@@ -291,18 +288,8 @@ pub struct PlaybookFile {
     pub campaigns: BTreeMap<String, RulesFile>,
 }
 
-pub const DEFAULT_FILLERS: &[&str] = &[
-    "um",
-    "uh",
-    "erm",
-    "uhm",
-    "hmm",
-    "you know",
-    "i mean",
-    "kind of",
-    "sort of",
-    "basically",
-];
+pub const DEFAULT_FILLERS: &[&str] =
+    &["um", "uh", "erm", "uhm", "hmm", "you know", "i mean", "kind of", "sort of", "basically"];
 
 /// A compiled rule that listens for phrases.
 #[derive(Debug, Clone)]
@@ -354,10 +341,7 @@ impl Default for Playbook {
     fn default() -> Self {
         Self {
             thresholds: Thresholds::default(),
-            fillers: DEFAULT_FILLERS
-                .iter()
-                .filter_map(|f| Phrase::new(f))
-                .collect(),
+            fillers: DEFAULT_FILLERS.iter().filter_map(|f| Phrase::new(f)).collect(),
             triggers: Vec::new(),
             required: Vec::new(),
             forbidden: Vec::new(),
@@ -369,17 +353,11 @@ impl Default for Playbook {
 
 fn compile(key: &str, phrases: &[String]) -> Result<Vec<Phrase>, PlaybookError> {
     if phrases.is_empty() {
-        return Err(invalid(
-            format!("{key}.phrases"),
-            "needs at least one phrase",
-        ));
+        return Err(invalid(format!("{key}.phrases"), "needs at least one phrase"));
     }
     phrases
         .iter()
-        .map(|p| {
-            Phrase::new(p)
-                .ok_or_else(|| invalid(format!("{key}.phrases"), format!("{p:?} has no words")))
-        })
+        .map(|p| Phrase::new(p).ok_or_else(|| invalid(format!("{key}.phrases"), format!("{p:?} has no words"))))
         .collect()
 }
 
@@ -394,23 +372,14 @@ fn merge_by_id<T: Clone>(base: &mut Vec<T>, over: &[T], id: impl Fn(&T) -> &str)
 
 impl PlaybookFile {
     pub fn parse(text: &str) -> Result<PlaybookFile, PlaybookError> {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| PlaybookError::Syntax(e.to_string()))?;
-        fn de<T: serde::de::DeserializeOwned>(
-            v: toml::Value,
-            prefix: &str,
-        ) -> Result<T, PlaybookError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| PlaybookError::Syntax(e.to_string()))?;
+        fn de<T: serde::de::DeserializeOwned>(v: toml::Value, prefix: &str) -> Result<T, PlaybookError> {
             serde_path_to_error::deserialize(v).map_err(|e| {
                 let key = e.path().to_string();
                 let key = if key == "." { String::new() } else { key };
                 let full = format!("{prefix}{key}");
                 invalid(
-                    if full.is_empty() {
-                        "(root)".into()
-                    } else {
-                        full.trim_end_matches('.').to_string()
-                    },
+                    if full.is_empty() { "(root)".into() } else { full.trim_end_matches('.').to_string() },
                     e.into_inner().to_string(),
                 )
             })
@@ -420,26 +389,18 @@ impl PlaybookFile {
             Some(toml::Value::Table(t)) => {
                 let mut out = BTreeMap::new();
                 for (name, v) in t {
-                    out.insert(
-                        name.clone(),
-                        de::<RulesFile>(v, &format!("campaigns.{name}."))?,
-                    );
+                    out.insert(name.clone(), de::<RulesFile>(v, &format!("campaigns.{name}."))?);
                 }
                 out
             }
             Some(_) => return Err(invalid("campaigns", "must be a table of campaign names")),
         };
-        let file = PlaybookFile {
-            base: de(toml::Value::Table(table), "")?,
-            campaigns,
-        };
+        let file = PlaybookFile { base: de(toml::Value::Table(table), "")?, campaigns };
         // Every campaign must resolve: errors surface at load, not at a call.
         file.resolve(None)?;
         for name in file.campaigns.keys() {
             file.resolve(Some(name)).map_err(|e| match e {
-                PlaybookError::Invalid { key, message } => {
-                    invalid(format!("campaigns.{name}: {key}"), message)
-                }
+                PlaybookError::Invalid { key, message } => invalid(format!("campaigns.{name}: {key}"), message),
                 other => other,
             })?;
         }
@@ -474,34 +435,18 @@ impl PlaybookFile {
             || !(0.0..=1.0).contains(&t.talk_ratio_min)
             || t.talk_ratio_min > t.talk_ratio_max
         {
-            return Err(invalid(
-                "thresholds.talk_ratio_max",
-                "talk ratios are shares between 0 and 1, min ≤ max",
-            ));
+            return Err(invalid("thresholds.talk_ratio_max", "talk ratios are shares between 0 and 1, min ≤ max"));
         }
         if t.fast_wpm <= 0.0 || t.monologue_ms == 0 || t.dead_air_ms == 0 || t.interruptions == 0 {
-            return Err(invalid(
-                "thresholds",
-                "fast_wpm, monologue, dead_air and interruptions must be positive",
-            ));
+            return Err(invalid("thresholds", "fast_wpm, monologue, dead_air and interruptions must be positive"));
         }
         let mut ids = BTreeSet::new();
         let mut unique = |id: &str, key: &str| -> Result<(), PlaybookError> {
-            if id.is_empty()
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return Err(invalid(
-                    format!("{key}.id"),
-                    format!("{id:?}: use letters, digits, '-', '_', '.'"),
-                ));
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(invalid(format!("{key}.id"), format!("{id:?}: use letters, digits, '-', '_', '.'")));
             }
             if !ids.insert(id.to_string()) {
-                return Err(invalid(
-                    format!("{key}.id"),
-                    format!("duplicate rule id {id:?}"),
-                ));
+                return Err(invalid(format!("{key}.id"), format!("duplicate rule id {id:?}")));
             }
             Ok(())
         };
@@ -573,25 +518,11 @@ impl PlaybookFile {
             None => Playbook::default().fillers,
         };
         let score = rules.score.unwrap_or_default();
-        let parts = [
-            score.checklist,
-            score.compliance,
-            score.talk_ratio,
-            score.monologue,
-            score.patience,
-        ];
+        let parts = [score.checklist, score.compliance, score.talk_ratio, score.monologue, score.patience];
         if parts.iter().any(|w| !(w.is_finite() && *w >= 0.0)) || parts.iter().sum::<f64>() <= 0.0 {
             return Err(invalid("score", "weights must be ≥ 0 and not all 0"));
         }
-        Ok(Playbook {
-            thresholds,
-            fillers,
-            triggers,
-            required,
-            forbidden,
-            checklist,
-            score,
-        })
+        Ok(Playbook { thresholds, fillers, triggers, required, forbidden, checklist, score })
     }
 }
 
@@ -649,67 +580,38 @@ phrases = ["spring promo"]
         let base = f.resolve(None).unwrap();
         assert_eq!(base.thresholds.monologue_ms, 45_000);
         assert_eq!(base.thresholds.fast_wpm, 170.0);
-        assert_eq!(
-            base.thresholds.dead_air_ms, 10_000,
-            "defaults for what the file leaves out"
-        );
+        assert_eq!(base.thresholds.dead_air_ms, 10_000, "defaults for what the file leaves out");
         assert_eq!(base.triggers[0].phrases.len(), 2);
         assert_eq!(base.forbidden.len(), 1);
         assert_eq!(base.checklist.len(), 1);
         let spring = f.resolve(Some("spring")).unwrap();
         assert_eq!(spring.thresholds.monologue_ms, 30_000);
-        assert_eq!(
-            spring.thresholds.fast_wpm, 170.0,
-            "campaign thresholds merge key by key"
-        );
+        assert_eq!(spring.thresholds.fast_wpm, 170.0, "campaign thresholds merge key by key");
         assert_eq!(spring.triggers.len(), 1);
         assert_eq!(spring.triggers[0].title, "Globex (spring battlecard)");
         assert!(spring.forbidden.is_empty());
-        assert_eq!(
-            spring
-                .checklist
-                .iter()
-                .map(|c| c.id.as_str())
-                .collect::<Vec<_>>(),
-            ["budget", "promo"]
-        );
+        assert_eq!(spring.checklist.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["budget", "promo"]);
         let unknown = f.resolve(Some("nope")).unwrap();
         assert_eq!(unknown.thresholds.monologue_ms, 45_000);
     }
 
     #[test]
     fn bad_playbooks_name_the_key() {
-        let e = PlaybookFile::parse("[[triggers]]\nid = \"x\"\nphrases = []\ntitle = \"t\"\n")
+        let e = PlaybookFile::parse("[[triggers]]\nid = \"x\"\nphrases = []\ntitle = \"t\"\n").unwrap_err().to_string();
+        assert!(e.contains("triggers[0].phrases"), "{e}");
+        let e = PlaybookFile::parse("[[triggers]]\nid = \"x\"\nphrases = [\"a\"]\ntitle = \"t\"\ncolour = 1\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("triggers[0].phrases"), "{e}");
-        let e = PlaybookFile::parse(
-            "[[triggers]]\nid = \"x\"\nphrases = [\"a\"]\ntitle = \"t\"\ncolour = 1\n",
-        )
-        .unwrap_err()
-        .to_string();
         assert!(e.contains("colour"), "{e}");
         let dup = "[[triggers]]\nid = \"x\"\nphrases = [\"a\"]\ntitle = \"t\"\n[[checklist]]\nid = \"x\"\nlabel = \"l\"\nphrases = [\"b\"]\n";
-        assert!(PlaybookFile::parse(dup)
-            .unwrap_err()
-            .to_string()
-            .contains("duplicate rule id"));
-        let e = PlaybookFile::parse("[thresholds]\ntalk_ratio_max = 1.5\n")
-            .unwrap_err()
-            .to_string();
+        assert!(PlaybookFile::parse(dup).unwrap_err().to_string().contains("duplicate rule id"));
+        let e = PlaybookFile::parse("[thresholds]\ntalk_ratio_max = 1.5\n").unwrap_err().to_string();
         assert!(e.contains("talk_ratio"), "{e}");
-        let e = PlaybookFile::parse("[campaigns.x.thresholds]\nfast_wpm = -1\n")
-            .unwrap_err()
-            .to_string();
+        let e = PlaybookFile::parse("[campaigns.x.thresholds]\nfast_wpm = -1\n").unwrap_err().to_string();
         assert!(e.contains("campaigns.x"), "{e}");
-        let e = PlaybookFile::parse("[thresholds]\nmonologue = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = PlaybookFile::parse("[thresholds]\nmonologue = \"soon\"\n").unwrap_err().to_string();
         assert!(e.contains("thresholds.monologue"), "{e}");
         assert!(PlaybookFile::parse("this is = not toml [").is_err());
-        assert!(
-            PlaybookFile::parse("").unwrap().resolve(None).is_ok(),
-            "an empty playbook is the defaults"
-        );
+        assert!(PlaybookFile::parse("").unwrap().resolve(None).is_ok(), "an empty playbook is the defaults");
     }
 }

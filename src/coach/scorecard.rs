@@ -30,32 +30,20 @@ impl Coach {
             });
         }
         if !self.pb.required.is_empty() || !self.pb.forbidden.is_empty() {
-            let on_time = self
-                .required
-                .iter()
-                .filter(|s| s.status == ItemStatus::Done)
-                .count();
-            let forbidden_hits = self
-                .hints
-                .iter()
-                .filter(|h| h.kind == "compliance.forbidden")
-                .count();
-            let req = if self.required.is_empty() {
-                1.0
-            } else {
-                on_time as f64 / self.required.len() as f64
-            };
+            let on_time = self.required.iter().filter(|s| s.status == ItemStatus::Done).count();
+            let forbidden_hits = self.hints.iter().filter(|h| h.kind == "compliance.forbidden").count();
+            let req = if self.required.is_empty() { 1.0 } else { on_time as f64 / self.required.len() as f64 };
             parts.push(ScorePart {
                 name: "compliance".into(),
                 weight: w.compliance,
                 value: (req - 0.5 * forbidden_hits as f64).max(0.0),
-                reason: format!("{on_time} of {} required phrases on time, {forbidden_hits} forbidden phrase(s)", self.required.len()),
+                reason: format!(
+                    "{on_time} of {} required phrases on time, {forbidden_hits} forbidden phrase(s)",
+                    self.required.len()
+                ),
             });
         }
-        if let Some(r) = m
-            .talk_ratio
-            .filter(|_| m.rep_talk_ms + m.customer_talk_ms >= 10_000)
-        {
+        if let Some(r) = m.talk_ratio.filter(|_| m.rep_talk_ms + m.customer_talk_ms >= 10_000) {
             let off = if r > t.talk_ratio_max {
                 r - t.talk_ratio_max
             } else if r < t.talk_ratio_min {
@@ -80,16 +68,8 @@ impl Coach {
             parts.push(ScorePart {
                 name: "monologue".into(),
                 weight: w.monologue,
-                value: if longest <= t.monologue_ms {
-                    1.0
-                } else {
-                    t.monologue_ms as f64 / longest as f64
-                },
-                reason: format!(
-                    "longest rep monologue {} (limit {})",
-                    secs(longest),
-                    secs(t.monologue_ms)
-                ),
+                value: if longest <= t.monologue_ms { 1.0 } else { t.monologue_ms as f64 / longest as f64 },
+                reason: format!("longest rep monologue {} (limit {})", secs(longest), secs(t.monologue_ms)),
             });
         }
         if let Some(p) = m.patience_ms {
@@ -97,17 +77,11 @@ impl Coach {
                 name: "patience".into(),
                 weight: w.patience,
                 value: (p as f64 / 600.0).min(1.0),
-                reason: format!(
-                    "the rep waited {p} ms on average before answering (aim for 600 ms or more)"
-                ),
+                reason: format!("the rep waited {p} ms on average before answering (aim for 600 ms or more)"),
             });
         }
         let wsum: f64 = parts.iter().map(|p| p.weight).sum();
-        let score = if wsum > 0.0 {
-            parts.iter().map(|p| p.weight * p.value).sum::<f64>() / wsum * 100.0
-        } else {
-            0.0
-        };
+        let score = if wsum > 0.0 { parts.iter().map(|p| p.weight * p.value).sum::<f64>() / wsum * 100.0 } else { 0.0 };
         ScorecardPayload {
             score: (score * 10.0).round() / 10.0,
             parts,

@@ -57,9 +57,7 @@ phrases = ["next step", "follow up"]
 "#;
 
 fn coach() -> Coach {
-    Coach::new(Arc::new(
-        PlaybookFile::parse(PB).unwrap().resolve(None).unwrap(),
-    ))
+    Coach::new(Arc::new(PlaybookFile::parse(PB).unwrap().resolve(None).unwrap()))
 }
 
 fn bare() -> Coach {
@@ -99,35 +97,14 @@ fn partial(c: &mut Coach, p: &TranscriptPayload, now: f64) -> Vec<CoachOutput> {
     out
 }
 
-fn final_(
-    c: &mut Coach,
-    role: Role,
-    utt: &str,
-    text: &str,
-    a: f64,
-    b: f64,
-    now: f64,
-) -> Vec<CoachOutput> {
+fn final_(c: &mut Coach, role: Role, utt: &str, text: &str, a: f64, b: f64, now: f64) -> Vec<CoachOutput> {
     let mut out = Vec::new();
-    c.on_transcript(
-        &tx(role, utt, text, "", a, b),
-        true,
-        (now * 1000.0) as u64,
-        &mut out,
-    );
+    c.on_transcript(&tx(role, utt, text, "", a, b), true, (now * 1000.0) as u64, &mut out);
     out
 }
 
 fn hints(out: &[CoachOutput]) -> Vec<&HintPayload> {
-    out.iter()
-        .filter_map(|o| {
-            if let CoachOutput::Hint(h) = o {
-                Some(h)
-            } else {
-                None
-            }
-        })
-        .collect()
+    out.iter().filter_map(|o| if let CoachOutput::Hint(h) = o { Some(h) } else { None }).collect()
 }
 
 fn kinds(out: &[CoachOutput]) -> Vec<&str> {
@@ -137,21 +114,14 @@ fn kinds(out: &[CoachOutput]) -> Vec<&str> {
 #[test]
 fn talk_time_and_ratio_count_overlap_on_both_channels() {
     let mut c = bare();
-    assert_eq!(
-        c.metrics(0).talk_ratio,
-        None,
-        "no ratio before anyone speaks"
-    );
+    assert_eq!(c.metrics(0).talk_ratio, None, "no ratio before anyone speaks");
     say(&mut c, Role::Rep, 0.0, 10.0);
     // Customer talks over the rep's last seconds (cross-talk).
     say(&mut c, Role::Customer, 7.0, 10.0);
     let m = c.metrics(10_000);
     assert_eq!((m.rep_talk_ms, m.customer_talk_ms), (10_000, 3_000));
     assert_eq!(m.talk_ratio, Some(0.769));
-    assert_eq!(
-        m.interruptions, 0,
-        "the customer talking over the rep is not the rep interrupting"
-    );
+    assert_eq!(m.interruptions, 0, "the customer talking over the rep is not the rep interrupting");
     // Open speech counts up to `now`.
     let mut out = Vec::new();
     c.on_voice(Role::Customer, Voice::Start(12_000), &mut out);
@@ -171,11 +141,7 @@ fn monologue_grows_ignores_backchannels_and_hints_once_per_turn() {
     assert_eq!(c.metrics(59_000).rep_monologue_ms, 59_000);
     let out = tick(&mut c, 61.0);
     assert_eq!(kinds(&out), ["monologue"]);
-    assert!(
-        hints(&out)[0].reason.contains("61 s"),
-        "{}",
-        hints(&out)[0].reason
-    );
+    assert!(hints(&out)[0].reason.contains("61 s"), "{}", hints(&out)[0].reason);
     assert!(tick(&mut c, 65.0).is_empty(), "one monologue hint per turn");
     c.on_voice(Role::Rep, Voice::End(70_000), &mut Vec::new());
     // The customer takes the floor: the rep's turn is over.
@@ -184,10 +150,7 @@ fn monologue_grows_ignores_backchannels_and_hints_once_per_turn() {
     assert_eq!(m.rep_monologue_ms, 0);
     assert_eq!(m.longest_rep_monologue_ms, 70_000);
     assert_eq!(m.longest_customer_story_ms, 9_000);
-    assert_eq!(
-        m.patience_ms, None,
-        "the customer answering the rep is not rep patience"
-    );
+    assert_eq!(m.patience_ms, None, "the customer answering the rep is not rep patience");
 }
 
 #[test]
@@ -246,10 +209,7 @@ fn dead_air_hinted_once_per_silence_after_the_call_got_going() {
     assert!(tick(&mut c, 29.0).is_empty());
     let m = c.metrics(29_000);
     assert_eq!(m.dead_air_ms, 12_000);
-    assert_eq!(
-        m.longest_dead_air_ms, 15_000,
-        "the silence before the first words counts as the longest"
-    );
+    assert_eq!(m.longest_dead_air_ms, 15_000, "the silence before the first words counts as the longest");
 }
 
 #[test]
@@ -257,33 +217,15 @@ fn silence_only_call() {
     let mut c = coach();
     for s in 1..=40 {
         let out = tick(&mut c, s as f64);
-        assert!(
-            kinds(&out).iter().all(|k| *k == "compliance.missed"),
-            "{out:?}"
-        );
+        assert!(kinds(&out).iter().all(|k| *k == "compliance.missed"), "{out:?}");
     }
     let mut out = Vec::new();
     let card = c.finish(40_000, &mut out);
     let m = &card.metrics;
-    assert_eq!(
-        (m.rep_talk_ms, m.customer_talk_ms, m.talk_ratio),
-        (0, 0, None)
-    );
+    assert_eq!((m.rep_talk_ms, m.customer_talk_ms, m.talk_ratio), (0, 0, None));
     assert_eq!(m.longest_dead_air_ms, 40_000);
-    assert_eq!(
-        card.hints
-            .iter()
-            .map(|h| h.kind.as_str())
-            .collect::<Vec<_>>(),
-        ["compliance.missed"]
-    );
-    assert!(
-        card.parts
-            .iter()
-            .all(|p| p.name == "checklist" || p.name == "compliance"),
-        "{:?}",
-        card.parts
-    );
+    assert_eq!(card.hints.iter().map(|h| h.kind.as_str()).collect::<Vec<_>>(), ["compliance.missed"]);
+    assert!(card.parts.iter().all(|p| p.name == "checklist" || p.name == "compliance"), "{:?}", card.parts);
     assert_eq!(card.score, 0.0);
 }
 
@@ -291,143 +233,47 @@ fn silence_only_call() {
 fn stable_words_trigger_without_waiting_for_the_final_and_only_once() {
     let mut c = coach();
     // Unstable words are not acted on.
-    let out = partial(
-        &mut c,
-        &tx(
-            Role::Customer,
-            "customer-1",
-            "we looked at",
-            "globex last",
-            5.0,
-            7.0,
-        ),
-        7.5,
-    );
+    let out = partial(&mut c, &tx(Role::Customer, "customer-1", "we looked at", "globex last", 5.0, 7.0), 7.5);
     assert!(hints(&out).is_empty());
-    let out = partial(
-        &mut c,
-        &tx(
-            Role::Customer,
-            "customer-1",
-            "we looked at globex",
-            "last year",
-            5.0,
-            8.0,
-        ),
-        8.5,
-    );
+    let out = partial(&mut c, &tx(Role::Customer, "customer-1", "we looked at globex", "last year", 5.0, 8.0), 8.5);
     let h = hints(&out);
     assert_eq!(h.len(), 1);
     let h = h[0];
-    assert_eq!(
-        (h.kind.as_str(), h.rule.as_str(), h.severity),
-        ("competitor", "competitor-globex", Severity::Info)
-    );
+    assert_eq!((h.kind.as_str(), h.rule.as_str(), h.severity), ("competitor", "competitor-globex", Severity::Info));
     assert_eq!(h.created_ms, 8_500);
     let span = h.trigger.as_ref().unwrap();
     assert_eq!(
-        (
-            span.channel,
-            span.matched.as_str(),
-            span.start_ms,
-            span.end_ms
-        ),
+        (span.channel, span.matched.as_str(), span.start_ms, span.end_ms),
         (Role::Customer, "globex", 5_000, 8_000)
     );
     assert_eq!(span.text, "we looked at globex");
-    assert!(
-        h.reason.contains("customer said \"globex\""),
-        "{}",
-        h.reason
-    );
+    assert!(h.reason.contains("customer said \"globex\""), "{}", h.reason);
     // The final repeats it: no second hint for the same words.
-    let out = final_(
-        &mut c,
-        Role::Customer,
-        "customer-1",
-        "We looked at Globex last year.",
-        5.0,
-        9.0,
-        9.6,
-    );
+    let out = final_(&mut c, Role::Customer, "customer-1", "We looked at Globex last year.", 5.0, 9.0, 9.6);
     assert!(hints(&out).is_empty());
     // Cool-down (60 s): the next mention is quiet, one after the cool-down is not.
-    assert!(hints(&final_(
-        &mut c,
-        Role::Customer,
-        "customer-2",
-        "Globe X again",
-        20.0,
-        21.0,
-        22.0
-    ))
-    .is_empty());
-    assert_eq!(
-        hints(&final_(
-            &mut c,
-            Role::Rep,
-            "rep-9",
-            "compared to globex",
-            80.0,
-            81.0,
-            82.0
-        ))
-        .len(),
-        1
-    );
+    assert!(hints(&final_(&mut c, Role::Customer, "customer-2", "Globe X again", 20.0, 21.0, 22.0)).is_empty());
+    assert_eq!(hints(&final_(&mut c, Role::Rep, "rep-9", "compared to globex", 80.0, 81.0, 82.0)).len(), 1);
 }
 
 #[test]
 fn each_new_occurrence_counts_when_there_is_no_cooldown() {
     let mut c = coach();
-    let p = tx(
-        Role::Customer,
-        "customer-1",
-        "honestly it is too expensive",
-        "",
-        1.0,
-        3.0,
-    );
+    let p = tx(Role::Customer, "customer-1", "honestly it is too expensive", "", 1.0, 3.0);
     assert_eq!(kinds(&partial(&mut c, &p, 3.0)), ["objection"]);
-    let out = final_(
-        &mut c,
-        Role::Customer,
-        "customer-1",
-        "Honestly it is too expensive, way too expensive.",
-        1.0,
-        4.0,
-        4.5,
-    );
+    let out =
+        final_(&mut c, Role::Customer, "customer-1", "Honestly it is too expensive, way too expensive.", 1.0, 4.0, 4.5);
     assert_eq!(kinds(&out), ["objection"], "the second occurrence is new");
     // Channel filter: the rep saying it is not a customer objection.
-    assert!(hints(&final_(
-        &mut c,
-        Role::Rep,
-        "rep-1",
-        "is it too expensive?",
-        5.0,
-        6.0,
-        6.5
-    ))
-    .is_empty());
+    assert!(hints(&final_(&mut c, Role::Rep, "rep-1", "is it too expensive?", 5.0, 6.0, 6.5)).is_empty());
 }
 
 #[test]
 fn required_phrase_on_time_late_and_missed() {
     // On time: no alert.
     let mut c = coach();
-    let out = final_(
-        &mut c,
-        Role::Rep,
-        "rep-1",
-        "Hi, this call is recorded for quality.",
-        2.0,
-        5.0,
-        5.5,
-    );
-    let CoachOutput::Checklist(cl) = &out[0] else {
-        panic!("{out:?}")
-    };
+    let out = final_(&mut c, Role::Rep, "rep-1", "Hi, this call is recorded for quality.", 2.0, 5.0, 5.5);
+    let CoachOutput::Checklist(cl) = &out[0] else { panic!("{out:?}") };
     assert_eq!(cl.items[0].status, ItemStatus::Done);
     assert_eq!(cl.items[0].at_ms, Some(2_000));
     assert!(tick(&mut c, 40.0).is_empty());
@@ -437,37 +283,16 @@ fn required_phrase_on_time_late_and_missed() {
     let out = tick(&mut c, 32.0);
     let h = hints(&out);
     assert_eq!(h.len(), 1);
-    assert_eq!(
-        (h[0].kind.as_str(), h[0].severity),
-        ("compliance.missed", Severity::Critical)
-    );
+    assert_eq!((h[0].kind.as_str(), h[0].severity), ("compliance.missed", Severity::Critical));
     assert!(h[0].reason.contains("first 30 s"), "{}", h[0].reason);
-    assert!(out.iter().any(
-        |o| matches!(o, CoachOutput::Checklist(c) if c.items[0].status == ItemStatus::Missed)
-    ));
+    assert!(out.iter().any(|o| matches!(o, CoachOutput::Checklist(c) if c.items[0].status == ItemStatus::Missed)));
     assert!(hints(&tick(&mut c, 33.0)).is_empty(), "alerted once");
     // Said late: the item records it as late.
-    let out = final_(
-        &mut c,
-        Role::Rep,
-        "rep-1",
-        "By the way this call may be recorded",
-        45.0,
-        47.0,
-        47.5,
-    );
+    let out = final_(&mut c, Role::Rep, "rep-1", "By the way this call may be recorded", 45.0, 47.0, 47.5);
     assert!(matches!(&out[0], CoachOutput::Checklist(c) if c.items[0].status == ItemStatus::Late));
     // The customer saying it does not count for the rep.
     let mut c = coach();
-    final_(
-        &mut c,
-        Role::Customer,
-        "customer-1",
-        "is this call recorded",
-        1.0,
-        2.0,
-        2.5,
-    );
+    final_(&mut c, Role::Customer, "customer-1", "is this call recorded", 1.0, 2.0, 2.5);
     assert_eq!(c.checklist_payload().items[0].status, ItemStatus::Pending);
 }
 
@@ -489,97 +314,35 @@ fn call_ending_before_the_deadline_misses_the_requirement() {
 #[test]
 fn forbidden_phrases_alert_every_time_on_the_reps_channel() {
     let mut c = coach();
-    let out = final_(
-        &mut c,
-        Role::Rep,
-        "rep-1",
-        "I guarantee you will double sales.",
-        1.0,
-        3.0,
-        3.5,
-    );
+    let out = final_(&mut c, Role::Rep, "rep-1", "I guarantee you will double sales.", 1.0, 3.0, 3.5);
     let h = hints(&out);
     assert_eq!(
-        (
-            h[0].kind.as_str(),
-            h[0].severity,
-            h[0].trigger.as_ref().unwrap().matched.as_str()
-        ),
+        (h[0].kind.as_str(), h[0].severity, h[0].trigger.as_ref().unwrap().matched.as_str()),
         ("compliance.forbidden", Severity::Critical, "guarantee")
     );
-    assert_eq!(
-        kinds(&final_(
-            &mut c,
-            Role::Rep,
-            "rep-2",
-            "It's guaranteed.",
-            4.0,
-            5.0,
-            5.5
-        )),
-        ["compliance.forbidden"]
-    );
-    assert!(hints(&final_(
-        &mut c,
-        Role::Customer,
-        "customer-1",
-        "Can you guarantee it?",
-        6.0,
-        7.0,
-        7.5
-    ))
-    .is_empty());
+    assert_eq!(kinds(&final_(&mut c, Role::Rep, "rep-2", "It's guaranteed.", 4.0, 5.0, 5.5)), ["compliance.forbidden"]);
+    assert!(hints(&final_(&mut c, Role::Customer, "customer-1", "Can you guarantee it?", 6.0, 7.0, 7.5)).is_empty());
 }
 
 #[test]
 fn checklist_ticks_live_and_scorecard_weighs_it() {
     let mut c = coach();
-    final_(
-        &mut c,
-        Role::Rep,
-        "rep-1",
-        "This call is recorded. What budget do you have?",
-        0.5,
-        4.0,
-        4.5,
-    );
+    final_(&mut c, Role::Rep, "rep-1", "This call is recorded. What budget do you have?", 0.5, 4.0, 4.5);
     say(&mut c, Role::Rep, 0.5, 4.0);
     say(&mut c, Role::Customer, 4.6, 10.0);
     say(&mut c, Role::Rep, 10.7, 14.0);
     let items = c.checklist_payload().items;
     assert_eq!(
-        items
-            .iter()
-            .map(|i| (i.id.as_str(), i.status))
-            .collect::<Vec<_>>(),
-        [
-            ("disclosure", ItemStatus::Done),
-            ("budget", ItemStatus::Done),
-            ("next-step", ItemStatus::Pending)
-        ]
+        items.iter().map(|i| (i.id.as_str(), i.status)).collect::<Vec<_>>(),
+        [("disclosure", ItemStatus::Done), ("budget", ItemStatus::Done), ("next-step", ItemStatus::Pending)]
     );
     // The customer may name the next step too (channel = any).
-    let out = final_(
-        &mut c,
-        Role::Customer,
-        "customer-1",
-        "Let's book a follow up.",
-        4.6,
-        10.0,
-        10.5,
-    );
-    assert!(
-        matches!(&out[0], CoachOutput::Checklist(cl) if cl.items[2].status == ItemStatus::Done)
-    );
+    let out = final_(&mut c, Role::Customer, "customer-1", "Let's book a follow up.", 4.6, 10.0, 10.5);
+    assert!(matches!(&out[0], CoachOutput::Checklist(cl) if cl.items[2].status == ItemStatus::Done));
     let mut out = Vec::new();
     let card = c.finish(14_000, &mut out);
-    let part = |n: &str| {
-        card.parts
-            .iter()
-            .find(|p| p.name == n)
-            .unwrap_or_else(|| panic!("{n}: {:?}", card.parts))
-            .value
-    };
+    let part =
+        |n: &str| card.parts.iter().find(|p| p.name == n).unwrap_or_else(|| panic!("{n}: {:?}", card.parts)).value;
     assert_eq!(part("checklist"), 1.0);
     assert_eq!(part("compliance"), 1.0);
     assert_eq!(part("monologue"), 1.0);
@@ -620,11 +383,7 @@ fn talk_ratio_hint_after_enough_talk() {
     say(&mut c, Role::Rep, 28.5, 36.0);
     let out = tick(&mut c, 36.0);
     assert_eq!(kinds(&out), ["talk_ratio", "compliance.missed"]);
-    assert!(
-        hints(&out)[0].reason.contains("93%"),
-        "{}",
-        hints(&out)[0].reason
-    );
+    assert!(hints(&out)[0].reason.contains("93%"), "{}", hints(&out)[0].reason);
     assert!(tick(&mut c, 40.0).is_empty(), "cool-down");
     // Without enough talk yet, no ratio hint however lopsided.
     let mut c = bare();
@@ -653,11 +412,7 @@ fn very_long_call_stays_bounded() {
     let mut t = 0u64;
     let mut n = 0;
     while t < 4 * 3600 * 1000 {
-        let role = if n % 2 == 0 {
-            Role::Rep
-        } else {
-            Role::Customer
-        };
+        let role = if n % 2 == 0 { Role::Rep } else { Role::Customer };
         c.on_voice(role, Voice::Start(t), &mut out);
         c.on_voice(role, Voice::End(t + 4_000), &mut out);
         let p = tx(

@@ -36,11 +36,7 @@ impl Phrase {
         let trimmed = source.trim();
         let prefix = trimmed.ends_with('*');
         let joined: String = words(trimmed.trim_end_matches('*')).concat();
-        (!joined.is_empty()).then(|| Phrase {
-            source: trimmed.to_string(),
-            joined,
-            prefix,
-        })
+        (!joined.is_empty()).then(|| Phrase { source: trimmed.to_string(), joined, prefix })
     }
 
     /// Each match in `words` as (first word, one past the last word), leftmost first,
@@ -81,14 +77,8 @@ impl Phrase {
 }
 
 /// Whether any of `phrases` occurs in `words`; the first match (phrase, span).
-pub fn first_match<'a>(
-    phrases: &'a [Phrase],
-    words: &[String],
-) -> Option<(&'a Phrase, (usize, usize))> {
-    phrases
-        .iter()
-        .filter_map(|p| p.find_all(words).first().map(|m| (p, *m)))
-        .min_by_key(|(_, m)| m.0)
+pub fn first_match<'a>(phrases: &'a [Phrase], words: &[String]) -> Option<(&'a Phrase, (usize, usize))> {
+    phrases.iter().filter_map(|p| p.find_all(words).first().map(|m| (p, *m))).min_by_key(|(_, m)| m.0)
 }
 
 /// Number of non-overlapping matches of any of `phrases`.
@@ -106,10 +96,7 @@ mod tests {
 
     #[test]
     fn words_are_lowercase_without_punctuation() {
-        assert_eq!(
-            w("Hello, World! It's   Globex-Corp."),
-            vec!["hello", "world", "it's", "globex", "corp"]
-        );
+        assert_eq!(w("Hello, World! It's   Globex-Corp."), vec!["hello", "world", "it's", "globex", "corp"]);
         assert_eq!(w("  ...  "), Vec::<String>::new());
         assert_eq!(w("We’re 100% sure?"), vec!["we're", "100", "sure"]);
     }
@@ -119,27 +106,15 @@ mod tests {
         let globex = Phrase::new("Globex").unwrap();
         assert_eq!(globex.find_all(&w("we use globex today")), vec![(2, 3)]);
         assert_eq!(globex.find_all(&w("we use Globe X today")), vec![(2, 4)]);
-        assert!(
-            globex.find_all(&w("globexes are great")).is_empty(),
-            "whole words only"
-        );
-        assert!(
-            globex.find_all(&w("globe")).is_empty(),
-            "a partial phrase is no match"
-        );
+        assert!(globex.find_all(&w("globexes are great")).is_empty(), "whole words only");
+        assert!(globex.find_all(&w("globe")).is_empty(), "a partial phrase is no match");
         let rec = Phrase::new("this call is recorded").unwrap();
         assert_eq!(rec.find_all(&w("Hi, this call is recorded.")), vec![(1, 5)]);
         let g = Phrase::new("guarantee*").unwrap();
-        assert_eq!(
-            g.find_all(&w("I guaranteed it, guarantee!")),
-            vec![(1, 2), (3, 4)]
-        );
+        assert_eq!(g.find_all(&w("I guaranteed it, guarantee!")), vec![(1, 2), (3, 4)]);
         assert!(g.find_all(&w("guard")).is_empty());
         assert!(Phrase::new(" ?! ").is_none());
-        assert_eq!(
-            count_matches(&[globex.clone(), g], &w("globex guarantee globex")),
-            3
-        );
+        assert_eq!(count_matches(&[globex.clone(), g], &w("globex guarantee globex")), 3);
         let both = [rec, globex];
         let (p, span) = first_match(&both, &w("globex then this call is recorded")).unwrap();
         assert_eq!((p.source.as_str(), span), ("Globex", (0, 1)));

@@ -118,10 +118,7 @@ pub fn webhook_url_ok(url: &str) -> bool {
     } else {
         host.split(':').next().unwrap_or("")
     };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ pub use self::redis::RedisConfig;
 pub const ENV_PREFIX: &str = "EARSHOT__";
 /// Keys that hold secrets: they also accept `<key>_file`, and env values for them are
 /// always taken as strings.
-pub const SECRET_KEYS: &[&str] = &["fork_secret", "twilio_auth_token", "signing_secret", "webhook_secret", "secret_access_key"];
+pub const SECRET_KEYS: &[&str] =
+    &["fork_secret", "twilio_auth_token", "signing_secret", "webhook_secret", "secret_access_key"];
 /// The well-known secret of the shipped demo tenant.
 pub const DEMO_SECRET: &str = "demo";
 /// The well-known token signing secret of the shipped demo tenant.
@@ -598,7 +599,8 @@ impl TenantConfig {
                 .campaigns
                 .iter()
                 .map(|(name, c)| {
-                    let kinds = KindDays { transcript: c.retention_transcript_days, coaching: c.retention_coaching_days };
+                    let kinds =
+                        KindDays { transcript: c.retention_transcript_days, coaching: c.retention_coaching_days };
                     (name.clone(), CampaignPolicy { days: c.retention_days, kinds })
                 })
                 .collect(),
@@ -620,8 +622,8 @@ fn default_true() -> bool {
 impl Config {
     /// Reads, overrides from the process environment and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_toml_with_env(&text, path, std::env::vars())
     }
 
@@ -631,10 +633,9 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax { path: path.to_path_buf(), message: e.to_string() })?;
         let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         env.sort();
         for (var, value) in env {
@@ -657,7 +658,10 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.recorder.ring_seconds < 10 {
-            return Err(invalid("recorder.ring_seconds", "must be at least 10 (seconds of audio the recorder buffers)"));
+            return Err(invalid(
+                "recorder.ring_seconds",
+                "must be at least 10 (seconds of audio the recorder buffers)",
+            ));
         }
         if self.recorder.threads == 0 || self.recorder.threads > 64 {
             return Err(invalid("recorder.threads", "must be between 1 and 64"));
@@ -679,7 +683,8 @@ impl Config {
         if self.asr.endpoint < Duration::from_millis(100) || self.asr.endpoint > Duration::from_secs(5) {
             return Err(invalid("asr.endpoint", "must be between 100ms and 5s"));
         }
-        let lang_ok = |l: &str| l == "auto" || ((2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()));
+        let lang_ok =
+            |l: &str| l == "auto" || ((2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()));
         if !lang_ok(&self.asr.language) {
             return Err(invalid("asr.language", "must be a Whisper language code (en, de, es, …) or \"auto\""));
         }
@@ -687,7 +692,10 @@ impl Config {
             t.sip.validate(&t.id)?;
             if let Some(l) = &t.asr_language {
                 if !lang_ok(l) {
-                    return Err(invalid(format!("tenants.{}.asr_language", t.id), "must be a Whisper language code (en, de, es, …) or \"auto\""));
+                    return Err(invalid(
+                        format!("tenants.{}.asr_language", t.id),
+                        "must be a Whisper language code (en, de, es, …) or \"auto\"",
+                    ));
                 }
             }
         }
@@ -701,7 +709,10 @@ impl Config {
             return Err(invalid("live.client_queue", "client_queue must be at least 8 and replay_events at least 16"));
         }
         if self.live.metrics_interval < Duration::from_millis(20) || self.live.heartbeat < Duration::from_secs(1) {
-            return Err(invalid("live.metrics_interval", "metrics_interval must be at least 20ms and heartbeat at least 1s"));
+            return Err(invalid(
+                "live.metrics_interval",
+                "metrics_interval must be at least 20ms and heartbeat at least 1s",
+            ));
         }
         if let Some(sip) = &self.sip {
             sip.validate()?;
@@ -717,25 +728,39 @@ impl Config {
         }
         if self.storage.backend == StorageBackend::S3 {
             let Some(s3) = &self.storage.s3 else {
-                return Err(invalid("storage.s3", "backend = \"s3\" needs a [storage.s3] section with at least bucket"));
+                return Err(invalid(
+                    "storage.s3",
+                    "backend = \"s3\" needs a [storage.s3] section with at least bucket",
+                ));
             };
             if s3.bucket.is_empty() {
                 return Err(invalid("storage.s3.bucket", "must not be empty"));
             }
             if let Some(e) = &s3.endpoint {
                 if e.starts_with("http://") && !s3.allow_http {
-                    return Err(invalid("storage.s3.endpoint", "is plain http: set allow_http = true to accept that (loopback or tests only)"));
+                    return Err(invalid(
+                        "storage.s3.endpoint",
+                        "is plain http: set allow_http = true to accept that (loopback or tests only)",
+                    ));
                 }
                 if !(e.starts_with("http://") || e.starts_with("https://")) {
-                    return Err(invalid("storage.s3.endpoint", "must start with https:// (or http:// with allow_http)"));
+                    return Err(invalid(
+                        "storage.s3.endpoint",
+                        "must start with https:// (or http:// with allow_http)",
+                    ));
                 }
             }
             if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
                 return Err(invalid("storage.s3.secret_access_key", "access_key_id and secret_access_key go together"));
             }
         }
-        if self.storage.sweep_interval < Duration::from_secs(1) || self.storage.upload_backoff_max < Duration::from_millis(100) {
-            return Err(invalid("storage.sweep_interval", "sweep_interval must be at least 1s and upload_backoff_max at least 100ms"));
+        if self.storage.sweep_interval < Duration::from_secs(1)
+            || self.storage.upload_backoff_max < Duration::from_millis(100)
+        {
+            return Err(invalid(
+                "storage.sweep_interval",
+                "sweep_interval must be at least 1s and upload_backoff_max at least 100ms",
+            ));
         }
         if self.limits.max_calls == 0 {
             return Err(invalid("limits.max_calls", "must be at least 1"));
@@ -744,7 +769,11 @@ impl Config {
             return Err(invalid("events.bus_capacity", "must be at least 16"));
         }
         if let Some(url) = &self.http.public_url {
-            if !(url.starts_with("ws://") || url.starts_with("wss://") || url.starts_with("http://") || url.starts_with("https://")) {
+            if !(url.starts_with("ws://")
+                || url.starts_with("wss://")
+                || url.starts_with("http://")
+                || url.starts_with("https://"))
+            {
                 return Err(invalid("http.public_url", "must start with ws://, wss://, http:// or https://"));
             }
         }
@@ -763,7 +792,10 @@ impl Config {
             if t.fork_secret.as_deref().is_none_or(str::is_empty) && t.twilio_auth_token.is_none() {
                 return Err(invalid(
                     format!("{key}.fork_secret"),
-                    format!("tenant {:?} has neither fork_secret nor twilio_auth_token: no fork could authenticate", t.id),
+                    format!(
+                        "tenant {:?} has neither fork_secret nor twilio_auth_token: no fork could authenticate",
+                        t.id
+                    ),
                 ));
             }
             if let Some(s) = &t.fork_secret {
@@ -773,15 +805,24 @@ impl Config {
             }
             if let Some(s) = &t.signing_secret {
                 if s.len() < 32 {
-                    return Err(invalid(format!("{key}.signing_secret"), "must be at least 32 characters (it signs HS256 tokens)"));
+                    return Err(invalid(
+                        format!("{key}.signing_secret"),
+                        "must be at least 32 characters (it signs HS256 tokens)",
+                    ));
                 }
             }
             match (&t.webhook_url, &t.webhook_secret) {
                 (Some(url), _) if !webhook_url_ok(url) => {
-                    return Err(invalid(format!("{key}.webhook_url"), "must be https:// (or http:// to a loopback address)"));
+                    return Err(invalid(
+                        format!("{key}.webhook_url"),
+                        "must be https:// (or http:// to a loopback address)",
+                    ));
                 }
                 (Some(_), None) => {
-                    return Err(invalid(format!("{key}.webhook_secret"), "a webhook_url needs a webhook_secret (requests are signed)"));
+                    return Err(invalid(
+                        format!("{key}.webhook_secret"),
+                        "a webhook_url needs a webhook_secret (requests are signed)",
+                    ));
                 }
                 (_, Some(s)) if s.len() < 16 => {
                     return Err(invalid(format!("{key}.webhook_secret"), "must be at least 16 characters"));
@@ -789,19 +830,34 @@ impl Config {
                 _ => {}
             }
             let days_ok = |d: Option<u32>| d.is_none_or(|d| (1..=3650).contains(&d));
-            for (k, d) in [("retention_days", t.retention_days), ("retention_transcript_days", t.retention_transcript_days), ("retention_coaching_days", t.retention_coaching_days)] {
+            for (k, d) in [
+                ("retention_days", t.retention_days),
+                ("retention_transcript_days", t.retention_transcript_days),
+                ("retention_coaching_days", t.retention_coaching_days),
+            ] {
                 if !days_ok(d) {
                     return Err(invalid(format!("{key}.{k}"), "must be between 1 and 3650 days"));
                 }
             }
             for (name, c) in &t.campaigns {
-                for (k, d) in [("retention_days", c.retention_days), ("retention_transcript_days", c.retention_transcript_days), ("retention_coaching_days", c.retention_coaching_days)] {
+                for (k, d) in [
+                    ("retention_days", c.retention_days),
+                    ("retention_transcript_days", c.retention_transcript_days),
+                    ("retention_coaching_days", c.retention_coaching_days),
+                ] {
                     if !days_ok(d) {
                         return Err(invalid(format!("{key}.campaigns.{name}.{k}"), "must be between 1 and 3650 days"));
                     }
                 }
-                if t.retention_days.is_none() && (c.retention_days.is_some() || c.retention_transcript_days.is_some() || c.retention_coaching_days.is_some()) {
-                    return Err(invalid(format!("{key}.campaigns.{name}"), "a campaign's retention needs the tenant's retention_days (the plan) too"));
+                if t.retention_days.is_none()
+                    && (c.retention_days.is_some()
+                        || c.retention_transcript_days.is_some()
+                        || c.retention_coaching_days.is_some())
+                {
+                    return Err(invalid(
+                        format!("{key}.campaigns.{name}"),
+                        "a campaign's retention needs the tenant's retention_days (the plan) too",
+                    ));
                 }
             }
             if let Err(e) = crate::redact::Redactor::new(&t.redact_patterns) {
@@ -828,7 +884,8 @@ impl Config {
         self.tenants
             .iter()
             .filter(|t| {
-                t.fork_secret.as_deref() == Some(DEMO_SECRET) || t.signing_secret.as_deref() == Some(DEMO_SIGNING_SECRET)
+                t.fork_secret.as_deref() == Some(DEMO_SECRET)
+                    || t.signing_secret.as_deref() == Some(DEMO_SIGNING_SECRET)
             })
             .map(|t| t.id.as_str())
             .collect()
@@ -865,9 +922,8 @@ fn apply_env_override(table: &mut Table, var: &str, raw: &str) -> Result<(), Con
         };
         // Env names cannot hold '-': match it as '_'.
         let norm = |s: &str| s.replace('-', "_");
-        let idx = list.iter().position(|t| {
-            t.get("id").and_then(Value::as_str).is_some_and(|id| norm(id) == norm(wanted))
-        });
+        let idx =
+            list.iter().position(|t| t.get("id").and_then(Value::as_str).is_some_and(|id| norm(id) == norm(wanted)));
         let idx = match idx {
             Some(i) => i,
             None => {
@@ -911,8 +967,11 @@ fn resolve_secret_files(table: &mut Table, prefix: &str, base_dir: &Path) -> Res
                 return Err(invalid(full, format!("give either `{base}` or `{key}`, not both")));
             }
             let path = base_dir.join(p);
-            let secret = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::SecretFile { key: full.clone(), path: path.clone(), source })?;
+            let secret = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                key: full.clone(),
+                path: path.clone(),
+                source,
+            })?;
             table.remove(&key);
             table.insert(base.to_string(), Value::String(secret.trim_end_matches(['\n', '\r']).to_string()));
             continue;
@@ -976,16 +1035,19 @@ fork_secret = "0123456789abcdef0123"
 
     #[test]
     fn env_overrides_sections_and_tenants_by_id() {
-        let c = load(BASE, &[
-            ("EARSHOT__HTTP__LISTEN", "127.0.0.1:18080"),
-            ("EARSHOT__STORAGE__DIR", "/var/lib/earshot"),
-            ("EARSHOT__RECORDER__RING_SECONDS", "20"),
-            ("EARSHOT__SHUTDOWN__DRAIN_TIMEOUT", "5s"),
-            ("EARSHOT__TENANTS__ACME_SALES__RECORDING", "false"),
-            ("EARSHOT__TENANTS__DEMO__FORK_SECRET", "12345678901234567890"),
-            ("EARSHOT__TENANTS__NEWCO__FORK_SECRET", "abcdefabcdefabcdef"),
-            ("OTHER_VAR", "ignored"),
-        ])
+        let c = load(
+            BASE,
+            &[
+                ("EARSHOT__HTTP__LISTEN", "127.0.0.1:18080"),
+                ("EARSHOT__STORAGE__DIR", "/var/lib/earshot"),
+                ("EARSHOT__RECORDER__RING_SECONDS", "20"),
+                ("EARSHOT__SHUTDOWN__DRAIN_TIMEOUT", "5s"),
+                ("EARSHOT__TENANTS__ACME_SALES__RECORDING", "false"),
+                ("EARSHOT__TENANTS__DEMO__FORK_SECRET", "12345678901234567890"),
+                ("EARSHOT__TENANTS__NEWCO__FORK_SECRET", "abcdefabcdefabcdef"),
+                ("OTHER_VAR", "ignored"),
+            ],
+        )
         .unwrap();
         assert_eq!(c.http.listen.port(), 18080);
         assert_eq!(c.storage.dir, PathBuf::from("/var/lib/earshot"));
@@ -1003,9 +1065,13 @@ fork_secret = "0123456789abcdef0123"
         assert!(e.contains("http.listen"), "{e}");
         let e = load("[http]\nlisen = \"x\"\n", &[]).unwrap_err().to_string();
         assert!(e.contains("lisen"), "{e}");
-        let e = load(&format!("{BASE}\n[[tenants]]\nid = \"demo\"\nfork_secret = \"demo\"\n"), &[]).unwrap_err().to_string();
+        let e = load(&format!("{BASE}\n[[tenants]]\nid = \"demo\"\nfork_secret = \"demo\"\n"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tenants[2].id") && e.contains("duplicate"), "{e}");
-        let e = load("[[tenants]]\nid = \"x\"\nfork_secret = \"demo\"\nrep_track = \"sideways\"\n", &[]).unwrap_err().to_string();
+        let e = load("[[tenants]]\nid = \"x\"\nfork_secret = \"demo\"\nrep_track = \"sideways\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tenants[0].rep_track"), "{e}");
         let e = load("[recorder]\nring_seconds = 3\n", &[]).unwrap_err().to_string();
         assert!(e.contains("recorder.ring_seconds") && e.contains("at least 10"), "{e}");
@@ -1033,13 +1099,20 @@ fork_secret = "0123456789abcdef0123"
         let c = Config::from_toml_with_env(
             "[[tenants]]\nid = \"acme\"\nfork_secret = \"demo\"\n",
             &cfg_path,
-            [("EARSHOT__TENANTS__ACME__TWILIO_AUTH_TOKEN_FILE".to_string(), dir.path().join("secret.txt").display().to_string())],
+            [(
+                "EARSHOT__TENANTS__ACME__TWILIO_AUTH_TOKEN_FILE".to_string(),
+                dir.path().join("secret.txt").display().to_string(),
+            )],
         )
         .unwrap();
         assert_eq!(c.tenants[0].twilio_auth_token.as_deref(), Some("from-a-file-0123456789"));
-        let e = Config::from_toml_with_env("[[tenants]]\nid = \"a\"\nfork_secret_file = \"missing\"\n", &cfg_path, std::iter::empty())
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml_with_env(
+            "[[tenants]]\nid = \"a\"\nfork_secret_file = \"missing\"\n",
+            &cfg_path,
+            std::iter::empty(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("tenants[0].fork_secret_file"), "{e}");
     }
 

@@ -92,7 +92,10 @@ impl RedisConfig {
             return Err(invalid("redis.stream_maxlen", "must be at least 1000"));
         }
         if self.heartbeat < Duration::from_millis(100) || self.registry_ttl < self.heartbeat * 2 {
-            return Err(invalid("redis.registry_ttl", "heartbeat must be at least 100ms and registry_ttl at least twice the heartbeat"));
+            return Err(invalid(
+                "redis.registry_ttl",
+                "heartbeat must be at least 100ms and registry_ttl at least twice the heartbeat",
+            ));
         }
         if self.lock_lease < Duration::from_secs(1) {
             return Err(invalid("redis.lock_lease", "must be at least 1s"));
@@ -112,7 +115,8 @@ impl RedisConfig {
             return n.clone();
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(64).collect();
+        let host: String =
+            host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(64).collect();
         if host.is_empty() {
             "earshot".into()
         } else {
@@ -134,11 +138,16 @@ mod tests {
     #[test]
     fn defaults_and_checks() {
         let c = cfg("url = \"redis://127.0.0.1:6379\"").unwrap();
-        assert_eq!((c.registry_ttl, c.heartbeat, c.stream_maxlen), (Duration::from_secs(15), Duration::from_secs(5), 100_000));
+        assert_eq!(
+            (c.registry_ttl, c.heartbeat, c.stream_maxlen),
+            (Duration::from_secs(15), Duration::from_secs(5), 100_000)
+        );
         assert!(!c.node().is_empty());
         assert!(cfg("url = \"http://x\"").unwrap_err().contains("redis.url"));
         assert!(cfg("url = \"redis://x\"\nnode_id = \"a b\"").unwrap_err().contains("redis.node_id"));
-        assert!(cfg("url = \"redis://x\"\nheartbeat = \"10s\"\nregistry_ttl = \"15s\"").unwrap_err().contains("registry_ttl"));
+        assert!(cfg("url = \"redis://x\"\nheartbeat = \"10s\"\nregistry_ttl = \"15s\"")
+            .unwrap_err()
+            .contains("registry_ttl"));
         assert!(cfg("url = \"redis://x\"\nadvertise_url = \"ftp://x\"").unwrap_err().contains("advertise_url"));
         assert!(cfg("url = \"redis://x\"\nbogus = 1").is_err());
     }

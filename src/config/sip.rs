@@ -118,7 +118,10 @@ impl SipConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let [lo, hi] = self.rtp_ports;
         if lo < 1024 || lo > hi || hi - lo < 3 {
-            return Err(invalid("sip.rtp_ports", "must be [first, last] with 1024 <= first and room for at least two streams"));
+            return Err(invalid(
+                "sip.rtp_ports",
+                "must be [first, last] with 1024 <= first and room for at least two streams",
+            ));
         }
         if self.transports.is_empty() {
             return Err(invalid("sip.transports", "must name at least one of \"udp\", \"tcp\""));
@@ -181,7 +184,10 @@ impl TenantSip {
     pub fn validate(&self, tenant: &str) -> Result<(), ConfigError> {
         if let Some(d) = &self.digest {
             if d.user.is_empty() || d.user.contains([':', '"']) || d.realm.is_empty() || d.realm.contains('"') {
-                return Err(invalid(format!("tenants.{tenant}.sip.digest"), "user and realm must be non-empty, without ':' or '\"'"));
+                return Err(invalid(
+                    format!("tenants.{tenant}.sip.digest"),
+                    "user and realm must be non-empty, without ':' or '\"'",
+                ));
             }
             if d.password.len() < 12 {
                 return Err(invalid(format!("tenants.{tenant}.sip.digest.password"), "must be at least 12 characters"));
@@ -198,9 +204,9 @@ fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> 
         .iter()
         .map(|s| {
             let s = s.trim();
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IP address or CIDR (10.0.0.0/8, 192.0.2.7, ::1)")))
+            s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                serde::de::Error::custom(format!("`{s}` is not an IP address or CIDR (10.0.0.0/8, 192.0.2.7, ::1)"))
+            })
         })
         .collect()
 }

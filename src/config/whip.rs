@@ -79,7 +79,10 @@ impl WhipConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let [lo, hi] = self.ice_ports;
         if !(lo == 0 && hi == 0) && (lo < 1024 || lo > hi) {
-            return Err(invalid("whip.ice_ports", "must be [first, last] with 1024 <= first <= last, or [0, 0] for any free port"));
+            return Err(invalid(
+                "whip.ice_ports",
+                "must be [first, last] with 1024 <= first <= last, or [0, 0] for any free port",
+            ));
         }
         if self.max_sessions == 0 {
             return Err(invalid("whip.max_sessions", "must be at least 1"));

@@ -70,16 +70,17 @@ pub fn parse_metadata(text: &str) -> Result<PcmMetadata, IngestError> {
     let raw: RawMeta = serde_json::from_str(text).map_err(|e| IngestError::MalformedJson(e.to_string()))?;
     let sample_rate = match &raw.sample_rate {
         None => return Err(IngestError::MissingField("sample_rate")),
-        Some(v) => as_u64(v).ok_or_else(|| IngestError::InvalidField {
-            field: "sample_rate",
-            detail: v.to_string(),
-        })?,
+        Some(v) => {
+            as_u64(v).ok_or_else(|| IngestError::InvalidField { field: "sample_rate", detail: v.to_string() })?
+        }
     };
     if !(8000..=48000).contains(&sample_rate) {
         return Err(IngestError::SampleRateOutOfRange(sample_rate.min(u32::MAX as u64) as u32));
     }
     let channels = match (&raw.channels, raw.mix_type.as_deref()) {
-        (Some(v), _) => as_u64(v).ok_or_else(|| IngestError::InvalidField { field: "channels", detail: v.to_string() })?,
+        (Some(v), _) => {
+            as_u64(v).ok_or_else(|| IngestError::InvalidField { field: "channels", detail: v.to_string() })?
+        }
         (None, Some("stereo")) => 2,
         (None, Some("mono" | "mixed")) | (None, None) => 1,
         (None, Some(other)) => {

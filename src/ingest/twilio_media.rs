@@ -5,7 +5,7 @@
 use crate::call::{Layout, SampleEncoding};
 use crate::manifest::MediaStats;
 use crate::media::channel_aligner::ChannelAligner;
-use crate::media::reorder_buffer::{Frame, ReorderBuffer, Released};
+use crate::media::reorder_buffer::{Frame, Released, ReorderBuffer};
 
 use super::twilio_stream::Track;
 
@@ -73,7 +73,14 @@ impl TwilioMedia {
 
     /// Takes one media frame; appends whatever became playable, interleaved, to `out`.
     /// Returns false if the track was not declared.
-    pub fn push(&mut self, track: Track, chunk: u64, timestamp_ms: Option<u64>, payload: Vec<u8>, out: &mut Vec<u8>) -> bool {
+    pub fn push(
+        &mut self,
+        track: Track,
+        chunk: u64,
+        timestamp_ms: Option<u64>,
+        payload: Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let Some(i) = self.tracks.iter().position(|t| t.track == track) else { return false };
         self.frames_received += 1;
         if let Some(ts) = timestamp_ms {
@@ -141,7 +148,8 @@ mod tests {
 
     #[test]
     fn shuffled_two_track_stream_is_reassembled_and_aligned() {
-        let mut m = TwilioMedia::new(&[Track::Inbound, Track::Outbound], Track::Outbound, SampleEncoding::Mulaw, settings());
+        let mut m =
+            TwilioMedia::new(&[Track::Inbound, Track::Outbound], Track::Outbound, SampleEncoding::Mulaw, settings());
         // 50 frames per track; inbound carries byte (chunk), outbound byte (100 + chunk).
         let mut msgs = vec![];
         for c in 1..=50u64 {
@@ -170,7 +178,8 @@ mod tests {
 
     #[test]
     fn missing_frame_is_filled_and_channels_stay_aligned() {
-        let mut m = TwilioMedia::new(&[Track::Inbound, Track::Outbound], Track::Inbound, SampleEncoding::Mulaw, settings());
+        let mut m =
+            TwilioMedia::new(&[Track::Inbound, Track::Outbound], Track::Inbound, SampleEncoding::Mulaw, settings());
         let mut out = vec![];
         for c in 1..=30u64 {
             m.push(Track::Inbound, c, Some((c - 1) * 20), vec![1; 160], &mut out);
@@ -188,7 +197,8 @@ mod tests {
 
     #[test]
     fn late_starting_track_is_offset_by_timestamp() {
-        let mut m = TwilioMedia::new(&[Track::Inbound, Track::Outbound], Track::Inbound, SampleEncoding::Mulaw, settings());
+        let mut m =
+            TwilioMedia::new(&[Track::Inbound, Track::Outbound], Track::Inbound, SampleEncoding::Mulaw, settings());
         let mut out = vec![];
         for c in 1..=10u64 {
             m.push(Track::Inbound, c, Some((c - 1) * 20), vec![1; 160], &mut out);

@@ -17,9 +17,7 @@ pub fn compute(auth_token: &str, url: &str) -> String {
 /// True when `signature` matches any of the candidate URLs the request may have been
 /// signed for (behind a proxy the scheme and port seen by Twilio may differ).
 pub fn is_valid(auth_token: &str, signature: &str, candidate_urls: &[String]) -> bool {
-    candidate_urls
-        .iter()
-        .any(|url| bool::from(compute(auth_token, url).as_bytes().ct_eq(signature.as_bytes())))
+    candidate_urls.iter().any(|url| bool::from(compute(auth_token, url).as_bytes().ct_eq(signature.as_bytes())))
 }
 
 #[cfg(test)]

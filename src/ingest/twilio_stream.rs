@@ -128,8 +128,7 @@ struct RawMark {
 
 /// Parses one text frame. Ordering rules are `TwilioStream`'s job.
 pub fn parse_message(text: &str) -> Result<TwilioMessage<'_>, IngestError> {
-    let raw: RawMessage<'_> =
-        serde_json::from_str(text).map_err(|e| IngestError::MalformedJson(e.to_string()))?;
+    let raw: RawMessage<'_> = serde_json::from_str(text).map_err(|e| IngestError::MalformedJson(e.to_string()))?;
     match raw.event.as_ref() {
         "connected" => Ok(TwilioMessage::Connected),
         "start" => {
@@ -141,10 +140,8 @@ pub fn parse_message(text: &str) -> Result<TwilioMessage<'_>, IngestError> {
             let track = match media.track.as_deref() {
                 // Single-track streams may omit it.
                 None => Track::Inbound,
-                Some(t) => Track::parse(t).ok_or_else(|| IngestError::InvalidField {
-                    field: "media.track",
-                    detail: format!("{t:?}"),
-                })?,
+                Some(t) => Track::parse(t)
+                    .ok_or_else(|| IngestError::InvalidField { field: "media.track", detail: format!("{t:?}") })?,
             };
             let chunk = media.chunk.ok_or(IngestError::MissingField("media.chunk"))?;
             let payload = media.payload.ok_or(IngestError::MissingField("media.payload"))?;
@@ -169,9 +166,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn parse_start(start: RawStart<'_>, outer_sid: Option<String>) -> Result<StartInfo, IngestError> {
-    let fmt = start
-        .media_format
-        .ok_or_else(|| IngestError::UnsupportedMediaFormat("missing mediaFormat".into()))?;
+    let fmt = start.media_format.ok_or_else(|| IngestError::UnsupportedMediaFormat("missing mediaFormat".into()))?;
     let enc_name = fmt.encoding.unwrap_or_default();
     let encoding = match enc_name.to_ascii_lowercase().as_str() {
         "audio/x-mulaw" | "pcmu" | "mulaw" | "audio/pcmu" => SampleEncoding::Mulaw,
@@ -310,8 +305,13 @@ mod tests {
     #[test]
     fn parses_media_with_strings_or_numbers() {
         let m = parse_message(r#"{"event":"media","sequenceNumber":"4","media":{"track":"outbound","chunk":"2","timestamp":"20","payload":"/w=="},"streamSid":"MZ1"}"#).unwrap();
-        assert_eq!(m, TwilioMessage::Media { track: Track::Outbound, chunk: 2, timestamp_ms: Some(20), payload: "/w==".into() });
-        let m = parse_message(r#"{"event":"media","media":{"track":"inbound","chunk":3,"timestamp":40,"payload":"/w=="}}"#).unwrap();
+        assert_eq!(
+            m,
+            TwilioMessage::Media { track: Track::Outbound, chunk: 2, timestamp_ms: Some(20), payload: "/w==".into() }
+        );
+        let m =
+            parse_message(r#"{"event":"media","media":{"track":"inbound","chunk":3,"timestamp":40,"payload":"/w=="}}"#)
+                .unwrap();
         assert!(matches!(m, TwilioMessage::Media { chunk: 3, timestamp_ms: Some(40), .. }));
     }
 
@@ -331,8 +331,14 @@ mod tests {
             (r#"{"event":"party"}"#, "unknown_event"),
             (r#"{"event":"start"}"#, "missing_field"),
             (r#"{"event":"start","start":{"tracks":["inbound"]}}"#, "unsupported_media_format"),
-            (r#"{"event":"start","start":{"mediaFormat":{"encoding":"audio/l16","sampleRate":8000}}}"#, "unsupported_media_format"),
-            (r#"{"event":"start","start":{"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":16000}}}"#, "unsupported_media_format"),
+            (
+                r#"{"event":"start","start":{"mediaFormat":{"encoding":"audio/l16","sampleRate":8000}}}"#,
+                "unsupported_media_format",
+            ),
+            (
+                r#"{"event":"start","start":{"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":16000}}}"#,
+                "unsupported_media_format",
+            ),
             (r#"{"event":"media","media":{"track":"sideways","chunk":"1","payload":""}}"#, "invalid_field"),
             (r#"{"event":"media","media":{"track":"inbound","chunk":"-1","payload":""}}"#, "malformed_json"),
             (r#"{"event":"media","media":{"track":"inbound","payload":"/w=="}}"#, "missing_field"),

@@ -345,7 +345,9 @@ mod tests {
     fn sequence_and_timestamp_wrap() {
         let mut jb = jb();
         let pkts: Vec<_> = (0..6u32)
-            .map(|i| (i as i64 * 160, 65533u16.wrapping_add(i as u16), (u32::MAX - 320).wrapping_add(i * 160), i as i16 + 1))
+            .map(|i| {
+                (i as i64 * 160, 65533u16.wrapping_add(i as u16), (u32::MAX - 320).wrapping_add(i * 160), i as i16 + 1)
+            })
             .collect();
         let got = run(&mut jb, &pkts, 160 * 9);
         assert_eq!(&got[..6], &[1, 2, 3, 4, 5, 6]);

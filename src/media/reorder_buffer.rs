@@ -18,9 +18,16 @@ pub struct Frame<T> {
 /// What the buffer releases, always contiguous in sample position.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Released<T> {
-    Audio { pos: u64, samples: Vec<T> },
+    Audio {
+        pos: u64,
+        samples: Vec<T>,
+    },
     /// `len` samples that never arrived; the caller fills them with silence.
-    Gap { pos: u64, len: u64, frames: u64 },
+    Gap {
+        pos: u64,
+        len: u64,
+        frames: u64,
+    },
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -170,10 +177,10 @@ mod tests {
         b.push(f(1));
         b.push(f(2));
         let out = drain(&mut b);
-        assert_eq!(out, vec![
-            Released::Audio { pos: 0, samples: vec![1; 4] },
-            Released::Audio { pos: 4, samples: vec![2; 4] },
-        ]);
+        assert_eq!(
+            out,
+            vec![Released::Audio { pos: 0, samples: vec![1; 4] }, Released::Audio { pos: 4, samples: vec![2; 4] },]
+        );
         assert_eq!(b.stats(), ReorderStats::default());
     }
 
@@ -214,11 +221,14 @@ mod tests {
         b.push(f(1));
         b.push(f(4));
         let out: Vec<_> = std::iter::from_fn(|| b.pop_flush()).collect();
-        assert_eq!(out, vec![
-            Released::Audio { pos: 0, samples: vec![1; 4] },
-            Released::Gap { pos: 4, len: 8, frames: 2 },
-            Released::Audio { pos: 12, samples: vec![4; 4] },
-        ]);
+        assert_eq!(
+            out,
+            vec![
+                Released::Audio { pos: 0, samples: vec![1; 4] },
+                Released::Gap { pos: 4, len: 8, frames: 2 },
+                Released::Audio { pos: 12, samples: vec![4; 4] },
+            ]
+        );
     }
 
     #[test]

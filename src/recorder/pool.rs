@@ -87,7 +87,11 @@ struct Job {
 
 enum Command {
     Start(Box<Job>),
-    Finish { call_id: CallId, end: CallEnd, done: oneshot::Sender<Finalised> },
+    Finish {
+        call_id: CallId,
+        end: CallEnd,
+        done: oneshot::Sender<Finalised>,
+    },
     /// Exit once every job has been finalised.
     Shutdown,
 }
@@ -166,11 +170,19 @@ impl RecorderPool {
                 scratch: Vec::new(),
                 active: active.clone(),
             };
-            let handle = std::thread::Builder::new().name(format!("earshot-recorder-{i}")).spawn(move || worker.run())?;
+            let handle =
+                std::thread::Builder::new().name(format!("earshot-recorder-{i}")).spawn(move || worker.run())?;
             workers.push(tx);
             threads.push(handle);
         }
-        Ok(Self { workers, next: AtomicUsize::new(0), threads: std::sync::Mutex::new(threads), layout, settings, active })
+        Ok(Self {
+            workers,
+            next: AtomicUsize::new(0),
+            threads: std::sync::Mutex::new(threads),
+            layout,
+            settings,
+            active,
+        })
     }
 
     /// Calls whose recording is open (started and not yet finalised).
@@ -192,7 +204,8 @@ impl RecorderPool {
         std::fs::write(&marker, rel.to_string_lossy().as_bytes()).map_err(start_err)?;
         let channels = info.layout.channels();
         let (prod, cons, writer) = if recording {
-            let writer = WavWriter::create(&dir.join(AUDIO_FILE), info.sample_rate, channels as u16).map_err(start_err)?;
+            let writer =
+                WavWriter::create(&dir.join(AUDIO_FILE), info.sample_rate, channels as u16).map_err(start_err)?;
             let cap = self.settings.ring_seconds as usize
                 * info.sample_rate as usize
                 * channels
@@ -278,7 +291,12 @@ impl Worker {
                 for job in self.jobs.values_mut().filter(|j| j.finish.is_none()) {
                     let (done, _rx) = oneshot::channel();
                     job.finish = Some((
-                        CallEnd { outcome: Outcome::Shutdown, ended_at: Utc::now(), stats: MediaStats::default(), dtmf: Vec::new() },
+                        CallEnd {
+                            outcome: Outcome::Shutdown,
+                            ended_at: Utc::now(),
+                            stats: MediaStats::default(),
+                            dtmf: Vec::new(),
+                        },
                         done,
                     ));
                 }

@@ -167,7 +167,7 @@ mod tests {
         w.write_samples(&[5; 100]).unwrap();
         w.flush_data().unwrap();
         std::mem::forget(w); // as if killed: header still says 0 bytes
-        // plus half a sample frame of garbage
+                             // plus half a sample frame of garbage
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(&[1, 2, 3]).unwrap();
         drop(f);

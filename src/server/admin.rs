@@ -42,27 +42,141 @@ use TokenRole::{Admin, Auditor, Manager, Rep};
 const READERS: &[TokenRole] = &[Admin, Manager, Rep];
 
 pub const API: &[Route] = &[
-    Route { method: "GET", path: "/v1/calls", summary: "List calls (filters: from, to, campaign, rep, participant; cursor, limit)", roles: READERS, ok: 200 },
+    Route {
+        method: "GET",
+        path: "/v1/calls",
+        summary: "List calls (filters: from, to, campaign, rep, participant; cursor, limit)",
+        roles: READERS,
+        ok: 200,
+    },
     Route { method: "GET", path: "/v1/calls/{id}", summary: "A call's manifest", roles: READERS, ok: 200 },
-    Route { method: "DELETE", path: "/v1/calls/{id}", summary: "Erase every object of a call", roles: &[Admin], ok: 200 },
-    Route { method: "GET", path: "/v1/calls/{id}/recording", summary: "The recording, decrypted (WAV; HTTP Range)", roles: READERS, ok: 200 },
-    Route { method: "GET", path: "/v1/calls/{id}/transcript", summary: "The transcript (JSON, or text with ?format=txt)", roles: READERS, ok: 200 },
-    Route { method: "GET", path: "/v1/calls/{id}/hints", summary: "Coaching hints raised during the call", roles: READERS, ok: 200 },
+    Route {
+        method: "DELETE",
+        path: "/v1/calls/{id}",
+        summary: "Erase every object of a call",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/calls/{id}/recording",
+        summary: "The recording, decrypted (WAV; HTTP Range)",
+        roles: READERS,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/calls/{id}/transcript",
+        summary: "The transcript (JSON, or text with ?format=txt)",
+        roles: READERS,
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/calls/{id}/hints",
+        summary: "Coaching hints raised during the call",
+        roles: READERS,
+        ok: 200,
+    },
     Route { method: "GET", path: "/v1/calls/{id}/scorecard", summary: "The call's scorecard", roles: READERS, ok: 200 },
-    Route { method: "PUT", path: "/v1/calls/{id}/hold", summary: "Put a call under legal hold", roles: &[Admin], ok: 200 },
-    Route { method: "DELETE", path: "/v1/calls/{id}/hold", summary: "Release a call's hold (a pending erasure then runs)", roles: &[Admin], ok: 200 },
-    Route { method: "PUT", path: "/v1/tenant/hold", summary: "Legal hold on every call of the tenant", roles: &[Admin], ok: 200 },
-    Route { method: "DELETE", path: "/v1/tenant/hold", summary: "Release the tenant-wide hold", roles: &[Admin], ok: 200 },
-    Route { method: "GET", path: "/v1/retention", summary: "Effective retention policies", roles: &[Admin, Manager], ok: 200 },
-    Route { method: "POST", path: "/v1/erasure", summary: "Erase every call of a data subject; returns a receipt", roles: &[Admin], ok: 200 },
-    Route { method: "POST", path: "/v1/exports", summary: "Start an export (a subject, or the whole tenant)", roles: &[Admin], ok: 202 },
-    Route { method: "GET", path: "/v1/exports/{id}", summary: "Export progress; the signed download URL when done", roles: &[Admin], ok: 200 },
-    Route { method: "GET", path: "/v1/exports/{id}/download", summary: "Download an export (signed link, valid 24 hours; no token)", roles: &[], ok: 200 },
-    Route { method: "POST", path: "/v1/tenant/deletion", summary: "Delete the tenant after a 7-day grace period", roles: &[Admin], ok: 202 },
-    Route { method: "GET", path: "/v1/tenant/deletion", summary: "A pending tenant deletion", roles: &[Admin], ok: 200 },
-    Route { method: "DELETE", path: "/v1/tenant/deletion", summary: "Cancel a pending tenant deletion", roles: &[Admin], ok: 200 },
-    Route { method: "GET", path: "/v1/audit", summary: "The audit log (filters: from, to, action)", roles: &[Admin, Auditor], ok: 200 },
-    Route { method: "GET", path: "/v1/live/calls", summary: "Live calls of the tenant on every node (from the Redis registry; this node's alone without Redis)", roles: &[Admin, Manager], ok: 200 },
+    Route {
+        method: "PUT",
+        path: "/v1/calls/{id}/hold",
+        summary: "Put a call under legal hold",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/calls/{id}/hold",
+        summary: "Release a call's hold (a pending erasure then runs)",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/tenant/hold",
+        summary: "Legal hold on every call of the tenant",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/tenant/hold",
+        summary: "Release the tenant-wide hold",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/retention",
+        summary: "Effective retention policies",
+        roles: &[Admin, Manager],
+        ok: 200,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/erasure",
+        summary: "Erase every call of a data subject; returns a receipt",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/exports",
+        summary: "Start an export (a subject, or the whole tenant)",
+        roles: &[Admin],
+        ok: 202,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/exports/{id}",
+        summary: "Export progress; the signed download URL when done",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/exports/{id}/download",
+        summary: "Download an export (signed link, valid 24 hours; no token)",
+        roles: &[],
+        ok: 200,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/tenant/deletion",
+        summary: "Delete the tenant after a 7-day grace period",
+        roles: &[Admin],
+        ok: 202,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/tenant/deletion",
+        summary: "A pending tenant deletion",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "DELETE",
+        path: "/v1/tenant/deletion",
+        summary: "Cancel a pending tenant deletion",
+        roles: &[Admin],
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/audit",
+        summary: "The audit log (filters: from, to, action)",
+        roles: &[Admin, Auditor],
+        ok: 200,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/live/calls",
+        summary: "Live calls of the tenant on every node (from the Redis registry; this node's alone without Redis)",
+        roles: &[Admin, Manager],
+        ok: 200,
+    },
     Route { method: "GET", path: "/v1/openapi.json", summary: "This document", roles: &[], ok: 200 },
 ];
 
@@ -96,7 +210,11 @@ impl From<StorageError> for Problem {
             StorageError::NotFound(_) | StorageError::NoObject(..) | StorageError::Erased(_) => Problem::not_found(),
             e => {
                 tracing::error!(error = %e, "admin API: storage");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Storage unavailable", "the store could not be read or written; retry later")
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Storage unavailable",
+                    "the store could not be read or written; retry later",
+                )
             }
         }
     }
@@ -118,24 +236,43 @@ fn authorise(app: &AppState, headers: &HeaderMap, method: &str, path: &str) -> R
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a token is required (Authorization: Bearer)"))?;
-    let p = token::verify(&app.config, token.trim()).map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string()))?;
+        .ok_or_else(|| {
+            Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a token is required (Authorization: Bearer)")
+        })?;
+    let p = token::verify(&app.config, token.trim())
+        .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string()))?;
     if app.deleted_tenants.read().unwrap_or_else(|e| e.into_inner()).contains(&p.tenant) {
         return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "tenant deleted"));
     }
     let r = route(method, path);
     if !r.roles.contains(&p.claims.role) {
-        return Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("role {:?} may not {} {}", p.claims.role, r.method, r.path)));
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("role {:?} may not {} {}", p.claims.role, r.method, r.path),
+        ));
     }
     Ok(p)
 }
 
 fn actor(p: &Principal) -> String {
-    format!("{}:{}", serde_json::to_value(p.claims.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), p.claims.sub)
+    format!(
+        "{}:{}",
+        serde_json::to_value(p.claims.role).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        p.claims.sub
+    )
 }
 
 async fn audit(app: &AppState, p: &Principal, addr: SocketAddr, action: &str, target: Option<String>, detail: Value) {
-    let e = AuditEntry { at: app.now(), tenant: p.tenant.clone(), actor: actor(p), action: action.into(), target, addr: Some(addr.ip().to_string()), detail };
+    let e = AuditEntry {
+        at: app.now(),
+        tenant: p.tenant.clone(),
+        actor: actor(p),
+        action: action.into(),
+        target,
+        addr: Some(addr.ip().to_string()),
+        detail,
+    };
     if let Err(err) = privacy::audit(&app.store, &e).await {
         tracing::error!(error = %err, action, "audit log write failed");
     }
@@ -143,7 +280,15 @@ async fn audit(app: &AppState, p: &Principal, addr: SocketAddr, action: &str, ta
 
 /// An audit entry by the system (jobs).
 pub async fn audit_system(app: &AppState, tenant: &str, action: &str, target: Option<String>, detail: Value) {
-    let e = AuditEntry { at: app.now(), tenant: tenant.into(), actor: "system".into(), action: action.into(), target, addr: None, detail };
+    let e = AuditEntry {
+        at: app.now(),
+        tenant: tenant.into(),
+        actor: "system".into(),
+        action: action.into(),
+        target,
+        addr: None,
+        detail,
+    };
     if let Err(err) = privacy::audit(&app.store, &e).await {
         tracing::error!(error = %err, action, "audit log write failed");
     }
@@ -154,7 +299,11 @@ fn call_target(app: &AppState, tenant: &str, id: CallId) -> Option<String> {
 }
 
 /// The call, if the principal may see it (else 404).
-async fn visible_call(app: &AppState, p: &Principal, id: &str) -> Result<(CallRef, crate::manifest::Manifest), Problem> {
+async fn visible_call(
+    app: &AppState,
+    p: &Principal,
+    id: &str,
+) -> Result<(CallRef, crate::manifest::Manifest), Problem> {
     let id = CallId::parse(id).ok_or_else(Problem::not_found)?;
     if p.claims.call.as_deref().is_some_and(|c| c != id.to_string()) {
         return Err(Problem::not_found());
@@ -193,8 +342,12 @@ fn handler(method: &'static str, path: &'static str) -> MethodRouter<Arc<AppStat
         ("DELETE", "/v1/calls/{id}") => on(f, delete_call),
         ("GET", "/v1/calls/{id}/recording") => on(f, get_recording),
         ("GET", "/v1/calls/{id}/transcript") => on(f, get_transcript),
-        ("GET", "/v1/calls/{id}/hints") => on(f, |s, c, h, p| get_file(s, c, h, p, "hints.json", "/v1/calls/{id}/hints")),
-        ("GET", "/v1/calls/{id}/scorecard") => on(f, |s, c, h, p| get_file(s, c, h, p, "scorecard.json", "/v1/calls/{id}/scorecard")),
+        ("GET", "/v1/calls/{id}/hints") => {
+            on(f, |s, c, h, p| get_file(s, c, h, p, "hints.json", "/v1/calls/{id}/hints"))
+        }
+        ("GET", "/v1/calls/{id}/scorecard") => {
+            on(f, |s, c, h, p| get_file(s, c, h, p, "scorecard.json", "/v1/calls/{id}/scorecard"))
+        }
         ("PUT", "/v1/calls/{id}/hold") => on(f, put_hold),
         ("DELETE", "/v1/calls/{id}/hold") => on(f, delete_hold),
         ("PUT", "/v1/tenant/hold") => on(f, |s, c, h| tenant_hold(s, c, h, true)),
@@ -233,13 +386,20 @@ fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, Problem> {
         .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "Bad request", format!("{s:?} is not an RFC 3339 time")))
 }
 
-async fn list_calls(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Query(q): Query<ListQuery>) -> ApiResult {
+async fn list_calls(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
     let p = authorise(&app, &headers, "GET", "/v1/calls")?;
     let from = q.from.as_deref().map(parse_time).transpose()?;
     let to = q.to.as_deref().map(parse_time).transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let cursor = match q.cursor.as_deref() {
-        Some(c) => Some(CallId::parse(c).ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "Bad request", "bad cursor"))?),
+        Some(c) => {
+            Some(CallId::parse(c).ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "Bad request", "bad cursor"))?)
+        }
         None => None,
     };
     let mut ids = match &q.participant {
@@ -261,7 +421,9 @@ async fn list_calls(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, h
         if p.claims.role == Rep && m.rep_id.as_deref() != Some(p.claims.sub.as_str()) {
             continue;
         }
-        if q.campaign.as_ref().is_some_and(|c| m.campaign.as_ref() != Some(c)) || q.rep.as_ref().is_some_and(|r| m.rep_id.as_ref() != Some(r)) {
+        if q.campaign.as_ref().is_some_and(|c| m.campaign.as_ref() != Some(c))
+            || q.rep.as_ref().is_some_and(|r| m.rep_id.as_ref() != Some(r))
+        {
             continue;
         }
         if out.len() == limit {
@@ -278,21 +440,43 @@ async fn list_calls(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, h
     Ok(json_ok(StatusCode::OK, json!({ "calls": out, "next_cursor": next })))
 }
 
-async fn get_call(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn get_call(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     let p = authorise(&app, &headers, "GET", "/v1/calls/{id}")?;
     let (call, m) = visible_call(&app, &p, &id).await?;
     audit(&app, &p, addr, "call.read", call_target(&app, &p.tenant, call.call_id), Value::Null).await;
     Ok(json_ok(StatusCode::OK, serde_json::to_value(m).unwrap_or_default()))
 }
 
-async fn delete_call(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn delete_call(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     let p = authorise(&app, &headers, "DELETE", "/v1/calls/{id}")?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     if app.store.is_held(&call).await? {
-        return Err(Problem::new(StatusCode::CONFLICT, "Under legal hold", "the call is under legal hold: release it first"));
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "Under legal hold",
+            "the call is under legal hold: release it first",
+        ));
     }
     let erased = privacy::erase_call(&app.store, &call).await?;
-    audit(&app, &p, addr, "call.erase", call_target(&app, &p.tenant, call.call_id), json!({ "objects": erased.objects, "bytes": erased.bytes })).await;
+    audit(
+        &app,
+        &p,
+        addr,
+        "call.erase",
+        call_target(&app, &p.tenant, call.call_id),
+        json!({ "objects": erased.objects, "bytes": erased.bytes }),
+    )
+    .await;
     Ok(json_ok(StatusCode::OK, json!({ "erased": erased })))
 }
 
@@ -314,7 +498,12 @@ fn parse_range(h: &str, len: u64) -> Option<Option<std::ops::Range<u64>>> {
     Some(Some(r))
 }
 
-async fn get_recording(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn get_recording(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     let p = authorise(&app, &headers, "GET", "/v1/calls/{id}/recording")?;
     let (call, m) = visible_call(&app, &p, &id).await?;
     if m.audio.is_none() && !m.recording {
@@ -327,7 +516,8 @@ async fn get_recording(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr
     let wanted = range.as_deref().and_then(|h| parse_range(h, total)).flatten();
     let resp = match wanted {
         Some(r) if r.start >= total || r.start >= r.end => {
-            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))]).into_response());
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{total}"))])
+                .into_response());
         }
         Some(r) => {
             let (bytes, _) = app.store.get_range(&call, crate::store::AUDIO_FILE, r.clone()).await?;
@@ -336,7 +526,10 @@ async fn get_recording(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_TYPE, "audio/wav")
                 .header(header::ACCEPT_RANGES, "bytes")
-                .header(header::CONTENT_RANGE, format!("bytes {}-{}/{total}", r.start, r.start + bytes.len() as u64 - 1))
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{total}", r.start, r.start + bytes.len() as u64 - 1),
+                )
                 .body(Body::from(bytes))
                 .expect("response")
         }
@@ -359,7 +552,13 @@ struct FormatQuery {
     format: Option<String>,
 }
 
-async fn get_transcript(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<FormatQuery>) -> ApiResult {
+async fn get_transcript(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<FormatQuery>,
+) -> ApiResult {
     let p = authorise(&app, &headers, "GET", "/v1/calls/{id}/transcript")?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     let txt = q.format.as_deref() == Some("txt");
@@ -369,11 +568,26 @@ async fn get_transcript(State(app): State<Arc<AppState>>, ConnectInfo(addr): Add
     Ok(([(header::CONTENT_TYPE, ct)], bytes).into_response())
 }
 
-async fn get_file(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Path(id): Path<String>, name: &'static str, path: &'static str) -> ApiResult {
+async fn get_file(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    name: &'static str,
+    path: &'static str,
+) -> ApiResult {
     let p = authorise(&app, &headers, "GET", path)?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     let bytes = app.store.get(&call, name).await?;
-    audit(&app, &p, addr, &format!("{}.read", name.trim_end_matches(".json")), call_target(&app, &p.tenant, call.call_id), Value::Null).await;
+    audit(
+        &app,
+        &p,
+        addr,
+        &format!("{}.read", name.trim_end_matches(".json")),
+        call_target(&app, &p.tenant, call.call_id),
+        Value::Null,
+    )
+    .await;
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
@@ -387,10 +601,17 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Pro
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "Bad request", format!("body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "Bad request", format!("body: {e}")))
 }
 
-async fn put_hold(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Path(id): Path<String>, bytes: axum::body::Bytes) -> ApiResult {
+async fn put_hold(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> ApiResult {
     let p = authorise(&app, &headers, "PUT", "/v1/calls/{id}/hold")?;
     let b: HoldBody = body(&bytes)?;
     let (call, _) = visible_call(&app, &p, &id).await?;
@@ -399,7 +620,12 @@ async fn put_hold(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, hea
     Ok(json_ok(StatusCode::OK, json!({ "held": true })))
 }
 
-async fn delete_hold(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn delete_hold(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     let p = authorise(&app, &headers, "DELETE", "/v1/calls/{id}/hold")?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     let (was, erased) = privacy::release_hold(&app.store, &call).await?;
@@ -411,21 +637,43 @@ async fn delete_hold(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, 
     Ok(json_ok(StatusCode::OK, json!({ "released": was, "erased": erased })))
 }
 
-async fn tenant_hold(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, on: bool) -> ApiResult {
+async fn tenant_hold(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    on: bool,
+) -> ApiResult {
     let p = authorise(&app, &headers, if on { "PUT" } else { "DELETE" }, "/v1/tenant/hold")?;
     app.store.set_tenant_hold(&p.tenant, on, "admin API").await?;
     let erased = if on { Vec::new() } else { privacy::run_pending_erasures(&app.store, &p.tenant).await? };
-    audit(&app, &p, addr, if on { "tenant_hold.set" } else { "tenant_hold.release" }, Some("tenant".into()), json!({ "pending_erased": erased.len() })).await;
+    audit(
+        &app,
+        &p,
+        addr,
+        if on { "tenant_hold.set" } else { "tenant_hold.release" },
+        Some("tenant".into()),
+        json!({ "pending_erased": erased.len() }),
+    )
+    .await;
     Ok(json_ok(StatusCode::OK, json!({ "tenant_hold": on, "erased": erased.len() })))
 }
 
 async fn get_live_calls(State(app): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
     let p = authorise(&app, &headers, "GET", "/v1/live/calls")?;
     let here = app.cluster.as_ref().map(|c| c.node.clone());
-    let local = || -> Vec<Value> { app.live.live_calls(&p.tenant).into_iter().filter(|(_, owner)| owner.is_none()).map(|(id, _)| json!({ "call_id": id.to_string(), "node": here })).collect() };
+    let local = || -> Vec<Value> {
+        app.live
+            .live_calls(&p.tenant)
+            .into_iter()
+            .filter(|(_, owner)| owner.is_none())
+            .map(|(id, _)| json!({ "call_id": id.to_string(), "node": here }))
+            .collect()
+    };
     let (calls, source) = match &app.cluster {
         Some(c) => match c.live_calls(&p.tenant).await {
-            Some(entries) => (entries.into_iter().map(|e| json!({ "call_id": e.call_id, "node": e.node })).collect(), "registry"),
+            Some(entries) => {
+                (entries.into_iter().map(|e| json!({ "call_id": e.call_id, "node": e.node })).collect(), "registry")
+            }
             // Redis unreachable: what this node knows (its own calls), said so.
             None => (local(), "local"),
         },
@@ -438,7 +686,11 @@ async fn get_retention(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr
     let p = authorise(&app, &headers, "GET", "/v1/retention")?;
     // The policies as the sweeper sees them: the config file as it is now.
     let config = match app.config_path.clone() {
-        Some(path) => tokio::task::spawn_blocking(move || crate::config::Config::load(&path)).await.ok().and_then(Result::ok).unwrap_or_else(|| app.config.clone()),
+        Some(path) => tokio::task::spawn_blocking(move || crate::config::Config::load(&path))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| app.config.clone()),
         None => app.config.clone(),
     };
     let t = config.tenant(&p.tenant).ok_or_else(Problem::not_found)?;
@@ -452,7 +704,9 @@ async fn get_retention(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr
     let campaigns: serde_json::Map<String, Value> = t
         .campaigns
         .iter()
-        .map(|(name, c)| (name.clone(), json!({ "recording": c.recording.unwrap_or(t.recording), "effective": kinds(Some(name)) })))
+        .map(|(name, c)| {
+            (name.clone(), json!({ "recording": c.recording.unwrap_or(t.recording), "effective": kinds(Some(name)) }))
+        })
         .collect();
     let v = json!({
         "tenant": p.tenant,
@@ -472,12 +726,27 @@ struct SubjectBody {
     subject: Option<String>,
 }
 
-async fn post_erasure(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, bytes: axum::body::Bytes) -> ApiResult {
+async fn post_erasure(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> ApiResult {
     let p = authorise(&app, &headers, "POST", "/v1/erasure")?;
     let b: SubjectBody = body(&bytes)?;
-    let subject = b.subject.filter(|s| !s.trim().is_empty()).ok_or_else(|| Problem::new(StatusCode::BAD_REQUEST, "Bad request", "subject (phone number, email or participant id) is required"))?;
+    let subject = b.subject.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "subject (phone number, email or participant id) is required",
+        )
+    })?;
     let receipt = privacy::erase_subject(&app.store, &p.tenant, &subject, app.now()).await?;
-    let subject_hash = app.store.keyed_hash("audit-subject", &p.tenant, &privacy::normalize_subject(&subject)).map(|h| h[..32].to_string()).ok();
+    let subject_hash = app
+        .store
+        .keyed_hash("audit-subject", &p.tenant, &privacy::normalize_subject(&subject))
+        .map(|h| h[..32].to_string())
+        .ok();
     audit(&app, &p, addr, "erasure", subject_hash.map(|h| format!("subject:{h}")), json!({ "erased_calls": receipt.erased.len(), "held_calls": receipt.held.len(), "objects": receipt.erased.iter().map(|e| e.objects).sum::<usize>() })).await;
     Ok(json_ok(StatusCode::OK, serde_json::to_value(receipt).unwrap_or_default()))
 }
@@ -490,7 +759,12 @@ async fn save_export(app: &AppState, r: &ExportRecord) -> Result<(), StorageErro
     app.store.put_meta(&r.tenant, &export_rel(&r.tenant, &r.id, "json"), &serde_json::to_vec(r).unwrap()).await
 }
 
-async fn post_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, bytes: axum::body::Bytes) -> ApiResult {
+async fn post_export(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> ApiResult {
     let p = authorise(&app, &headers, "POST", "/v1/exports")?;
     let b: SubjectBody = body(&bytes)?;
     let subject = b.subject.filter(|s| !s.trim().is_empty());
@@ -518,7 +792,13 @@ async fn post_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, 
     let lease = match &app.cluster {
         Some(c) => match c.try_lock(&format!("export:{id}")).await {
             Some(g) => Some(g),
-            None => return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "exports need Redis when several nodes share the store; retry shortly")),
+            None => {
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service unavailable",
+                    "exports need Redis when several nodes share the store; retry shortly",
+                ))
+            }
         },
         None => None,
     };
@@ -528,7 +808,15 @@ async fn post_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, 
         app.exports.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         return Err(e.into());
     }
-    audit(&app, &p, addr, "export.start", Some(format!("export:{id}")), json!({ "scope": rec.scope, "calls": calls.len() })).await;
+    audit(
+        &app,
+        &p,
+        addr,
+        "export.start",
+        Some(format!("export:{id}")),
+        json!({ "scope": rec.scope, "calls": calls.len() }),
+    )
+    .await;
     let total = calls.len();
     // Building the ZIP is blocking IO and decryption: a blocking thread drives it.
     let (app2, handle) = (app.clone(), tokio::runtime::Handle::current());
@@ -569,7 +857,12 @@ pub(crate) async fn resume_exports(app: &Arc<AppState>, tenant: &str) {
     }
 }
 
-async fn run_export(app: Arc<AppState>, mut rec: ExportRecord, calls: Vec<CallId>, _lease: Option<super::cluster::LockGuard>) {
+async fn run_export(
+    app: Arc<AppState>,
+    mut rec: ExportRecord,
+    calls: Vec<CallId>,
+    _lease: Option<super::cluster::LockGuard>,
+) {
     let tmp_dir = app.store.spool().root().join(".exports");
     let _ = std::fs::create_dir_all(&tmp_dir);
     let tmp = tmp_dir.join(format!("{}.zip", rec.id));
@@ -579,7 +872,11 @@ async fn run_export(app: Arc<AppState>, mut rec: ExportRecord, calls: Vec<CallId
     };
     let result = async {
         let summary = privacy::build_export(&app.store, &rec.tenant, &calls, &tmp, progress).await?;
-        let path = object_store::path::Path::from(format!("{}/{}", crate::storage::META, export_rel(&rec.tenant, &rec.id, "zip")));
+        let path = object_store::path::Path::from(format!(
+            "{}/{}",
+            crate::storage::META,
+            export_rel(&rec.tenant, &rec.id, "zip")
+        ));
         app.store.put_encrypted_file(&rec.tenant, &path, &tmp).await?;
         Ok::<_, StorageError>(summary)
     }
@@ -625,9 +922,15 @@ async fn get_export(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(i
         return Err(Problem::new(StatusCode::GONE, "Gone", "the export's download link has expired"));
     }
     let mut v = serde_json::to_value(&rec).unwrap_or_default();
-    if let (Some(exp), Some(secret)) = (rec.expires_at, app.config.tenant(&p.tenant).and_then(|t| t.signing_secret.as_deref())) {
+    if let (Some(exp), Some(secret)) =
+        (rec.expires_at, app.config.tenant(&p.tenant).and_then(|t| t.signing_secret.as_deref()))
+    {
         let e = exp.timestamp();
-        v["download_url"] = json!(format!("/v1/exports/{id}/download?tenant={}&expires={e}&sig={}", p.tenant, privacy::sign_link(secret, &p.tenant, &id, e)));
+        v["download_url"] = json!(format!(
+            "/v1/exports/{id}/download?tenant={}&expires={e}&sig={}",
+            p.tenant,
+            privacy::sign_link(secret, &p.tenant, &id, e)
+        ));
     }
     Ok(json_ok(StatusCode::OK, v))
 }
@@ -639,17 +942,34 @@ struct LinkQuery {
     sig: Option<String>,
 }
 
-async fn download_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, Path(id): Path<String>, Query(q): Query<LinkQuery>) -> ApiResult {
+async fn download_export(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> ApiResult {
     let forbidden = || Problem::new(StatusCode::FORBIDDEN, "Forbidden", "invalid download link");
     let (Some(tenant), Some(expires), Some(sig)) = (q.tenant, q.expires, q.sig) else { return Err(forbidden()) };
-    let Some(secret) = app.ingest_tenant(&tenant).and_then(|t| t.signing_secret.clone()) else { return Err(forbidden()) };
+    let Some(secret) = app.ingest_tenant(&tenant).and_then(|t| t.signing_secret.clone()) else {
+        return Err(forbidden());
+    };
     match privacy::check_link(&secret, &tenant, &id, expires, &sig, app.now()) {
         LinkCheck::BadSignature => return Err(forbidden()),
-        LinkCheck::Expired => return Err(Problem::new(StatusCode::GONE, "Gone", "the download link has expired (valid 24 hours)")),
+        LinkCheck::Expired => {
+            return Err(Problem::new(StatusCode::GONE, "Gone", "the download link has expired (valid 24 hours)"))
+        }
         LinkCheck::Valid => {}
     }
     let bytes = app.store.get_meta(&tenant, &export_rel(&tenant, &id, "zip")).await?.ok_or_else(Problem::not_found)?;
-    let e = AuditEntry { at: app.now(), tenant: tenant.clone(), actor: "link".into(), action: "export.download".into(), target: Some(format!("export:{id}")), addr: Some(addr.ip().to_string()), detail: json!({ "bytes": bytes.len() }) };
+    let e = AuditEntry {
+        at: app.now(),
+        tenant: tenant.clone(),
+        actor: "link".into(),
+        action: "export.download".into(),
+        target: Some(format!("export:{id}")),
+        addr: Some(addr.ip().to_string()),
+        detail: json!({ "bytes": bytes.len() }),
+    };
     let _ = privacy::audit(&app.store, &e).await;
     Ok(Response::builder()
         .status(StatusCode::OK)
@@ -659,7 +979,11 @@ async fn download_export(State(app): State<Arc<AppState>>, ConnectInfo(addr): Ad
         .expect("response"))
 }
 
-async fn post_tenant_deletion(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap) -> ApiResult {
+async fn post_tenant_deletion(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+) -> ApiResult {
     let p = authorise(&app, &headers, "POST", "/v1/tenant/deletion")?;
     let d = privacy::request_tenant_deletion(&app.store, &p.tenant, &actor(&p), app.now()).await?;
     audit(&app, &p, addr, "tenant_deletion.request", Some("tenant".into()), json!({ "due_at": d.due_at })).await;
@@ -672,7 +996,11 @@ async fn get_tenant_deletion(State(app): State<Arc<AppState>>, headers: HeaderMa
     Ok(json_ok(StatusCode::OK, serde_json::to_value(d).unwrap_or_default()))
 }
 
-async fn delete_tenant_deletion(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap) -> ApiResult {
+async fn delete_tenant_deletion(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+) -> ApiResult {
     let p = authorise(&app, &headers, "DELETE", "/v1/tenant/deletion")?;
     if !privacy::cancel_tenant_deletion(&app.store, &p.tenant).await? {
         return Err(Problem::not_found());
@@ -688,10 +1016,20 @@ struct AuditQuery {
     action: Option<String>,
 }
 
-async fn get_audit(State(app): State<Arc<AppState>>, ConnectInfo(addr): Addr, headers: HeaderMap, Query(q): Query<AuditQuery>) -> ApiResult {
+async fn get_audit(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(addr): Addr,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
     let p = authorise(&app, &headers, "GET", "/v1/audit")?;
     let now = app.now();
-    let from = q.from.as_deref().map(parse_time).transpose()?.unwrap_or(now - chrono::Duration::days(privacy::AUDIT_RETENTION_DAYS));
+    let from = q
+        .from
+        .as_deref()
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(now - chrono::Duration::days(privacy::AUDIT_RETENTION_DAYS));
     let to = q.to.as_deref().map(parse_time).transpose()?.unwrap_or(now + chrono::Duration::minutes(1));
     let entries = privacy::read_audit(&app.store, &p.tenant, from, to, q.action.as_deref()).await?;
     audit(&app, &p, addr, "audit.read", None, json!({ "returned": entries.len() })).await;

@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::call_session::{CallPublisher, PartGuard};
-use crate::coach::Voice;
 use super::recogniser::RecogniserHub;
-use crate::asr::engine::Model;
 use super::refine::RefineTask;
+use crate::asr::engine::Model;
 use crate::asr::overload::{Overload, OverloadSettings};
-use crate::asr::stream_policy::{Degrade, DecodeRequest, PolicySettings, StreamPolicy, TranscriptUpdate, RATE};
+use crate::asr::stream_policy::{DecodeRequest, Degrade, PolicySettings, StreamPolicy, TranscriptUpdate, RATE};
 use crate::call::{CallId, CallInfo, Role};
+use crate::coach::Voice;
 use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
 use crate::metrics::Metrics;
 use crate::store::StoreLayout;
@@ -70,7 +70,12 @@ impl AsrSettings {
 }
 
 enum Command {
-    Attach { call: CallInfo, taps: Vec<RecogniserTap>, publisher: Arc<CallPublisher>, part: PartGuard },
+    Attach {
+        call: CallInfo,
+        taps: Vec<RecogniserTap>,
+        publisher: Arc<CallPublisher>,
+        part: PartGuard,
+    },
     /// Answer once no stream is left.
     Drain(SyncSender<()>),
 }
@@ -104,7 +109,12 @@ pub struct AsrHub {
 impl AsrHub {
     /// Starts the scheduler and `settings.workers` inference threads. `models[0]` is the
     /// default; tenants may name others. Each worker keeps one whisper state per model.
-    pub fn start(models: Vec<Arc<Model>>, settings: AsrSettings, layout: StoreLayout, metrics: Metrics) -> std::io::Result<AsrHub> {
+    pub fn start(
+        models: Vec<Arc<Model>>,
+        settings: AsrSettings,
+        layout: StoreLayout,
+        metrics: Metrics,
+    ) -> std::io::Result<AsrHub> {
         assert!(!models.is_empty(), "at least one model");
         let (tx, rx) = mpsc::sync_channel(1024);
         // One waiting job per worker: the rest wait in the scheduler's backlog, where
@@ -134,14 +144,22 @@ impl AsrHub {
                     }
                     if let Some((task, beam)) = job.refine {
                         let out = match slot.as_mut() {
-                            Some(state) => super::refine::refine(&task, model, state, beam, &job.cancel).map_err(|e| match e {
-                                crate::asr::ModelError::Aborted => None,
-                                e => Some(e.to_string()),
-                            }),
+                            Some(state) => {
+                                super::refine::refine(&task, model, state, beam, &job.cancel).map_err(|e| match e {
+                                    crate::asr::ModelError::Aborted => None,
+                                    e => Some(e.to_string()),
+                                })
+                            }
                             None => Err(Some("no whisper state".to_string())),
                         };
                         m.asr_inference_seconds.with_label_values(&["refine"]).observe(t0.elapsed().as_secs_f64());
-                        let r = JobResult { stream: 0, req: job.req, text: Ok(String::new()), seconds: 0.0, refine: Some((task, out)) };
+                        let r = JobResult {
+                            stream: 0,
+                            req: job.req,
+                            text: Ok(String::new()),
+                            seconds: 0.0,
+                            refine: Some((task, out)),
+                        };
                         if res_tx.send(r).is_err() {
                             return;
                         }
@@ -151,7 +169,14 @@ impl AsrHub {
                     m.asr_queue_wait_seconds.observe(job.queued_at.elapsed().as_secs_f64());
                     let text = match slot.as_mut() {
                         Some(state) => model
-                            .decode_utterance(state, &job.audio, &job.req.prompt, &job.language, job.req.is_final, Some(&job.cancel))
+                            .decode_utterance(
+                                state,
+                                &job.audio,
+                                &job.req.prompt,
+                                &job.language,
+                                job.req.is_final,
+                                Some(&job.cancel),
+                            )
                             .map_err(|e| match e {
                                 crate::asr::ModelError::Aborted => None,
                                 e => Some(e.to_string()),
@@ -308,11 +333,17 @@ impl Scheduler {
     /// Watches the worst backlog over all streams and moves the load level; sheds old
     /// queued audio while at the top level.
     fn regulate(&mut self) {
-        let worst = self.streams.values().filter(|s| !s.done).map(|s| s.policy.backlog_lag() + s.idle()).max().unwrap_or(0);
+        let worst =
+            self.streams.values().filter(|s| !s.done).map(|s| s.policy.backlog_lag() + s.idle()).max().unwrap_or(0);
         let before = self.overload.level();
         let level = self.overload.observe(self.started.elapsed().as_millis() as u64, worst * 1000 / RATE);
         if level != before {
-            tracing::warn!(from = before as u8, to = level as u8, worst_lag_ms = worst * 1000 / RATE, "ASR load level changed");
+            tracing::warn!(
+                from = before as u8,
+                to = level as u8,
+                worst_lag_ms = worst * 1000 / RATE,
+                "ASR load level changed"
+            );
             self.metrics.asr_degrade_level.set(level as i64);
             for s in self.streams.values_mut() {
                 s.policy.set_degrade(level);
@@ -360,7 +391,13 @@ impl Scheduler {
             self.metrics.asr_shed_seconds.inc_by(end_ms.saturating_sub(start_ms) as f64 / 1000.0);
             if let Some(c) = self.calls.get_mut(&s.call) {
                 let p = gap.to_payload(s.role);
-                c.gaps.push(Gap { channel: s.role, utterance_id: p.utterance_id, start_ms, end_ms, reason: "asr_overload" });
+                c.gaps.push(Gap {
+                    channel: s.role,
+                    utterance_id: p.utterance_id,
+                    start_ms,
+                    end_ms,
+                    reason: "asr_overload",
+                });
                 c.publisher.publish(gap.to_event(s.role));
             }
         }
@@ -390,28 +427,39 @@ impl Scheduler {
                 let roles = call.layout.roles();
                 self.calls.insert(
                     call.call_id,
-                    CallState { info: call.clone(), seal: publisher.seal(), publisher, open_streams: taps.len(), finals: Vec::new(), gaps: Vec::new(), _part: part },
+                    CallState {
+                        info: call.clone(),
+                        seal: publisher.seal(),
+                        publisher,
+                        open_streams: taps.len(),
+                        finals: Vec::new(),
+                        gaps: Vec::new(),
+                        _part: part,
+                    },
                 );
                 for (i, tap) in taps.into_iter().enumerate() {
                     self.next_stream += 1;
                     let mut policy = StreamPolicy::new(self.policy);
                     policy.set_degrade(self.overload.level());
                     let t = self.tenants.get(&call.tenant);
-                    self.streams.insert(self.next_stream, Stream {
-                        call: call.call_id,
-                        role: roles.get(i).copied().unwrap_or(Role::Other),
-                        model: t.map_or(0, |t| t.model),
-                        language: t.and_then(|t| t.language.as_deref()).map_or(self.language.clone(), Arc::from),
-                        tap,
-                        policy,
-                        audio: Vec::new(),
-                        base: 0,
-                        in_flight: false,
-                        in_flight_partial: None,
-                        flushed: false,
-                        ended_at: None,
-                        done: false,
-                    });
+                    self.streams.insert(
+                        self.next_stream,
+                        Stream {
+                            call: call.call_id,
+                            role: roles.get(i).copied().unwrap_or(Role::Other),
+                            model: t.map_or(0, |t| t.model),
+                            language: t.and_then(|t| t.language.as_deref()).map_or(self.language.clone(), Arc::from),
+                            tap,
+                            policy,
+                            audio: Vec::new(),
+                            base: 0,
+                            in_flight: false,
+                            in_flight_partial: None,
+                            flushed: false,
+                            ended_at: None,
+                            done: false,
+                        },
+                    );
                 }
             }
             let ids: Vec<u64> = self.streams.keys().copied().collect();
@@ -495,7 +543,16 @@ impl Scheduler {
             s.in_flight_partial = (!req.is_final).then(|| cancel.clone());
             self.metrics.asr_queue_depth.inc();
             let (model, language) = (s.model, s.language.clone());
-            self.backlog.push_back(Job { cancel, stream: i, model, language, req, audio, queued_at: Instant::now(), refine: None });
+            self.backlog.push_back(Job {
+                cancel,
+                stream: i,
+                model,
+                language,
+                req,
+                audio,
+                queued_at: Instant::now(),
+                refine: None,
+            });
         }
     }
 
@@ -514,7 +571,15 @@ impl Scheduler {
         }
         let Some(task) = self.refine_queue.pop_front() else { return };
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let req = DecodeRequest { utterance: 0, start: 0, end: 0, is_final: true, early: false, retry: false, prompt: String::new() };
+        let req = DecodeRequest {
+            utterance: 0,
+            start: 0,
+            end: 0,
+            is_final: true,
+            early: false,
+            retry: false,
+            prompt: String::new(),
+        };
         let job = Job {
             cancel: cancel.clone(),
             stream: 0,
@@ -538,7 +603,9 @@ impl Scheduler {
     fn on_refined(&mut self, mut task: RefineTask, out: Result<usize, Option<String>>) {
         self.refining = None;
         match out {
-            Ok(n) => tracing::info!(call_id = %task.call_id, segments = n, model = %task.model_name, "transcript refined"),
+            Ok(n) => {
+                tracing::info!(call_id = %task.call_id, segments = n, model = %task.model_name, "transcript refined")
+            }
             Err(None) if task.attempts < 100 => {
                 task.attempts += 1;
                 self.refine_queue.push_front(task);
@@ -610,7 +677,13 @@ impl Scheduler {
         let Some(c) = self.calls.get_mut(&call) else { return };
         if let TranscriptUpdate::Final { .. } = u {
             let p = u.to_payload(role);
-            c.finals.push(FinalSegment { channel: role, utterance_id: p.utterance_id, text: p.text, start_ms: p.start_ms, end_ms: p.end_ms });
+            c.finals.push(FinalSegment {
+                channel: role,
+                utterance_id: p.utterance_id,
+                text: p.text,
+                start_ms: p.start_ms,
+                end_ms: p.end_ms,
+            });
         }
         let event = u.to_event(role);
         self.metrics.asr_transcripts.with_label_values(&[event.type_name()]).inc();
@@ -642,7 +715,9 @@ impl Scheduler {
                             roles: c.info.layout.roles(),
                             model,
                             model_name: self.model_names.get(model).cloned().unwrap_or_default(),
-                            language: tenant.and_then(|t| t.language.clone()).unwrap_or_else(|| self.language.to_string()),
+                            language: tenant
+                                .and_then(|t| t.language.clone())
+                                .unwrap_or_else(|| self.language.to_string()),
                             attempts: 0,
                             seal: c.seal.clone(),
                             redactor: c.publisher.redactor(),
@@ -686,7 +761,9 @@ fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
     if !silence.is_empty() && c.publisher.redact_audio() {
         // Carried out by the uploader, once every writer of the recording is done.
         let dir = layout.call_dir(&c.info.tenant, c.info.call_id);
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(dir.join(crate::storage::REDACT_AUDIO), serde_json::to_vec(&silence).unwrap_or_default())) {
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| {
+            std::fs::write(dir.join(crate::storage::REDACT_AUDIO), serde_json::to_vec(&silence).unwrap_or_default())
+        }) {
             tracing::error!(call_id = %c.info.call_id, error = %e, "recording the audio to silence");
         }
     }
@@ -704,7 +781,11 @@ fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
         Role::Other => "Speaker",
     };
     let stamp = |ms: u64| format!("[{:02}:{:04.1}]", ms / 60_000, (ms % 60_000) as f64 / 1000.0);
-    let mut lines: Vec<(u64, String)> = c.finals.iter().map(|f| (f.start_ms, format!("{} {}: {}", stamp(f.start_ms), who(f.channel), f.text))).collect();
+    let mut lines: Vec<(u64, String)> = c
+        .finals
+        .iter()
+        .map(|f| (f.start_ms, format!("{} {}: {}", stamp(f.start_ms), who(f.channel), f.text)))
+        .collect();
     lines.extend(c.gaps.iter().map(|g| {
         let secs = g.end_ms.saturating_sub(g.start_ms) as f64 / 1000.0;
         (g.start_ms, format!("{} {}: (untranscribed, {secs:.1} s: {})", stamp(g.start_ms), who(g.channel), g.reason))

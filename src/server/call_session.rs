@@ -11,10 +11,10 @@ use super::AppState;
 use crate::call::{CallInfo, Outcome, Role, SampleEncoding};
 use crate::coach::{Coach, CoachOutput, Playbook, Voice};
 use crate::events::Event;
-use crate::media::g711;
-use crate::media::recogniser_feed::{DropObserver, DropReason, RecogniserFeed, RECOGNISER_RATE};
 use crate::events::{CallEndedPayload, CallStartedPayload, EventBody, EventSequencer};
 use crate::manifest::{DtmfEvent, Manifest, MediaStats};
+use crate::media::g711;
+use crate::media::recogniser_feed::{DropObserver, DropReason, RecogniserFeed, RECOGNISER_RATE};
 use crate::recorder::pool::{CallEnd, RecorderError, RecorderHandle};
 
 /// A reserved place among `limits.max_calls`; released on drop.
@@ -231,7 +231,13 @@ impl CallPublisher {
         let dir = self.app.layout.call_dir(&inner.tenant, inner.call_id);
         let seal = inner.seal.take();
         let redactor = self.app.redactor(&inner.tenant);
-        self.app.postcall.submit(PostCall::Files { dir, hints: std::mem::take(&mut inner.hints), scorecard: scorecard.clone(), seal, redactor });
+        self.app.postcall.submit(PostCall::Files {
+            dir,
+            hints: std::mem::take(&mut inner.hints),
+            scorecard: scorecard.clone(),
+            seal,
+            redactor,
+        });
         self.webhook(&inner.tenant, scorecard);
     }
 }
@@ -302,9 +308,7 @@ impl RecogniserPath {
         match self.encoding {
             SampleEncoding::Mulaw => g711::decode_ulaw_into(bytes, &mut self.linear),
             SampleEncoding::Alaw => g711::decode_alaw_into(bytes, &mut self.linear),
-            SampleEncoding::L16 => {
-                self.linear.extend(bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
-            }
+            SampleEncoding::L16 => self.linear.extend(bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]))),
         }
         for ch in 0..self.channels {
             self.per_channel.clear();
@@ -316,7 +320,12 @@ impl RecogniserPath {
 
 impl CallSession {
     /// Opens the recording (blocking IO on a blocking thread) and announces the call.
-    pub async fn start(app: Arc<AppState>, slot: CallSlot, info: CallInfo, recording: bool) -> Result<Self, RecorderError> {
+    pub async fn start(
+        app: Arc<AppState>,
+        slot: CallSlot,
+        info: CallInfo,
+        recording: bool,
+    ) -> Result<Self, RecorderError> {
         let app2 = app.clone();
         let info2 = info.clone();
         let (handle, playbook) = tokio::task::spawn_blocking(move || {
@@ -337,16 +346,16 @@ impl CallSession {
         app.metrics.calls_active.with_label_values(&[source]).inc();
         let publisher = Arc::new(CallPublisher::new(app.clone(), &info, playbook));
         publisher.publish(EventBody::CallStarted(CallStartedPayload {
-                source: info.source,
-                campaign: info.campaign.clone(),
-                rep_id: info.rep_id.clone(),
-                layout: info.layout,
-                channels: info.layout.roles(),
-                sample_rate: info.sample_rate,
-                recording,
-                source_ids: info.source_ids.clone(),
-                participants: info.participants.clone(),
-            }));
+            source: info.source,
+            campaign: info.campaign.clone(),
+            rep_id: info.rep_id.clone(),
+            layout: info.layout,
+            channels: info.layout.roles(),
+            sample_rate: info.sample_rate,
+            recording,
+            source_ids: info.source_ids.clone(),
+            participants: info.participants.clone(),
+        }));
         let recogniser = app.recogniser.as_ref().and_then(|(hub, settings)| {
             let channels = info.layout.channels();
             let counters = [
@@ -357,7 +366,13 @@ impl CallSession {
                 let c = &counters[usize::from(reason == DropReason::RingFull)];
                 c.inc_by(samples as f64 / RECOGNISER_RATE as f64);
             });
-            match RecogniserFeed::new(info.sample_rate, channels, settings.ring_seconds, settings.max_lag_seconds, Some(observer)) {
+            match RecogniserFeed::new(
+                info.sample_rate,
+                channels,
+                settings.ring_seconds,
+                settings.max_lag_seconds,
+                Some(observer),
+            ) {
                 Ok((feed, taps)) => {
                     hub.attach(&info, taps, feed.drops().clone(), publisher.clone());
                     Some(RecogniserPath {
@@ -462,9 +477,10 @@ impl CallSession {
         let label = if final_outcome.starts_with("storage_error") { "storage_error" } else { outcome.label() };
         self.app.metrics.calls_ended.with_label_values(&[source, label]).inc();
         self.app.metrics.calls_active.with_label_values(&[source]).dec();
-        let duration_ms = manifest.as_ref().and_then(|m| m.audio.as_ref().map(|a| a.duration_ms)).unwrap_or_else(|| {
-            (Utc::now() - self.info.started_at).num_milliseconds().max(0) as u64
-        });
+        let duration_ms = manifest
+            .as_ref()
+            .and_then(|m| m.audio.as_ref().map(|a| a.duration_ms))
+            .unwrap_or_else(|| (Utc::now() - self.info.started_at).num_milliseconds().max(0) as u64);
         self.publisher.end_call(CallEndedPayload { outcome: final_outcome.clone(), duration_ms, stats });
         tracing::info!(call_id = %self.info.call_id, outcome = %final_outcome, duration_ms, "call ended");
         manifest

@@ -42,7 +42,13 @@ const READ_COUNT: usize = 512;
 const READ_BLOCK: Duration = Duration::from_secs(2);
 
 enum Out {
-    Event { tenant: String, call_id: CallId, json: Utf8Bytes, kind: Kind, sources: Vec<(String, String)> },
+    Event {
+        tenant: String,
+        call_id: CallId,
+        json: Utf8Bytes,
+        kind: Kind,
+        sources: Vec<(String, String)>,
+    },
     /// Another node said hello: send snapshots of our calls.
     Resync,
 }
@@ -98,7 +104,12 @@ fn ms(d: Duration) -> u64 {
 impl Cluster {
     /// Starts the tasks. Redis need not be up: the node serves its own calls and
     /// connects when it can.
-    pub fn start(cfg: RedisConfig, url: String, live: Arc<LiveHub>, metrics: Metrics) -> Result<Arc<Cluster>, redis::RedisError> {
+    pub fn start(
+        cfg: RedisConfig,
+        url: String,
+        live: Arc<LiveHub>,
+        metrics: Metrics,
+    ) -> Result<Arc<Cluster>, redis::RedisError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let (tx, rx) = mpsc::channel(cfg.publish_queue);
         let c = Arc::new(Cluster {
@@ -169,9 +180,14 @@ impl Cluster {
         if let Some(c) = g.as_ref() {
             return Some(c.clone());
         }
-        match self.client.get_multiplexed_async_connection_with_config(&self.conn_config(Some(self.cfg.timeout))).await {
+        match self.client.get_multiplexed_async_connection_with_config(&self.conn_config(Some(self.cfg.timeout))).await
+        {
             Ok(mut c) => {
-                let _ = redis::cmd("CLIENT").arg("SETNAME").arg(format!("earshot-{}", self.node)).query_async::<()>(&mut c).await;
+                let _ = redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(format!("earshot-{}", self.node))
+                    .query_async::<()>(&mut c)
+                    .await;
                 *g = Some(c.clone());
                 self.metrics.cluster_redis_up.set(1);
                 Some(c)
@@ -230,7 +246,8 @@ impl Cluster {
             let events = batch.iter().filter(|m| matches!(m, Out::Event { .. })).count() as u64;
             let resync = self.needs_resync.load(Ordering::Acquire) || batch.iter().any(|m| matches!(m, Out::Resync));
             // While Redis is down, try at most once a second; meanwhile count and move on.
-            let conn = if last_fail.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) { None } else { self.conn().await };
+            let conn =
+                if last_fail.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) { None } else { self.conn().await };
             let Some(mut conn) = conn else {
                 last_fail = Some(Instant::now());
                 self.metrics.cluster_events.with_label_values(&["unpublished"]).inc_by(events);
@@ -309,7 +326,11 @@ impl Cluster {
                 }
             };
             backoff = Duration::from_millis(200);
-            let _ = redis::cmd("CLIENT").arg("SETNAME").arg(format!("earshot-reader-{}", self.node)).query_async::<()>(&mut conn).await;
+            let _ = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(format!("earshot-reader-{}", self.node))
+                .query_async::<()>(&mut conn)
+                .await;
             // Hello: owners answer with snapshots of their calls (after this id).
             let hello: Result<String, _> = {
                 let mut c = redis::cmd("XADD");
@@ -434,7 +455,12 @@ impl Cluster {
                 self.register(&mut p, tenant, id, sources);
             }
             for (tenant, key) in &claims {
-                p.cmd("SET").arg(self.keys.claim(tenant, key)).arg(self.entry(None)).arg("PX").arg(ms(self.cfg.registry_ttl)).ignore();
+                p.cmd("SET")
+                    .arg(self.keys.claim(tenant, key))
+                    .arg(self.entry(None))
+                    .arg("PX")
+                    .arg(ms(self.cfg.registry_ttl))
+                    .ignore();
             }
             // (A pipeline must not be empty; PING keeps `redis_up` honest when idle.)
             p.cmd("PING").ignore();
@@ -485,8 +511,14 @@ impl Cluster {
     pub async fn claim(&self, tenant: &str, key: &str) -> Claim {
         let Some(mut conn) = self.conn().await else { return Claim::Unavailable };
         let k = self.keys.claim(tenant, key);
-        let set: Result<Option<String>, _> =
-            redis::cmd("SET").arg(&k).arg(self.entry(None)).arg("NX").arg("PX").arg(ms(self.cfg.registry_ttl)).query_async(&mut conn).await;
+        let set: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(&k)
+            .arg(self.entry(None))
+            .arg("NX")
+            .arg("PX")
+            .arg(ms(self.cfg.registry_ttl))
+            .query_async(&mut conn)
+            .await;
         match set {
             Ok(Some(_)) => {
                 lock(&self.claims).insert((tenant.to_string(), key.to_string()));
@@ -521,7 +553,8 @@ impl Cluster {
     /// it is another node.
     pub async fn owner_of_source(&self, name: &str, value: &str) -> Option<Entry> {
         let mut conn = self.conn().await?;
-        let v: Option<String> = redis::cmd("GET").arg(self.keys.source(name, value)).query_async(&mut conn).await.ok()?;
+        let v: Option<String> =
+            redis::cmd("GET").arg(self.keys.source(name, value)).query_async(&mut conn).await.ok()?;
         v.and_then(|v| serde_json::from_str::<Entry>(&v).ok()).filter(|e| e.node != self.node)
     }
 
@@ -534,7 +567,8 @@ impl Cluster {
         let k = self.keys.claim(tenant, key);
         tokio::spawn(async move {
             if let Some(mut conn) = me.conn().await {
-                let _ = redis::Script::new(RELEASE_LOCK).key(k).arg(me.entry(None)).invoke_async::<i64>(&mut conn).await;
+                let _ =
+                    redis::Script::new(RELEASE_LOCK).key(k).arg(me.entry(None)).invoke_async::<i64>(&mut conn).await;
             }
         });
     }
@@ -550,7 +584,8 @@ impl Cluster {
         let token = format!("{}:{}", self.node, uuid::Uuid::new_v4());
         let key = self.keys.lock(name);
         let lease = ms(self.cfg.lock_lease);
-        let set: Result<Option<String>, _> = redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("PX").arg(lease).query_async(&mut conn).await;
+        let set: Result<Option<String>, _> =
+            redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("PX").arg(lease).query_async(&mut conn).await;
         match set {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -576,7 +611,16 @@ impl Cluster {
                     _ = done2.cancelled() => break,
                 }
                 let ok = match me.conn().await {
-                    Some(mut c) => redis::Script::new(RENEW_LOCK).key(&k2).arg(&t2).arg(lease).invoke_async::<i64>(&mut c).await.unwrap_or(0) == 1,
+                    Some(mut c) => {
+                        redis::Script::new(RENEW_LOCK)
+                            .key(&k2)
+                            .arg(&t2)
+                            .arg(lease)
+                            .invoke_async::<i64>(&mut c)
+                            .await
+                            .unwrap_or(0)
+                            == 1
+                    }
                     None => false,
                 };
                 if !ok {
@@ -658,7 +702,9 @@ type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 /// `XREAD` reply → entries in stream order (RESP2 arrays or RESP3 maps).
 fn stream_entries(v: Value) -> Vec<StreamEntry> {
     let streams: Vec<Value> = match v {
-        Value::Array(a) => a.into_iter().filter_map(|s| if let Value::Array(mut kv) = s { kv.pop() } else { None }).collect(),
+        Value::Array(a) => {
+            a.into_iter().filter_map(|s| if let Value::Array(mut kv) = s { kv.pop() } else { None }).collect()
+        }
         Value::Map(m) => m.into_iter().map(|(_, v)| v).collect(),
         _ => return Vec::new(),
     };
@@ -697,8 +743,11 @@ mod tests {
     #[test]
     fn xread_replies_in_both_protocols() {
         let bs = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let entry = |id: &str| Value::Array(vec![bs(id), Value::Array(vec![bs("n"), bs("a"), bs("k"), bs("h"), bs("d"), bs("")])]);
-        let resp2 = Value::Array(vec![Value::Array(vec![bs("es:events"), Value::Array(vec![entry("1-0"), entry("1-1")])])]);
+        let entry = |id: &str| {
+            Value::Array(vec![bs(id), Value::Array(vec![bs("n"), bs("a"), bs("k"), bs("h"), bs("d"), bs("")])])
+        };
+        let resp2 =
+            Value::Array(vec![Value::Array(vec![bs("es:events"), Value::Array(vec![entry("1-0"), entry("1-1")])])]);
         let got = stream_entries(resp2);
         assert_eq!(got.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["1-0", "1-1"]);
         assert_eq!(got[0].1[1], ("k".to_string(), b"h".to_vec()));

@@ -104,7 +104,13 @@ impl Playbooks {
 pub enum PostCall {
     /// Save the call's hints and scorecard next to its recording.
     /// The seal (if any) is let go once they are written: the call may then be uploaded.
-    Files { dir: PathBuf, hints: Vec<Arc<Event>>, scorecard: Arc<Event>, seal: Option<super::uploader::Seal>, redactor: Arc<crate::redact::Redactor> },
+    Files {
+        dir: PathBuf,
+        hints: Vec<Arc<Event>>,
+        scorecard: Arc<Event>,
+        seal: Option<super::uploader::Seal>,
+        redactor: Arc<crate::redact::Redactor>,
+    },
     /// POST an event to the tenant's webhook.
     Webhook { url: String, secret: String, event: Arc<Event> },
 }
@@ -146,7 +152,12 @@ impl PostCallQueue {
     }
 }
 
-fn write_files(dir: &Path, hints: &[Arc<Event>], scorecard: &Event, redactor: &crate::redact::Redactor) -> std::io::Result<()> {
+fn write_files(
+    dir: &Path,
+    hints: &[Arc<Event>],
+    scorecard: &Event,
+    redactor: &crate::redact::Redactor,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let hints: Vec<&Event> = hints.iter().map(|h| h.as_ref()).collect();
     // What is stored never holds a card number, whatever the overlays were shown.
@@ -154,7 +165,9 @@ fn write_files(dir: &Path, hints: &[Arc<Event>], scorecard: &Event, redactor: &c
     let mut card = serde_json::to_value(scorecard)?;
     redactor.apply_json(&mut hints);
     redactor.apply_json(&mut card);
-    for (name, bytes) in [("hints.json", serde_json::to_vec_pretty(&hints)?), ("scorecard.json", serde_json::to_vec_pretty(&card)?)] {
+    for (name, bytes) in
+        [("hints.json", serde_json::to_vec_pretty(&hints)?), ("scorecard.json", serde_json::to_vec_pretty(&card)?)]
+    {
         let tmp = dir.join(format!("{name}.tmp"));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, dir.join(name))?;
@@ -172,7 +185,10 @@ mod tests {
         let path = dir.path().join("pb.toml");
         let v1 = "[[triggers]]\nid = \"a\"\nphrases = [\"alpha\"]\ntitle = \"A\"\n";
         std::fs::write(&path, v1).unwrap();
-        let text = format!("[[tenants]]\nid = \"t\"\nfork_secret = \"0123456789abcdef0\"\nplaybook = \"{}\"\n", path.display());
+        let text = format!(
+            "[[tenants]]\nid = \"t\"\nfork_secret = \"0123456789abcdef0\"\nplaybook = \"{}\"\n",
+            path.display()
+        );
         let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
         let p = Playbooks::preload(&config).unwrap();
         let t = config.tenant("t");
@@ -181,7 +197,8 @@ mod tests {
         std::fs::write(&path, "[[triggers]]\nid = \"bravo\"\nphrases = [\"bravo\"]\ntitle = \"B\"\n").unwrap();
         assert_eq!(p.for_call(t, None).triggers[0].id, "bravo");
         // A broken edit keeps the last good version; a deleted file too.
-        std::fs::write(&path, "[[triggers]]\nid = \"c\"\nphrases = []\ntitle = \"broken, and longer than before\"\n").unwrap();
+        std::fs::write(&path, "[[triggers]]\nid = \"c\"\nphrases = []\ntitle = \"broken, and longer than before\"\n")
+            .unwrap();
         assert_eq!(p.for_call(t, None).triggers[0].id, "bravo");
         std::fs::remove_file(&path).unwrap();
         assert_eq!(p.for_call(t, None).triggers[0].id, "bravo");

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 
 use crate::call::Source;
 use crate::ingest::twilio_media::TwilioMedia;

@@ -81,7 +81,9 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, path_tenant: Option<Stri
         let result = match frame {
             Frame::Closed => {
                 // tungstenite queued the reply to the peer's close: send it.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), futures_util::SinkExt::flush(&mut socket)).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), futures_util::SinkExt::flush(&mut socket))
+                        .await;
                 break (Outcome::Completed, None);
             }
             Frame::Lost(code) => break (Outcome::ClientError(code), None),
@@ -180,7 +182,8 @@ async fn start_call(
     }
     let mut participants = meta.participants.clone();
     if let Some(rep) = &meta.rep {
-        participants.insert(0, crate::call::Participant { role: Some(Role::Rep), id: Some(rep.clone()), ..Default::default() });
+        participants
+            .insert(0, crate::call::Participant { role: Some(Role::Rep), id: Some(rep.clone()), ..Default::default() });
     }
     let now = Utc::now();
     let info = CallInfo {
@@ -197,9 +200,8 @@ async fn start_call(
         started_at: now,
     };
     let recording = tenant.recording_for(info.campaign.as_deref());
-    let session = CallSession::start(app.clone(), slot, info, recording)
-        .await
-        .map_err(|_| IngestError::StorageUnavailable)?;
+    let session =
+        CallSession::start(app.clone(), slot, info, recording).await.map_err(|_| IngestError::StorageUnavailable)?;
     Ok(LiveCall {
         session,
         framer: PcmFramer::new(meta.channels, rep_channel == 1),

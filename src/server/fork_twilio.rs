@@ -108,7 +108,9 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, tenant_id: String, pre_a
             Frame::Text(t) => t,
             Frame::Closed => {
                 // tungstenite queued the reply to the peer's close: send it.
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), futures_util::SinkExt::flush(&mut socket)).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), futures_util::SinkExt::flush(&mut socket))
+                        .await;
                 break (Outcome::Completed, None);
             }
             Frame::Lost(code) => break (Outcome::ClientError(code), None),
@@ -118,11 +120,14 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, tenant_id: String, pre_a
                 break (Outcome::ClientError(e.code()), Some((e.close_code(), e.close_reason())));
             }
         };
-        let step = handle_text(&app, &tenant_id, &pre_auth, &mut stream, &mut call, &text, &mut payload, &mut out).await;
+        let step =
+            handle_text(&app, &tenant_id, &pre_auth, &mut stream, &mut call, &text, &mut payload, &mut out).await;
         match step {
             Ok(Step::Continue) => {}
             Ok(Step::Stop) => break (Outcome::Completed, Some((close_code::NORMAL, "stream stopped".into()))),
-            Err(StepError::Ingest(e)) => break (Outcome::ClientError(e.code()), Some((e.close_code(), e.close_reason()))),
+            Err(StepError::Ingest(e)) => {
+                break (Outcome::ClientError(e.code()), Some((e.close_code(), e.close_reason())))
+            }
             Err(StepError::Storage) => {
                 break (Outcome::StorageError, Some((close_code::INTERNAL_ERROR, "storage error".into())))
             }
@@ -238,7 +243,11 @@ fn call_info(tenant: &TenantConfig, start: &StartInfo) -> Result<(CallInfo, Trac
         },
     };
     let mut source_ids = BTreeMap::new();
-    for (k, v) in [("twilio_call_sid", &start.call_sid), ("twilio_stream_sid", &start.stream_sid), ("twilio_account_sid", &start.account_sid)] {
+    for (k, v) in [
+        ("twilio_call_sid", &start.call_sid),
+        ("twilio_stream_sid", &start.stream_sid),
+        ("twilio_account_sid", &start.account_sid),
+    ] {
         if let Some(v) = v {
             source_ids.insert(k.to_string(), v.clone());
         }

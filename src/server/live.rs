@@ -106,7 +106,8 @@ impl CallLive {
 
     fn snapshot(&self, tenant: &str, call_id: &str) -> Utf8Bytes {
         let parts = self.parts();
-        let head = serde_json::json!({ "type": "snapshot", "tenant": tenant, "call_id": call_id, "last_seq": self.last_seq });
+        let head =
+            serde_json::json!({ "type": "snapshot", "tenant": tenant, "call_id": call_id, "last_seq": self.last_seq });
         let head = head.to_string();
         let mut out = String::with_capacity(head.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>() + 16);
         out.push_str(&head[..head.len() - 1]);
@@ -243,7 +244,8 @@ impl LiveHub {
     pub fn apply_snapshot(&self, snap: &crate::cluster::Snapshot, owner: &str) -> bool {
         let tenant = self.tenant(&snap.tenant);
         let mut t = lock(&tenant);
-        if t.calls.get(&snap.call_id).is_some_and(|c| c.last_seq >= snap.last_seq && c.owner.as_deref() == Some(owner)) {
+        if t.calls.get(&snap.call_id).is_some_and(|c| c.last_seq >= snap.last_seq && c.owner.as_deref() == Some(owner))
+        {
             return false;
         }
         let mut call = CallLive { owner: Some(owner.to_string()), ..Default::default() };
@@ -275,7 +277,8 @@ impl LiveHub {
 
     /// Snapshots of the calls this node owns (live and lingering), for other nodes.
     pub fn local_snapshots(&self) -> Vec<crate::cluster::Snapshot> {
-        let all: Vec<(String, Arc<Mutex<TenantLive>>)> = lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let all: Vec<(String, Arc<Mutex<TenantLive>>)> =
+            lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut out = Vec::new();
         for (tenant, t) in all {
             let t = lock(&t);
@@ -285,7 +288,12 @@ impl LiveHub {
                     .into_iter()
                     .filter_map(|p| serde_json::value::RawValue::from_string(p.to_string()).ok())
                     .collect();
-                out.push(crate::cluster::Snapshot { tenant: tenant.clone(), call_id: *id, last_seq: call.last_seq, events });
+                out.push(crate::cluster::Snapshot {
+                    tenant: tenant.clone(),
+                    call_id: *id,
+                    last_seq: call.last_seq,
+                    events,
+                });
             }
         }
         out
@@ -295,14 +303,20 @@ impl LiveHub {
     pub fn live_calls(&self, tenant: &str) -> Vec<(CallId, Option<String>)> {
         let t = self.tenant(tenant);
         let t = lock(&t);
-        let mut out: Vec<(CallId, Option<String>)> = t.calls.iter().filter(|(_, c)| c.ended.is_none() && c.started.is_some()).map(|(id, c)| (*id, c.owner.clone())).collect();
+        let mut out: Vec<(CallId, Option<String>)> = t
+            .calls
+            .iter()
+            .filter(|(_, c)| c.ended.is_none() && c.started.is_some())
+            .map(|(id, c)| (*id, c.owner.clone()))
+            .collect();
         out.sort();
         out
     }
 
     /// Calls other nodes own that have not ended: (tenant, call, owner).
     pub fn remote_live_calls(&self) -> Vec<(String, CallId, String)> {
-        let all: Vec<(String, Arc<Mutex<TenantLive>>)> = lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let all: Vec<(String, Arc<Mutex<TenantLive>>)> =
+            lock(&self.tenants).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut out = Vec::new();
         for (tenant, t) in all {
             let t = lock(&t);
@@ -338,7 +352,11 @@ impl LiveHub {
             seq,
             wall_ts: now,
             offset_ms: offset,
-            body: EventBody::CallEnded(crate::events::CallEndedPayload { outcome: outcome.to_string(), duration_ms: offset, stats: Default::default() }),
+            body: EventBody::CallEnded(crate::events::CallEndedPayload {
+                outcome: outcome.to_string(),
+                duration_ms: offset,
+                stats: Default::default(),
+            }),
         };
         self.publish_remote(&event, &owner)
     }
@@ -348,7 +366,12 @@ impl LiveHub {
     /// a snapshot. Other calls it may watch come as snapshots.
     pub fn connect(&self, principal: Principal, resume: &HashMap<CallId, u64>) -> Connected {
         let (tx, rx) = mpsc::channel(self.cfg.client_queue);
-        let client = Arc::new(Client { id: self.next_client.fetch_add(1, Ordering::Relaxed), principal, tx, lagged: AtomicBool::new(false) });
+        let client = Arc::new(Client {
+            id: self.next_client.fetch_add(1, Ordering::Relaxed),
+            principal,
+            tx,
+            lagged: AtomicBool::new(false),
+        });
         let tenant = self.tenant(&client.principal.tenant);
         let mut t = lock(&tenant);
         self.sweep_locked(&mut t);
@@ -489,7 +512,10 @@ mod tests {
         // A late joiner gets a snapshot of what it may see, and nothing else.
         let late = h.connect(principal("acme", "alex", TokenRole::Rep), &HashMap::new());
         assert_eq!(late.initial.len(), 1);
-        assert!(late.initial[0].as_str().contains("\"type\":\"snapshot\"") && late.initial[0].as_str().contains("\"last_seq\":2"));
+        assert!(
+            late.initial[0].as_str().contains("\"type\":\"snapshot\"")
+                && late.initial[0].as_str().contains("\"last_seq\":2")
+        );
         assert!(h.connect(principal("acme", "bob", TokenRole::Rep), &HashMap::new()).initial.is_empty());
         assert!(h.connect(principal("globex", "x", TokenRole::Manager), &HashMap::new()).initial.is_empty());
     }
@@ -509,7 +535,11 @@ mod tests {
         let r = h.connect(p(), &HashMap::from([(id, 25)]));
         assert_eq!(r.initial.iter().map(|m| seq_of(m).unwrap()).collect::<Vec<_>>(), (26..=30).collect::<Vec<_>>());
         let r = h.connect(p(), &HashMap::from([(id, 10)]));
-        assert_eq!(r.initial.iter().map(|m| seq_of(m).unwrap()).collect::<Vec<_>>(), (11..=30).collect::<Vec<_>>(), "exactly at the edge");
+        assert_eq!(
+            r.initial.iter().map(|m| seq_of(m).unwrap()).collect::<Vec<_>>(),
+            (11..=30).collect::<Vec<_>>(),
+            "exactly at the edge"
+        );
         let r = h.connect(p(), &HashMap::from([(id, 9)]));
         assert_eq!(r.initial.len(), 1);
         assert!(r.initial[0].as_str().contains("\"type\":\"snapshot\""));
@@ -568,14 +598,21 @@ mod tests {
         assert!(h.apply_snapshot(&snaps[0], "node-a"));
         assert!(!h.apply_snapshot(&snaps[0], "node-a"), "nothing new: not applied twice");
         let m = c.rx.try_recv().unwrap();
-        assert!(m.as_str().contains("\"type\":\"snapshot\"") && m.as_str().contains("\"last_seq\":5"), "{}", m.as_str());
+        assert!(
+            m.as_str().contains("\"type\":\"snapshot\"") && m.as_str().contains("\"last_seq\":5"),
+            "{}",
+            m.as_str()
+        );
         assert!(!h.publish_remote(&e2, "node-a"), "covered by the snapshot");
         assert!(h.publish_remote(&s.stamp(now, metrics(9)), "node-a"));
         assert_eq!(seq_of(&c.rx.try_recv().unwrap()), Some(6));
         // The owner is gone: the call ends as node_lost, numbered after the last event.
         assert!(h.end_remote("acme", id, "node_lost"));
         let end: serde_json::Value = serde_json::from_str(c.rx.try_recv().unwrap().as_str()).unwrap();
-        assert_eq!((end["type"].as_str(), end["outcome"].as_str(), end["seq"].as_u64()), (Some("call.ended"), Some("node_lost"), Some(7)));
+        assert_eq!(
+            (end["type"].as_str(), end["outcome"].as_str(), end["seq"].as_u64()),
+            (Some("call.ended"), Some("node_lost"), Some(7))
+        );
         assert!(!h.end_remote("acme", id, "node_lost"), "once");
         assert!(h.remote_live_calls().is_empty());
         assert!(!owner_hub.end_remote("acme", id, "node_lost"), "never a local call");
@@ -589,7 +626,14 @@ mod tests {
         let mut s = EventSequencer::new("acme".into(), id, now);
         h.publish(&s.stamp(now, started("alex")));
         assert_eq!(h.call_count("acme"), 1);
-        h.publish(&s.stamp(now, EventBody::CallEnded(crate::events::CallEndedPayload { outcome: "completed".into(), duration_ms: 1, stats: Default::default() })));
+        h.publish(&s.stamp(
+            now,
+            EventBody::CallEnded(crate::events::CallEndedPayload {
+                outcome: "completed".into(),
+                duration_ms: 1,
+                stats: Default::default(),
+            }),
+        ));
         h.sweep();
         assert_eq!(h.call_count("acme"), 0);
     }

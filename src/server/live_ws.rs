@@ -55,7 +55,8 @@ pub async fn handler(
         }
         None => {
             metrics.live_rejected.with_label_values(&["auth"]).inc();
-            return (StatusCode::UNAUTHORIZED, "a token is required (Authorization: Bearer or ?token=)\n").into_response();
+            return (StatusCode::UNAUTHORIZED, "a token is required (Authorization: Bearer or ?token=)\n")
+                .into_response();
         }
     };
     let resume = match params.get("resume").map(|r| parse_resume(r)) {
@@ -70,19 +71,20 @@ pub async fn handler(
         .unwrap_or(app.config.live.max_connections_per_tenant);
     let Some(slot) = app.live.reserve(&principal.tenant, limit) else {
         metrics.live_rejected.with_label_values(&["limit"]).inc();
-        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "5")], "too many live connections for this tenant\n").into_response();
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "5")], "too many live connections for this tenant\n")
+            .into_response();
     };
     let Ok(ws) = ws else {
         // A plain GET with a good token (a page asking why its socket failed).
-        return (StatusCode::UPGRADE_REQUIRED, [("upgrade", "websocket")], "this endpoint is a websocket\n").into_response();
+        return (StatusCode::UPGRADE_REQUIRED, [("upgrade", "websocket")], "this endpoint is a websocket\n")
+            .into_response();
     };
-    ws.read_buffer_size(4 * 1024)
-        .max_message_size(64 * 1024)
-        .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| async move {
+    ws.read_buffer_size(4 * 1024).max_message_size(64 * 1024).max_frame_size(64 * 1024).on_upgrade(
+        move |socket| async move {
             run(app, socket, principal, resume).await;
             drop(slot);
-        })
+        },
+    )
 }
 
 async fn run(app: Arc<AppState>, socket: WebSocket, principal: Principal, resume: HashMap<CallId, u64>) {
@@ -114,7 +116,8 @@ async fn run(app: Arc<AppState>, socket: WebSocket, principal: Principal, resume
     let mut last_heard = Instant::now();
     while ok {
         if client.is_lagged() && rx.is_empty() {
-            ok = send_within(&mut sink, Message::Text(Utf8Bytes::from_static(r#"{"type":"lagged"}"#)), send_timeout).await;
+            ok = send_within(&mut sink, Message::Text(Utf8Bytes::from_static(r#"{"type":"lagged"}"#)), send_timeout)
+                .await;
             for m in hub.resync(&client) {
                 if !ok {
                     break;

@@ -1,31 +1,31 @@
 //! The IO edge: one HTTP(S) listener serving health, metrics and the websocket fork
 //! endpoints; shared state; start-up recovery; graceful drain on SIGTERM/SIGINT.
 
+pub mod admin;
 #[cfg(feature = "asr")]
 pub mod asr_hub;
 pub mod auth;
 pub mod call_session;
 pub mod cluster;
 pub mod coaching;
-pub mod live;
-pub mod live_ws;
-pub mod overlay;
 pub mod fork_common;
 pub mod fork_pcm;
 pub mod fork_twilio;
-pub mod sip;
-pub mod sip_call;
+pub mod live;
+pub mod live_ws;
+pub mod overlay;
 #[cfg(feature = "asr")]
 pub mod realtime;
+pub mod recogniser;
 #[cfg(feature = "asr")]
 pub mod refine;
+pub mod sip;
+pub mod sip_call;
 pub mod token;
+pub mod uploader;
 pub mod webhooks;
 pub mod whip;
 pub mod whip_call;
-pub mod uploader;
-pub mod admin;
-pub mod recogniser;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -98,7 +98,9 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                 let p2 = p.clone();
                 match tokio::task::spawn_blocking(move || Config::load(&p2)).await {
                     Ok(Ok(c)) => policies = c.retention_policies(),
-                    Ok(Err(e)) => tracing::error!(error = %e, "retention: config reload failed; keeping the last good policies"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "retention: config reload failed; keeping the last good policies")
+                    }
                     Err(_) => {}
                 }
             }
@@ -106,7 +108,10 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
             // have taken over, so the round stops before its next destructive step.
             let lost = || lease.as_ref().is_some_and(|g: &cluster::LockGuard| g.is_lost());
             let t0 = std::time::Instant::now();
-            let opts = crate::storage::SweepOptions { overdue_after: chrono::Duration::from_std(every * 2).unwrap_or(chrono::Duration::days(1)), ..Default::default() };
+            let opts = crate::storage::SweepOptions {
+                overdue_after: chrono::Duration::from_std(every * 2).unwrap_or(chrono::Duration::days(1)),
+                ..Default::default()
+            };
             let now = app.now();
             // Tenant deletions whose grace period has ended.
             match crate::privacy::run_due_tenant_deletions(&store, now).await {
@@ -124,7 +129,8 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                 continue;
             }
             for t in &tenants {
-                if let Err(e) = crate::privacy::sweep_audit(&store, t, now, crate::privacy::AUDIT_RETENTION_DAYS).await {
+                if let Err(e) = crate::privacy::sweep_audit(&store, t, now, crate::privacy::AUDIT_RETENTION_DAYS).await
+                {
                     tracing::error!(tenant = %t, error = %e, "audit log retention");
                 }
                 // Expired export archives (decrypted data, even if encrypted at rest) go.
@@ -144,7 +150,14 @@ fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
                     metrics.retention_deleted_bytes.inc_by(r.bytes_deleted);
                     metrics.retention_overdue.set((r.overdue + r.errors) as i64);
                     if r.objects_deleted > 0 || r.errors > 0 {
-                        tracing::info!(calls = r.calls_deleted, objects = r.objects_deleted, bytes = r.bytes_deleted, held = r.held, errors = r.errors, "retention sweep");
+                        tracing::info!(
+                            calls = r.calls_deleted,
+                            objects = r.objects_deleted,
+                            bytes = r.bytes_deleted,
+                            held = r.held,
+                            errors = r.errors,
+                            "retention sweep"
+                        );
                         for t in &r.tenants_touched {
                             admin::audit_system(&app, t, "retention.sweep", None, serde_json::json!({ "objects_deleted": r.objects_deleted, "calls_deleted": r.calls_deleted })).await;
                         }
@@ -372,7 +385,8 @@ impl Server {
         tracing::info!(store = store.describe(), spool = %layout.root().display(), keyring = %store.keys().path().display(), "storage");
         let metrics = opts.metrics.clone().unwrap_or_default();
         let recovery_layout = layout.clone();
-        let recovered = tokio::task::spawn_blocking(move || recover_inflight(&recovery_layout)).await.unwrap_or_default();
+        let recovered =
+            tokio::task::spawn_blocking(move || recover_inflight(&recovery_layout)).await.unwrap_or_default();
         for r in recovered {
             match r {
                 Ok(c) => {
@@ -420,17 +434,25 @@ impl Server {
         let tls = config.http.tls.clone();
         let redactors = config_redactors(&config);
         // Bind here so that a taken port is an error now, not later in the task.
-        let std_listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let std_listener =
+            std::net::TcpListener::bind(listen).map_err(|source| ServerError::Bind { addr: listen, source })?;
         std_listener.set_nonblocking(true).map_err(|source| ServerError::Bind { addr: listen, source })?;
         let local_addr = std_listener.local_addr().map_err(|source| ServerError::Bind { addr: listen, source })?;
         let cluster = match config.redis.clone() {
             Some(rc) => {
                 let scheme = if tls.is_some() { "https" } else { "http" };
-                let url = rc.advertise_url.clone().or_else(|| config.http.public_url.clone()).unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+                let url = rc
+                    .advertise_url
+                    .clone()
+                    .or_else(|| config.http.public_url.clone())
+                    .unwrap_or_else(|| format!("{scheme}://{local_addr}"));
                 if rc.advertise_url.is_none() && config.http.public_url.is_none() && local_addr.ip().is_unspecified() {
                     tracing::warn!(url = %url, "redis.advertise_url is not set and the listener is on every address: other nodes cannot redirect WHIP clients here; set redis.advertise_url");
                 }
-                Some(cluster::Cluster::start(rc, url, live.clone(), metrics.clone()).map_err(|e| ServerError::Redis(e.to_string()))?)
+                Some(
+                    cluster::Cluster::start(rc, url, live.clone(), metrics.clone())
+                        .map_err(|e| ServerError::Redis(e.to_string()))?,
+                )
             }
             None => None,
         };

@@ -121,13 +121,18 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
     let hub = AsrHub::start(vec![model], settings, crate::store::StoreLayout::new(&dir), metrics.clone())?;
     let server = Server::start(
         config,
-        ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() },
+        ServeOptions {
+            recogniser: Some((Arc::new(hub), Default::default())),
+            metrics: Some(metrics.clone()),
+            ..Default::default()
+        },
     )
     .await?;
     let mut rx = server.app.subscribe();
     let t0 = Instant::now();
     let mut senders = Vec::new();
-    let stagger = opts.stagger.unwrap_or_else(|| Duration::from_secs_f64(audio.duration_secs() / opts.concurrent.max(1) as f64));
+    let stagger =
+        opts.stagger.unwrap_or_else(|| Duration::from_secs_f64(audio.duration_secs() / opts.concurrent.max(1) as f64));
     for i in 0..opts.concurrent.max(1) {
         let addr = server.local_addr;
         let (secret, format, speed) = (secret.clone(), opts.format, opts.speed);
@@ -139,7 +144,8 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
                 Format::Pcm => {
                     let script = pcm::render(&audio, serde_json::json!({ "campaign": campaign }));
                     let url = format!("ws://{addr}/fork/pcm/transcribe");
-                    let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {secret}"))], None).await?;
+                    let mut c =
+                        ws::connect(&url, &[("authorization".into(), format!("Bearer {secret}"))], None).await?;
                     pcm::send(&mut c, &script, speed).await.map(|_| ())
                 }
                 Format::Twilio => {

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rsipstack::sip::{HeadersExt, Header, Method, StatusCode};
+use rsipstack::sip::{Header, HeadersExt, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::connection::SipConnection;
+use rsipstack::transport::tcp_listener::TcpListenerConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::TransportLayer;
 use rsipstack::EndpointBuilder;
@@ -78,8 +78,11 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
     let mut addr = cfg.listen;
     let bind_err = |message: String| SipStartError::Bind { addr: cfg.listen, message };
     if cfg.transports.contains(&SipTransport::Udp) {
-        let udp = UdpConnection::create_connection(addr, None, Some(cancel.child_token())).await.map_err(|e| bind_err(e.to_string()))?;
-        let bound: SocketAddr = udp.get_addr().addr.clone().try_into().map_err(|_| bind_err("no local address".into()))?;
+        let udp = UdpConnection::create_connection(addr, None, Some(cancel.child_token()))
+            .await
+            .map_err(|e| bind_err(e.to_string()))?;
+        let bound: SocketAddr =
+            udp.get_addr().addr.clone().try_into().map_err(|_| bind_err("no local address".into()))?;
         addr = bound;
         transport.add_transport(udp.into());
     }
@@ -98,13 +101,19 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls_err = |message: String| SipStartError::Bind { addr: tls.listen, message };
         let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| tls_err(format!("{}: {e}", p.display())));
-        let config = rsipstack::transport::tls::TlsConfig { cert: Some(read(&tls.cert_path)?), key: Some(read(&tls.key_path)?), ..Default::default() };
+        let config = rsipstack::transport::tls::TlsConfig {
+            cert: Some(read(&tls.cert_path)?),
+            key: Some(read(&tls.key_path)?),
+            ..Default::default()
+        };
         let mut at = tls.listen;
         if at.port() == 0 {
             let probe = std::net::TcpListener::bind(at).map_err(|e| tls_err(e.to_string()))?;
             at = probe.local_addr().map_err(|e| tls_err(e.to_string()))?;
         }
-        let listener = rsipstack::transport::tls::TlsListenerConnection::new(at, None, config).await.map_err(|e| tls_err(e.to_string()))?;
+        let listener = rsipstack::transport::tls::TlsListenerConnection::new(at, None, config)
+            .await
+            .map_err(|e| tls_err(e.to_string()))?;
         transport.add_transport(listener.into());
         tls_addr = Some(at);
     }
@@ -112,7 +121,15 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
         .with_transport_layer(transport)
         .with_cancel_token(cancel.clone())
         .with_user_agent(concat!("earshot/", env!("CARGO_PKG_VERSION")))
-        .with_allows(vec![Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Update, Method::Info])
+        .with_allows(vec![
+            Method::Invite,
+            Method::Ack,
+            Method::Bye,
+            Method::Cancel,
+            Method::Options,
+            Method::Update,
+            Method::Info,
+        ])
         .build();
     let mut incoming = endpoint.incoming_transactions().map_err(|e| bind_err(e.to_string()))?;
     let ip = cfg.advertised();
@@ -186,7 +203,13 @@ fn in_dialog(tx: &Transaction) -> bool {
 
 /// Sends a final response and counts it. Never fails the caller: a response that
 /// cannot be sent is logged (the peer retransmits or gives up).
-pub(crate) async fn respond(state: &SipState, tx: &mut Transaction, code: u16, headers: Vec<Header>, body: Option<Vec<u8>>) {
+pub(crate) async fn respond(
+    state: &SipState,
+    tx: &mut Transaction,
+    code: u16,
+    headers: Vec<Header>,
+    body: Option<Vec<u8>>,
+) {
     let label = code.to_string();
     state.app.metrics.sip_responses.with_label_values(&[&label]).inc();
     if let Err(e) = tx.reply_with(StatusCode::from(code), headers, body).await {
@@ -211,11 +234,14 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
             });
         }
         Method::Invite | Method::Update => {
-            let sender = call_id(&tx).and_then(|id| state.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned());
+            let sender =
+                call_id(&tx).and_then(|id| state.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned());
             tokio::spawn(async move {
                 match sender {
                     Some(s) => {
-                        if let Err(mpsc::error::SendError(CallMsg::Offer(mut tx))) = s.send(CallMsg::Offer(Box::new(tx))).await {
+                        if let Err(mpsc::error::SendError(CallMsg::Offer(mut tx))) =
+                            s.send(CallMsg::Offer(Box::new(tx))).await
+                        {
                             respond(&state, &mut tx, 481, vec![], None).await;
                         }
                     }
@@ -239,7 +265,8 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
             });
         }
         Method::Bye | Method::Cancel => {
-            let sender = call_id(&tx).and_then(|id| state.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned());
+            let sender =
+                call_id(&tx).and_then(|id| state.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned());
             tokio::spawn(async move {
                 match sender {
                     Some(s) => {
@@ -255,7 +282,10 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
         Method::Options => {
             tokio::spawn(async move {
                 let headers = vec![
-                    Header::Other("Accept".into(), "application/sdp, multipart/mixed, application/rs-metadata+xml".into()),
+                    Header::Other(
+                        "Accept".into(),
+                        "application/sdp, multipart/mixed, application/rs-metadata+xml".into(),
+                    ),
                     Header::Other("Supported".into(), "timer, siprec".into()),
                 ];
                 let code = if state.app.is_draining() { 503 } else { 200 };
@@ -298,7 +328,10 @@ impl SipState {
             if rtp.set_nonblocking(true).is_err() || rtcp.set_nonblocking(true).is_err() {
                 continue;
             }
-            let (Ok(rtp), Ok(rtcp)) = (tokio::net::UdpSocket::from_std(rtp), tokio::net::UdpSocket::from_std(rtcp)) else { continue };
+            let (Ok(rtp), Ok(rtcp)) = (tokio::net::UdpSocket::from_std(rtp), tokio::net::UdpSocket::from_std(rtcp))
+            else {
+                continue;
+            };
             return Some(RtpPorts { rtp, rtcp, port });
         }
         None
@@ -357,7 +390,13 @@ pub(crate) struct Dialog {
 
 impl Dialog {
     pub fn new(tx: &Transaction, peer: SocketAddr) -> Option<Dialog> {
-        Some(Dialog { invite: tx.original.clone(), ok: tx.last_response.clone()?, endpoint: tx.endpoint_inner.clone(), connection: tx.connection.clone(), peer })
+        Some(Dialog {
+            invite: tx.original.clone(),
+            ok: tx.last_response.clone()?,
+            endpoint: tx.endpoint_inner.clone(),
+            connection: tx.connection.clone(),
+            peer,
+        })
     }
 
     /// The BYE for this dialog (RFC 3261 §15.1.1): to the peer's Contact, From our
@@ -404,7 +443,9 @@ pub(crate) async fn send_bye(state: &SipState, dialog: Dialog) -> Option<u16> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(32);
     loop {
         match tokio::time::timeout_at(deadline, tx.receive()).await {
-            Ok(Some(rsipstack::sip::SipMessage::Response(r))) if u16::from(r.status_code.clone()) >= 200 => return Some(r.status_code.into()),
+            Ok(Some(rsipstack::sip::SipMessage::Response(r))) if u16::from(r.status_code.clone()) >= 200 => {
+                return Some(r.status_code.into())
+            }
             Ok(Some(_)) => continue,
             Ok(None) | Err(_) => return None,
         }

@@ -24,8 +24,8 @@ use crate::media::g711;
 use crate::media::jitter::{JitterBuffer, JitterConfig, JitterStats, Pushed};
 use crate::media::rtp;
 use crate::sip::invite::{self, CallPlan, Offer, Refusal, StreamPlan};
-use crate::sip::{digest, request};
 use crate::sip::sdp::{self, AnswerStream, Codec};
+use crate::sip::{digest, request};
 
 const RATE: u32 = 8000;
 /// Shortest session interval accepted (RFC 4028 Min-SE default).
@@ -126,10 +126,22 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
         return;
     }
     // Who is it for, and may this source fork for them?
-    let tenant = match invite::resolve_tenant(&app.config.tenants, source.ip(), facts.user.as_deref(), facts.tenant.as_deref()) {
+    let tenant = match invite::resolve_tenant(
+        &app.config.tenants,
+        source.ip(),
+        facts.user.as_deref(),
+        facts.tenant.as_deref(),
+    ) {
         Ok(t) if app.ingest_tenant(&t.id).is_some() => t,
         Ok(_) => {
-            respond(&state, &mut tx, 403, vec![Header::Other("Warning".into(), "399 earshot \"tenant deleted\"".into())], None).await;
+            respond(
+                &state,
+                &mut tx,
+                403,
+                vec![Header::Other("Warning".into(), "399 earshot \"tenant deleted\"".into())],
+                None,
+            )
+            .await;
             return;
         }
         Err(r) => {
@@ -143,7 +155,8 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
     if let Some(d) = &tenant.sip.digest {
         let creds = digest::Credentials { realm: &d.realm, user: &d.user, password: &d.password };
         let now = now.timestamp().max(0) as u64;
-        if let Err(e) = digest::verify(header(&tx, "Authorization").as_deref(), "INVITE", &creds, &state.nonce_key, now) {
+        if let Err(e) = digest::verify(header(&tx, "Authorization").as_deref(), "INVITE", &creds, &state.nonce_key, now)
+        {
             if e != digest::DigestError::Missing {
                 tracing::warn!(%source, tenant = %tenant.id, reason = %e, "SIP INVITE failed digest authentication");
                 app.metrics.errors.with_label_values(&["sip", "digest_failed"]).inc();
@@ -208,7 +221,14 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
                 Some(k) => match SrtpIn::new(k) {
                     Some(c) => Some(c),
                     None => {
-                        respond(&state, &mut tx, 488, vec![Header::Other("Warning".into(), "399 earshot \"unusable SRTP key\"".into())], None).await;
+                        respond(
+                            &state,
+                            &mut tx,
+                            488,
+                            vec![Header::Other("Warning".into(), "399 earshot \"unusable SRTP key\"".into())],
+                            None,
+                        )
+                        .await;
                         return;
                     }
                 },
@@ -269,7 +289,17 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
     state.register(&sip_call_id, msg_tx);
     tracing::info!(call_id = %session.info().call_id, sip_call_id = %sip_call_id, %source, streams = streams.len(), siprec, "SIP call answered");
     let counters = PacketCounters::new(&app.metrics, session.info().source);
-    let media = MediaLoop { counters, state: state.clone(), session, streams, started, offer, sdp_session, sdp_version: 1, session_expires };
+    let media = MediaLoop {
+        counters,
+        state: state.clone(),
+        session,
+        streams,
+        started,
+        offer,
+        sdp_session,
+        sdp_version: 1,
+        session_expires,
+    };
     let outcome = media.run(msg_rx).await;
     state.unregister(&sip_call_id);
     if outcome == Outcome::Timeout {
@@ -437,7 +467,9 @@ impl MediaLoop {
         if outcome == Outcome::Completed {
             for i in 0..self.streams.len() {
                 for _ in 0..512 {
-                    let r = tokio::time::timeout(Duration::from_millis(20), self.streams[i].ports.rtp.recv_from(&mut buf0)).await;
+                    let r =
+                        tokio::time::timeout(Duration::from_millis(20), self.streams[i].ports.rtp.recv_from(&mut buf0))
+                            .await;
                     let Ok(Ok((n, from))) = r else { break };
                     self.on_packet(i, &buf0[..n], from);
                 }
@@ -600,7 +632,10 @@ impl MediaLoop {
         let body = tx.original.body().clone();
         if body.is_empty() {
             let answer = answer_for(&self.offer, &self.streams, &self.state, self.sdp_session, self.sdp_version);
-            let headers = vec![Header::Other("Contact".into(), self.state.contact.clone()), Header::Other("Content-Type".into(), "application/sdp".into())];
+            let headers = vec![
+                Header::Other("Contact".into(), self.state.contact.clone()),
+                Header::Other("Content-Type".into(), "application/sdp".into()),
+            ];
             respond(&self.state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
             drive_until_ack(tx);
             return;
@@ -623,11 +658,13 @@ impl MediaLoop {
         };
         // Streams keep their channels; match new sections by label, else by order.
         for (k, s) in self.streams.iter_mut().enumerate() {
-            let new = plan
-                .streams
-                .iter()
-                .find(|p| p.label.is_some() && p.label == s.plan.label)
-                .or_else(|| plan.streams.iter().filter(|p| p.label.is_none() || s.plan.label.is_none()).nth(k).or(plan.streams.get(k)));
+            let new = plan.streams.iter().find(|p| p.label.is_some() && p.label == s.plan.label).or_else(|| {
+                plan.streams
+                    .iter()
+                    .filter(|p| p.label.is_none() || s.plan.label.is_none())
+                    .nth(k)
+                    .or(plan.streams.get(k))
+            });
             if let Some(p) = new {
                 if self.state.cfg.rtp_source == RtpSource::Sdp {
                     s.source = p.remote;
@@ -651,7 +688,10 @@ impl MediaLoop {
         self.offer = Offer { sdp: offer.sdp, metadata: merged };
         self.sdp_version += 1;
         let answer = answer_for(&self.offer, &self.streams, &self.state, self.sdp_session, self.sdp_version);
-        let headers = vec![Header::Other("Contact".into(), self.state.contact.clone()), Header::Other("Content-Type".into(), "application/sdp".into())];
+        let headers = vec![
+            Header::Other("Contact".into(), self.state.contact.clone()),
+            Header::Other("Content-Type".into(), "application/sdp".into()),
+        ];
         respond(&self.state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
         drive_until_ack(tx);
         tracing::info!(call_id = %self.session.info().call_id, version = self.sdp_version, "SIP call re-offered");

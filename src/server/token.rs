@@ -34,9 +34,7 @@ impl std::str::FromStr for TokenRole {
             "admin" => Ok(Self::Admin),
             "auditor" => Ok(Self::Auditor),
             "publisher" => Ok(Self::Publisher),
-            other => Err(format!(
-                "unknown role {other:?} (rep, manager, admin, auditor, publisher)"
-            )),
+            other => Err(format!("unknown role {other:?} (rep, manager, admin, auditor, publisher)")),
         }
     }
 }
@@ -78,9 +76,7 @@ pub enum TokenError {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Mints a token for `tenant` (which must have a signing secret).
@@ -100,21 +96,11 @@ pub fn issue(
         .and_then(|t| t.signing_secret.as_deref())
         .ok_or_else(|| TokenError::NoSecret(tenant.to_string()))?;
     let iat = now_secs();
-    let claims = Claims {
-        sub: sub.to_string(),
-        role,
-        exp: iat + ttl.as_secs(),
-        iat,
-        call,
-    };
+    let claims = Claims { sub: sub.to_string(), role, exp: iat + ttl.as_secs(), iat, call };
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(tenant.to_string());
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .map_err(|_| TokenError::Malformed)
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .map_err(|_| TokenError::Malformed)
 }
 
 /// Checks signature, algorithm (HS256 only) and expiry.
@@ -124,28 +110,18 @@ pub fn verify(config: &Config, token: &str) -> Result<Principal, TokenError> {
         return Err(TokenError::Invalid);
     }
     let tenant = header.kid.ok_or(TokenError::NoTenant)?;
-    let secret = config
-        .tenant(&tenant)
-        .and_then(|t| t.signing_secret.as_deref())
-        .ok_or(TokenError::Invalid)?;
+    let secret = config.tenant(&tenant).and_then(|t| t.signing_secret.as_deref()).ok_or(TokenError::Invalid)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 30;
     validation.validate_aud = false;
     validation.set_required_spec_claims(&["exp", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
-    )
-    .map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Invalid,
-        _ => TokenError::Malformed,
-    })?;
-    Ok(Principal {
-        tenant,
-        claims: data.claims,
-    })
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Invalid,
+            _ => TokenError::Malformed,
+        })?;
+    Ok(Principal { tenant, claims: data.claims })
 }
 
 impl Principal {
@@ -185,22 +161,13 @@ signing_secret = "globex-signing-secret-0123456789abcdef"
 id = "nosign"
 fork_secret = "0123456789abcdef0123"
 "#;
-        Config::from_toml_with_env(text, std::path::Path::new("t.toml"), std::iter::empty())
-            .unwrap()
+        Config::from_toml_with_env(text, std::path::Path::new("t.toml"), std::iter::empty()).unwrap()
     }
 
     #[test]
     fn round_trip_and_scope() {
         let c = config();
-        let t = issue(
-            &c,
-            "acme",
-            "rep-7",
-            TokenRole::Rep,
-            Duration::from_secs(3600),
-            None,
-        )
-        .unwrap();
+        let t = issue(&c, "acme", "rep-7", TokenRole::Rep, Duration::from_secs(3600), None).unwrap();
         let p = verify(&c, &t).unwrap();
         assert_eq!(p.tenant, "acme");
         assert_eq!(p.claims.sub, "rep-7");
@@ -209,126 +176,60 @@ fork_secret = "0123456789abcdef0123"
         assert!(!p.may_watch("acme", "c1", Some("rep-8")));
         assert!(!p.may_watch("acme", "c1", None));
         assert!(!p.may_watch("globex", "c1", Some("rep-7")));
-        let m = verify(
-            &c,
-            &issue(
-                &c,
-                "acme",
-                "boss",
-                TokenRole::Manager,
-                Duration::from_secs(60),
-                None,
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let m =
+            verify(&c, &issue(&c, "acme", "boss", TokenRole::Manager, Duration::from_secs(60), None).unwrap()).unwrap();
         assert!(m.may_watch("acme", "c1", Some("anyone")) && m.may_watch("acme", "c2", None));
         assert!(!m.may_watch("globex", "c1", None));
         let scoped = verify(
             &c,
-            &issue(
-                &c,
-                "acme",
-                "boss",
-                TokenRole::Manager,
-                Duration::from_secs(60),
-                Some("c1".into()),
-            )
-            .unwrap(),
+            &issue(&c, "acme", "boss", TokenRole::Manager, Duration::from_secs(60), Some("c1".into())).unwrap(),
         )
         .unwrap();
         assert!(scoped.may_watch("acme", "c1", None) && !scoped.may_watch("acme", "c2", None));
-        let publ = verify(
-            &c,
-            &issue(
-                &c,
-                "acme",
-                "dialer",
-                TokenRole::Publisher,
-                Duration::from_secs(60),
-                None,
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let publ =
+            verify(&c, &issue(&c, "acme", "dialer", TokenRole::Publisher, Duration::from_secs(60), None).unwrap())
+                .unwrap();
         assert!(!publ.may_watch("acme", "c1", Some("dialer")));
     }
 
     #[test]
     fn rejects_forgeries_expiry_and_unknown_tenants() {
         let c = config();
-        let t = issue(
-            &c,
-            "acme",
-            "rep-7",
-            TokenRole::Rep,
-            Duration::from_secs(3600),
-            None,
-        )
-        .unwrap();
+        let t = issue(&c, "acme", "rep-7", TokenRole::Rep, Duration::from_secs(3600), None).unwrap();
         // Re-signed with another tenant's key but claiming acme.
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("acme".into());
         let claims = verify(&c, &t).unwrap().claims;
-        let forged = jsonwebtoken::encode(
-            &h,
-            &claims,
-            &EncodingKey::from_secret(b"globex-signing-secret-0123456789abcdef"),
-        )
-        .unwrap();
+        let forged =
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(b"globex-signing-secret-0123456789abcdef"))
+                .unwrap();
         assert_eq!(verify(&c, &forged), Err(TokenError::Invalid));
         // Tampered payload.
         let parts: Vec<&str> = t.split('.').collect();
         let tampered = format!("{}.{}x.{}", parts[0], parts[1], parts[2]);
         assert!(verify(&c, &tampered).is_err());
         // Expired (beyond the 30 s leeway).
-        let old = Claims {
-            exp: now_secs() - 120,
-            iat: now_secs() - 200,
-            ..claims.clone()
-        };
-        let expired = jsonwebtoken::encode(
-            &h,
-            &old,
-            &EncodingKey::from_secret(b"acme-signing-secret-0123456789abcdef"),
-        )
-        .unwrap();
+        let old = Claims { exp: now_secs() - 120, iat: now_secs() - 200, ..claims.clone() };
+        let expired =
+            jsonwebtoken::encode(&h, &old, &EncodingKey::from_secret(b"acme-signing-secret-0123456789abcdef")).unwrap();
         assert_eq!(verify(&c, &expired), Err(TokenError::Expired));
         // alg=none and unknown tenants.
-        let none = format!(
-            "{}.{}.",
-            base64_url(r#"{"alg":"none","kid":"acme"}"#),
-            parts[1]
-        );
+        let none = format!("{}.{}.", base64_url(r#"{"alg":"none","kid":"acme"}"#), parts[1]);
         assert!(verify(&c, &none).is_err());
         let mut h2 = h.clone();
         h2.kid = Some("nosign".into());
-        let t2 = jsonwebtoken::encode(
-            &h2,
-            &claims,
-            &EncodingKey::from_secret(b"whatever-whatever-whatever-whatever"),
-        )
-        .unwrap();
+        let t2 = jsonwebtoken::encode(&h2, &claims, &EncodingKey::from_secret(b"whatever-whatever-whatever-whatever"))
+            .unwrap();
         assert_eq!(verify(&c, &t2), Err(TokenError::Invalid));
         h2.kid = None;
         let t3 = jsonwebtoken::encode(&h2, &claims, &EncodingKey::from_secret(b"x")).unwrap();
         assert_eq!(verify(&c, &t3), Err(TokenError::NoTenant));
         assert_eq!(verify(&c, "garbage"), Err(TokenError::Malformed));
         assert_eq!(
-            issue(
-                &c,
-                "nosign",
-                "x",
-                TokenRole::Rep,
-                Duration::from_secs(5),
-                None
-            ),
+            issue(&c, "nosign", "x", TokenRole::Rep, Duration::from_secs(5), None),
             Err(TokenError::NoSecret("nosign".into()))
         );
-        assert_eq!(
-            issue(&c, "acme", "x", TokenRole::Rep, Duration::ZERO, None),
-            Err(TokenError::BadTtl)
-        );
+        assert_eq!(issue(&c, "acme", "x", TokenRole::Rep, Duration::ZERO, None), Err(TokenError::BadTtl));
     }
 
     fn base64_url(s: &str) -> String {

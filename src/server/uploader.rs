@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::call::CallId;
 use crate::metrics::Metrics;
-use crate::storage::{spool_calls, CallRef, Store, StorageError, SEALED};
+use crate::storage::{spool_calls, CallRef, StorageError, Store, SEALED};
 use crate::store::StoreLayout;
 
 /// Held by each writer of a call's spool folder; see the module docs.
@@ -68,7 +68,12 @@ impl Uploader {
             tracing::info!(calls = sealed, "spool: calls left from before the restart will be uploaded");
         }
         let (empty_pass, _) = tokio::sync::watch::channel(0);
-        let up = Uploader { store, notify: Arc::new(Notify::new()), passes: Default::default(), empty_pass: Arc::new(empty_pass) };
+        let up = Uploader {
+            store,
+            notify: Arc::new(Notify::new()),
+            passes: Default::default(),
+            empty_pass: Arc::new(empty_pass),
+        };
         tokio::spawn(up.clone().run(metrics, backoff_max));
         up
     }
@@ -192,7 +197,10 @@ pub async fn upload_call(store: &Store, call: &CallRef, dir: &Path) -> Result<Up
         total += store.put_encrypted_file(&call.tenant, &call.object(name), &dir.join(name)).await?;
     }
     // Indexed by its subjects, for erasure and export requests.
-    if let Some(m) = std::fs::read(dir.join("manifest.json")).ok().and_then(|b| serde_json::from_slice::<crate::manifest::Manifest>(&b).ok()) {
+    if let Some(m) = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::manifest::Manifest>(&b).ok())
+    {
         crate::privacy::index_call(store, &call.tenant, &m).await?;
     }
     // Erased while uploading: take back what was just stored.
@@ -221,7 +229,9 @@ fn silence(wav: &Path, spans: &Path) -> std::io::Result<()> {
     let data_len = f.metadata()?.len().saturating_sub(crate::recorder::wav::HEADER_LEN);
     let frames = data_len / (2 * channels);
     for s in spans {
-        let (Some(ch), Some(a), Some(b)) = (s["channel"].as_u64(), s["start_ms"].as_u64(), s["end_ms"].as_u64()) else { continue };
+        let (Some(ch), Some(a), Some(b)) = (s["channel"].as_u64(), s["start_ms"].as_u64(), s["end_ms"].as_u64()) else {
+            continue;
+        };
         if ch >= channels {
             continue;
         }

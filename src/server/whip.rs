@@ -92,14 +92,20 @@ async fn preflight(State(app): State<Arc<AppState>>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization, Content-Type, If-Match, X-Earshot-Call, X-Earshot-Campaign, X-Earshot-Rep, X-Earshot-Party"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "Authorization, Content-Type, If-Match, X-Earshot-Call, X-Earshot-Campaign, X-Earshot-Rep, X-Earshot-Party",
+        ),
+    );
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     h.insert("accept-post", HeaderValue::from_static("application/sdp"));
     cors(&app, r)
 }
 
 async fn publisher_js() -> Response {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("assets/whip-publisher.js")).into_response()
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("assets/whip-publisher.js"))
+        .into_response()
 }
 
 /// `PATCH`: trickle ICE and ICE restarts are not supported; the answer to the `POST`
@@ -125,10 +131,24 @@ fn refuse(app: &AppState, result: &'static str, p: Problem) -> Response {
 /// `307` to the node that owns the call. Browsers drop `Authorization` on a
 /// cross-origin redirect, so the URL carries a fresh publisher token for this call
 /// only, valid for a minute (`access_token`, as RFC 6750 allows).
-fn redirect(app: &Arc<AppState>, to: &str, query: Option<&str>, principal: &token::Principal, call_key: &str) -> Response {
-    let kept: Vec<&str> = query.unwrap_or("").split('&').filter(|kv| !kv.is_empty() && !kv.starts_with("access_token=")).collect();
+fn redirect(
+    app: &Arc<AppState>,
+    to: &str,
+    query: Option<&str>,
+    principal: &token::Principal,
+    call_key: &str,
+) -> Response {
+    let kept: Vec<&str> =
+        query.unwrap_or("").split('&').filter(|kv| !kv.is_empty() && !kv.starts_with("access_token=")).collect();
     let mut url = format!("{}/whip?{}", to.trim_end_matches('/'), kept.join("&"));
-    if let Ok(t) = token::issue(&app.config, &principal.tenant, &principal.claims.sub, TokenRole::Publisher, std::time::Duration::from_secs(60), Some(call_key.to_string())) {
+    if let Ok(t) = token::issue(
+        &app.config,
+        &principal.tenant,
+        &principal.claims.sub,
+        TokenRole::Publisher,
+        std::time::Duration::from_secs(60),
+        Some(call_key.to_string()),
+    ) {
         if !kept.is_empty() {
             url.push('&');
         }
@@ -206,28 +226,64 @@ fn decode(s: &str) -> String {
 }
 
 /// `POST /whip`.
-async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(
+    State(app): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(cfg) = app.config.whip.clone() else {
-        return cors(&app, Problem::new(StatusCode::NOT_FOUND, "Not found", "WebRTC ingest is not enabled ([whip] in the config)").into_response());
+        return cors(
+            &app,
+            Problem::new(StatusCode::NOT_FOUND, "Not found", "WebRTC ingest is not enabled ([whip] in the config)")
+                .into_response(),
+        );
     };
     // Who: a publisher token of a tenant that may send calls.
-    let from_query = url_pairs(query.as_deref().unwrap_or("")).into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v);
+    let from_query =
+        url_pairs(query.as_deref().unwrap_or("")).into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v);
     let Some(tok) = bearer(&headers).map(str::to_string).or(from_query) else {
-        return refuse(&app, "unauthorized", Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a publisher token is required (Authorization: Bearer, from `earshot token issue --role publisher`)"));
+        return refuse(
+            &app,
+            "unauthorized",
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "a publisher token is required (Authorization: Bearer, from `earshot token issue --role publisher`)",
+            ),
+        );
     };
     let principal = match token::verify(&app.config, &tok) {
         Ok(p) => p,
-        Err(e) => return refuse(&app, "unauthorized", Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string())),
+        Err(e) => {
+            return refuse(&app, "unauthorized", Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string()))
+        }
     };
     if principal.claims.role != TokenRole::Publisher {
-        return refuse(&app, "forbidden", Problem::new(StatusCode::FORBIDDEN, "Forbidden", "only a publisher token may push media"));
+        return refuse(
+            &app,
+            "forbidden",
+            Problem::new(StatusCode::FORBIDDEN, "Forbidden", "only a publisher token may push media"),
+        );
     }
     let Some(tenant) = app.ingest_tenant(&principal.tenant) else {
-        return refuse(&app, "unauthorized", Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "unknown or deleted tenant"));
+        return refuse(
+            &app,
+            "unauthorized",
+            Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "unknown or deleted tenant"),
+        );
     };
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.trim().to_ascii_lowercase().starts_with("application/sdp") {
-        return refuse(&app, "unsupported_media_type", Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type", "the body must be an SDP offer (Content-Type: application/sdp)"));
+        return refuse(
+            &app,
+            "unsupported_media_type",
+            Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "the body must be an SDP offer (Content-Type: application/sdp)",
+            ),
+        );
     }
     // What: the call it belongs to, and which tracks fill which channel.
     let p = match params(query.as_deref(), &headers).validated() {
@@ -236,17 +292,39 @@ async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
     };
     let call_key = match (&p.call, &principal.claims.call) {
         (Some(k), Some(scope)) if k != scope => {
-            return refuse(&app, "forbidden", Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("this token is scoped to call {scope:?}, not {k:?}")));
+            return refuse(
+                &app,
+                "forbidden",
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    format!("this token is scoped to call {scope:?}, not {k:?}"),
+                ),
+            );
         }
         (Some(k), _) => k.clone(),
         (None, Some(scope)) => scope.clone(),
         (None, None) => {
-            return refuse(&app, "bad_param", Problem::new(StatusCode::BAD_REQUEST, "Bad request", "no call key: pass ?call=… (or X-Earshot-Call), or scope the token to one call (--call)"));
+            return refuse(
+                &app,
+                "bad_param",
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    "no call key: pass ?call=… (or X-Earshot-Call), or scope the token to one call (--call)",
+                ),
+            );
         }
     };
     let offer = match std::str::from_utf8(&body) {
         Ok(s) => s.to_string(),
-        Err(_) => return refuse(&app, "bad_sdp", Problem::new(StatusCode::BAD_REQUEST, "Bad request", "the SDP offer is not UTF-8")),
+        Err(_) => {
+            return refuse(
+                &app,
+                "bad_sdp",
+                Problem::new(StatusCode::BAD_REQUEST, "Bad request", "the SDP offer is not UTF-8"),
+            )
+        }
     };
     let plan = match core::plan(&offer, p.party.as_deref()) {
         Ok(plan) => plan,
@@ -259,10 +337,17 @@ async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
     // Several nodes: a call lives on one node; a leg that reaches another is sent there.
     let mut claimed = false;
     if let Some(cluster) = &app.cluster {
-        let local = app.whip.calls.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&(tenant.id.clone(), call_key.clone()));
+        let local = app
+            .whip
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&(tenant.id.clone(), call_key.clone()));
         if !local {
             match cluster.claim(&tenant.id, &format!("whip:{call_key}")).await {
-                super::cluster::Claim::Owned(owner) => return redirect(&app, &owner.url, query.as_deref(), &principal, &call_key),
+                super::cluster::Claim::Owned(owner) => {
+                    return redirect(&app, &owner.url, query.as_deref(), &principal, &call_key)
+                }
                 super::cluster::Claim::Mine => claimed = true,
                 super::cluster::Claim::Unavailable => {}
             }
@@ -278,7 +363,15 @@ async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
     let guard = ActiveGuard(app.clone());
     if active >= cfg.max_sessions || app.is_draining() {
         release(&app);
-        return refuse(&app, "over_limit", Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "too many WebRTC sessions (whip.max_sessions) or draining; retry later"));
+        return refuse(
+            &app,
+            "over_limit",
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "too many WebRTC sessions (whip.max_sessions) or draining; retry later",
+            ),
+        );
     }
     let channels: Vec<usize> = plan.tracks.iter().map(|(_, c)| *c).collect();
     let joined = match join_call(&app, &tenant.id, &call_key, &channels, &p, principal.claims.sub.as_str()) {
@@ -295,7 +388,15 @@ async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
         Err(e) => {
             leave(&joined.tx, &channels, LegEnd::Failed);
             tracing::error!(error = %e, "WHIP: could not open a peer connection");
-            return refuse(&app, "internal", Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", format!("no media port could be opened ({e}); retry later")));
+            return refuse(
+                &app,
+                "internal",
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service unavailable",
+                    format!("no media port could be opened ({e}); retry later"),
+                ),
+            );
         }
     };
     let answer = match negotiate(&pc, offer, &leg).await {
@@ -303,11 +404,19 @@ async fn create(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery, hea
         Err(e) => {
             let _ = pc.close().await;
             leave(&joined.tx, &channels, LegEnd::Failed);
-            return refuse(&app, "bad_sdp", Problem::new(StatusCode::BAD_REQUEST, "Bad request", format!("the offer could not be answered: {e}")));
+            return refuse(
+                &app,
+                "bad_sdp",
+                Problem::new(StatusCode::BAD_REQUEST, "Bad request", format!("the offer could not be answered: {e}")),
+            );
         }
     };
     let id = random_id();
-    app.whip.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), SessionEntry { tenant: tenant.id.clone(), stop: stop.clone() });
+    app.whip
+        .sessions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), SessionEntry { tenant: tenant.id.clone(), stop: stop.clone() });
     app.metrics.whip_sessions.with_label_values(&["created"]).inc();
     app.metrics.whip_sessions_active.inc();
     tracing::info!(session = %id, tenant = %tenant.id, call_key = %call_key, party = ?plan.party, "WHIP session created");
@@ -349,13 +458,28 @@ struct Joined {
 
 /// Joins the live call with this key, or starts one (which takes a call slot).
 #[allow(clippy::result_large_err)]
-fn join_call(app: &Arc<AppState>, tenant: &str, key: &str, channels: &[usize], p: &WhipParams, sub: &str) -> Result<Joined, Response> {
+fn join_call(
+    app: &Arc<AppState>,
+    tenant: &str,
+    key: &str,
+    channels: &[usize],
+    p: &WhipParams,
+    sub: &str,
+) -> Result<Joined, Response> {
     let mut calls = app.whip.calls.lock().unwrap_or_else(|e| e.into_inner());
     let k = (tenant.to_string(), key.to_string());
     if let Some(c) = calls.get_mut(&k) {
         if channels.iter().any(|&ch| c.taken[ch]) {
             drop(calls);
-            return Err(refuse(app, "conflict", Problem::new(StatusCode::CONFLICT, "Conflict", format!("call {key:?} already has a live session for that party"))));
+            return Err(refuse(
+                app,
+                "conflict",
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("call {key:?} already has a live session for that party"),
+                ),
+            ));
         }
         for &ch in channels {
             c.taken[ch] = true;
@@ -365,7 +489,15 @@ fn join_call(app: &Arc<AppState>, tenant: &str, key: &str, channels: &[usize], p
     }
     let Some(slot) = CallSlot::try_acquire(app) else {
         drop(calls);
-        return Err(refuse(app, "over_limit", Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "at the call limit (limits.max_calls) or draining; retry later")));
+        return Err(refuse(
+            app,
+            "over_limit",
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "at the call limit (limits.max_calls) or draining; retry later",
+            ),
+        ));
     };
     let (tx, rx) = mpsc::channel(CALL_QUEUE);
     let stop = CancellationToken::new();
@@ -577,7 +709,10 @@ async fn build_peer(app: &AppState, cfg: &WhipConfig, leg: Arc<Leg>) -> Result<A
             .with_include_loopback_candidate(cfg.ice_ip.is_loopback())
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled);
         if !cfg.advertised_ips.is_empty() {
-            settings = settings.with_nat_1to1_ips(cfg.advertised_ips.iter().map(|ip| ip.to_string()).collect(), RTCIceCandidateType::Host);
+            settings = settings.with_nat_1to1_ips(
+                cfg.advertised_ips.iter().map(|ip| ip.to_string()).collect(),
+                RTCIceCandidateType::Host,
+            );
         }
         let built = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -619,7 +754,13 @@ async fn negotiate(pc: &Arc<dyn PeerConnection>, offer: String, leg: &Leg) -> Re
 }
 
 /// Drives one session until DELETE, failure, media timeout or shutdown.
-async fn run_session(app: &AppState, cfg: &WhipConfig, pc: Arc<dyn PeerConnection>, leg: Arc<Leg>, stop: CancellationToken) -> LegEnd {
+async fn run_session(
+    app: &AppState,
+    cfg: &WhipConfig,
+    pc: Arc<dyn PeerConnection>,
+    leg: Arc<Leg>,
+    stop: CancellationToken,
+) -> LegEnd {
     let mut events = leg.state_rx.lock().unwrap_or_else(|e| e.into_inner()).take().expect("negotiated");
     let started = Instant::now();
     let mut ice_up = false;
@@ -666,8 +807,20 @@ async fn run_session(app: &AppState, cfg: &WhipConfig, pc: Arc<dyn PeerConnectio
 async fn remove(State(app): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let principal = match bearer(&headers).map(|t| token::verify(&app.config, t)) {
         Some(Ok(p)) => p,
-        Some(Err(e)) => return cors(&app, Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string()).into_response()),
-        None => return cors(&app, Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "the session's token is required (Authorization: Bearer)").into_response()),
+        Some(Err(e)) => {
+            return cors(&app, Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string()).into_response())
+        }
+        None => {
+            return cors(
+                &app,
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "the session's token is required (Authorization: Bearer)",
+                )
+                .into_response(),
+            )
+        }
     };
     let stop = {
         let sessions = app.whip.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -678,7 +831,14 @@ async fn remove(State(app): State<Arc<AppState>>, Path(id): Path<String>, header
             stop.cancel();
             cors(&app, StatusCode::OK.into_response())
         }
-        Some(_) => cors(&app, Problem::new(StatusCode::FORBIDDEN, "Forbidden", "only a publisher or admin token may end a session").into_response()),
-        None => cors(&app, Problem::new(StatusCode::NOT_FOUND, "Not found", "no such WHIP session (ended already?)").into_response()),
+        Some(_) => cors(
+            &app,
+            Problem::new(StatusCode::FORBIDDEN, "Forbidden", "only a publisher or admin token may end a session")
+                .into_response(),
+        ),
+        None => cors(
+            &app,
+            Problem::new(StatusCode::NOT_FOUND, "Not found", "no such WHIP session (ended already?)").into_response(),
+        ),
     }
 }

@@ -125,7 +125,13 @@ impl Recording {
 }
 
 /// The call's task: until its last session leaves.
-pub async fn run(app: Arc<AppState>, slot: CallSlot, facts: CallFacts, mut rx: mpsc::Receiver<CallMsg>, stop: CancellationToken) {
+pub async fn run(
+    app: Arc<AppState>,
+    slot: CallSlot,
+    facts: CallFacts,
+    mut rx: mpsc::Receiver<CallMsg>,
+    stop: CancellationToken,
+) {
     let delay = app.config.whip.as_ref().map_or(80, |w| w.jitter_delay.as_millis() as u32);
     let mut slot = Some(slot);
     let mut rec: Option<Recording> = None;
@@ -232,7 +238,12 @@ pub async fn run(app: Arc<AppState>, slot: CallSlot, facts: CallFacts, mut rx: m
     }
 }
 
-async fn start(app: &Arc<AppState>, slot: &mut Option<CallSlot>, facts: &CallFacts, delay_ms: u32) -> Option<Recording> {
+async fn start(
+    app: &Arc<AppState>,
+    slot: &mut Option<CallSlot>,
+    facts: &CallFacts,
+    delay_ms: u32,
+) -> Option<Recording> {
     let slot = slot.take()?;
     let now = Utc::now();
     let mut source_ids = BTreeMap::new();

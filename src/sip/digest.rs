@@ -70,7 +70,11 @@ pub fn challenge(realm: &str, key: &[u8], now: u64, stale: bool) -> String {
 /// The parameters of a `Digest` credentials header (quoted or bare values).
 pub fn params(header: &str) -> Result<Vec<(String, String)>, DigestError> {
     let h = header.trim();
-    let rest = h.get(..6).filter(|s| s.eq_ignore_ascii_case("digest")).map(|_| &h[6..]).ok_or(DigestError::Malformed("scheme is not Digest"))?;
+    let rest = h
+        .get(..6)
+        .filter(|s| s.eq_ignore_ascii_case("digest"))
+        .map(|_| &h[6..])
+        .ok_or(DigestError::Malformed("scheme is not Digest"))?;
     let mut out = Vec::new();
     let mut s = rest.trim_start();
     while !s.is_empty() {
@@ -128,7 +132,13 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// Checks `authorization` for a request with `method` at time `now`.
-pub fn verify(authorization: Option<&str>, method: &str, creds: &Credentials<'_>, key: &[u8], now: u64) -> Result<(), DigestError> {
+pub fn verify(
+    authorization: Option<&str>,
+    method: &str,
+    creds: &Credentials<'_>,
+    key: &[u8],
+    now: u64,
+) -> Result<(), DigestError> {
     let p = params(authorization.ok_or(DigestError::Missing)?)?;
     let get = |n: &str| p.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
     let need = |n: &'static str| get(n).ok_or(DigestError::Malformed(n));
@@ -206,20 +216,47 @@ mod tests {
     fn good_credentials_pass_and_each_fault_is_named() {
         let n = nonce(KEY, 1_000_000);
         for (qop, alg) in [(true, "MD5"), (false, "MD5"), (true, "SHA-256")] {
-            assert_eq!(verify(Some(&authorization(&n, "s3cret", qop, alg)), "INVITE", &CREDS, KEY, 1_000_010), Ok(()), "{qop} {alg}");
+            assert_eq!(
+                verify(Some(&authorization(&n, "s3cret", qop, alg)), "INVITE", &CREDS, KEY, 1_000_010),
+                Ok(()),
+                "{qop} {alg}"
+            );
         }
         let good = authorization(&n, "s3cret", true, "MD5");
         assert_eq!(verify(None, "INVITE", &CREDS, KEY, 1_000_010), Err(DigestError::Missing));
-        assert_eq!(verify(Some(&authorization(&n, "guess", true, "MD5")), "INVITE", &CREDS, KEY, 1_000_010), Err(DigestError::Response));
-        assert_eq!(verify(Some(&good), "BYE", &CREDS, KEY, 1_000_010), Err(DigestError::Response), "the method is signed");
+        assert_eq!(
+            verify(Some(&authorization(&n, "guess", true, "MD5")), "INVITE", &CREDS, KEY, 1_000_010),
+            Err(DigestError::Response)
+        );
+        assert_eq!(
+            verify(Some(&good), "BYE", &CREDS, KEY, 1_000_010),
+            Err(DigestError::Response),
+            "the method is signed"
+        );
         assert_eq!(verify(Some(&good), "INVITE", &CREDS, KEY, 1_000_000 + NONCE_TTL + 1), Err(DigestError::Stale));
         assert_eq!(verify(Some(&good), "INVITE", &CREDS, b"another key", 1_000_010), Err(DigestError::Nonce));
         let forged = good.replace(&n, &format!("{:x}.{}", 2_000_000u64, &n[n.find('.').unwrap() + 1..]));
-        assert_eq!(verify(Some(&forged), "INVITE", &CREDS, KEY, 2_000_000), Err(DigestError::Nonce), "a fresh timestamp needs a fresh MAC");
-        assert_eq!(verify(Some(&good.replace("username=\"sbc\"", "username=\"x\"")), "INVITE", &CREDS, KEY, 1_000_010), Err(DigestError::User));
-        assert_eq!(verify(Some(&good.replace("algorithm=MD5", "algorithm=SHA-512-256")), "INVITE", &CREDS, KEY, 1_000_010), Err(DigestError::Unsupported));
-        assert!(matches!(verify(Some("Basic c2JjOnMzY3JldA=="), "INVITE", &CREDS, KEY, 0), Err(DigestError::Malformed(_))));
-        assert!(matches!(verify(Some("Digest username=\"sbc"), "INVITE", &CREDS, KEY, 0), Err(DigestError::Malformed(_))));
+        assert_eq!(
+            verify(Some(&forged), "INVITE", &CREDS, KEY, 2_000_000),
+            Err(DigestError::Nonce),
+            "a fresh timestamp needs a fresh MAC"
+        );
+        assert_eq!(
+            verify(Some(&good.replace("username=\"sbc\"", "username=\"x\"")), "INVITE", &CREDS, KEY, 1_000_010),
+            Err(DigestError::User)
+        );
+        assert_eq!(
+            verify(Some(&good.replace("algorithm=MD5", "algorithm=SHA-512-256")), "INVITE", &CREDS, KEY, 1_000_010),
+            Err(DigestError::Unsupported)
+        );
+        assert!(matches!(
+            verify(Some("Basic c2JjOnMzY3JldA=="), "INVITE", &CREDS, KEY, 0),
+            Err(DigestError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(Some("Digest username=\"sbc"), "INVITE", &CREDS, KEY, 0),
+            Err(DigestError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -62,17 +62,24 @@ pub fn resolve_tenant<'a>(
     request_user: Option<&str>,
     tenant_header: Option<&str>,
 ) -> Result<&'a TenantConfig, Refusal> {
-    let by_name = |name: &str| {
-        tenants.iter().find(|t| t.id == name || t.sip.users.iter().any(|u| u.eq_ignore_ascii_case(name)))
-    };
-    let named = tenant_header.map(str::trim).filter(|s| !s.is_empty()).and_then(by_name).or_else(|| request_user.and_then(by_name));
+    let by_name =
+        |name: &str| tenants.iter().find(|t| t.id == name || t.sip.users.iter().any(|u| u.eq_ignore_ascii_case(name)));
+    let named = tenant_header
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(by_name)
+        .or_else(|| request_user.and_then(by_name));
     let tenant = match named {
         Some(t) => t,
         None => {
             let mut allowed = tenants.iter().filter(|t| t.sip.allows(source));
             match (allowed.next(), allowed.next()) {
                 (Some(t), None) => t,
-                (Some(_), Some(_)) => return Err(Refusal::Forbidden("several tenants allow this source: name one (request-URI user or tenant header)")),
+                (Some(_), Some(_)) => {
+                    return Err(Refusal::Forbidden(
+                        "several tenants allow this source: name one (request-URI user or tenant header)",
+                    ))
+                }
                 (None, _) => return Err(Refusal::Forbidden("source address not allowed")),
             }
         }
@@ -103,7 +110,9 @@ pub fn read_body(content_type: Option<&str>, body: &[u8]) -> Result<Offer, Refus
             Ok(Offer { sdp, metadata: None })
         }
         "multipart/mixed" => {
-            let boundary = content_type.and_then(multipart::boundary).ok_or(Refusal::BadRequest("multipart body without boundary".into()))?;
+            let boundary = content_type
+                .and_then(multipart::boundary)
+                .ok_or(Refusal::BadRequest("multipart body without boundary".into()))?;
             let parts = multipart::split(body, &boundary).map_err(|e| Refusal::BadRequest(e.to_string()))?;
             let sdp_part = parts
                 .iter()
@@ -123,7 +132,9 @@ pub fn read_body(content_type: Option<&str>, body: &[u8]) -> Result<Offer, Refus
                 });
             Ok(Offer { sdp, metadata })
         }
-        other => Err(Refusal::UnsupportedMediaType(format!("body type {other} (expected application/sdp or multipart/mixed)"))),
+        other => Err(Refusal::UnsupportedMediaType(format!(
+            "body type {other} (expected application/sdp or multipart/mixed)"
+        ))),
     }
 }
 
@@ -218,7 +229,17 @@ pub fn plan(offer: &Offer, rules: &TenantSip, rep_hint: Option<&str>) -> Result<
         };
         let Some((codec, pt)) = m.choose_codec() else { continue };
         let remote = m.remote_ip(sdp).filter(|ip| !ip.is_unspecified()).map(|ip| SocketAddr::new(ip, m.port));
-        candidates.push(StreamPlan { section: i, channel: 0, role: Role::Other, codec, pt, dtmf_pt: m.telephone_event(), remote, label: m.label.clone(), srtp });
+        candidates.push(StreamPlan {
+            section: i,
+            channel: 0,
+            role: Role::Other,
+            codec,
+            pt,
+            dtmf_pt: m.telephone_event(),
+            remote,
+            label: m.label.clone(),
+            srtp,
+        });
         if candidates.len() == 2 {
             break;
         }
@@ -247,9 +268,14 @@ pub fn plan(offer: &Offer, rules: &TenantSip, rep_hint: Option<&str>) -> Result<
             by_aor[0]
         } else if let (Some(m), Some(a), Some(b)) = (offer.metadata.as_ref(), senders[0], senders[1]) {
             // Metadata order: the participant listed first (or second) is the rep.
-            let pos = |p: &rsmeta::MetaParticipant| m.participants.iter().position(|q| q.id == p.id).unwrap_or(usize::MAX);
+            let pos =
+                |p: &rsmeta::MetaParticipant| m.participants.iter().position(|q| q.id == p.id).unwrap_or(usize::MAX);
             let first = if pos(a) <= pos(b) { 0 } else { 1 };
-            if rules.rep_stream == RepStream::First { first } else { 1 - first }
+            if rules.rep_stream == RepStream::First {
+                first
+            } else {
+                1 - first
+            }
         } else {
             usize::from(rules.rep_stream == RepStream::Second)
         }
@@ -272,7 +298,11 @@ pub fn plan(offer: &Offer, rules: &TenantSip, rep_hint: Option<&str>) -> Result<
             });
         }
     }
-    let rep_aor = candidates.iter().zip(&senders).find(|(c, _)| c.role == Role::Rep).and_then(|(_, s)| s.and_then(|p| p.aor.clone()));
+    let rep_aor = candidates
+        .iter()
+        .zip(&senders)
+        .find(|(c, _)| c.role == Role::Rep)
+        .and_then(|(_, s)| s.and_then(|p| p.aor.clone()));
     let rep_id = rep_hint.map(str::to_string).or(rep_aor);
     candidates.sort_by_key(|c| c.channel);
     Ok(CallPlan { layout, streams: candidates, participants, rep_id })
@@ -307,8 +337,14 @@ mod tests {
         assert_eq!(resolve_tenant(&ts, ip("10.1.2.3"), None, None).unwrap().id, "acme");
         assert_eq!(resolve_tenant(&ts, ip("192.168.1.5"), Some("globex"), None).unwrap().id, "globex");
         assert_eq!(resolve_tenant(&ts, ip("::1"), None, Some("globex")).unwrap().id, "globex");
-        assert_eq!(resolve_tenant(&ts, ip("10.1.2.3"), Some("globex"), None).unwrap_err(), Refusal::Forbidden("source address not allowed"));
-        assert_eq!(resolve_tenant(&ts, ip("8.8.8.8"), None, None).unwrap_err(), Refusal::Forbidden("source address not allowed"));
+        assert_eq!(
+            resolve_tenant(&ts, ip("10.1.2.3"), Some("globex"), None).unwrap_err(),
+            Refusal::Forbidden("source address not allowed")
+        );
+        assert_eq!(
+            resolve_tenant(&ts, ip("8.8.8.8"), None, None).unwrap_err(),
+            Refusal::Forbidden("source address not allowed")
+        );
         // IPv4-mapped IPv6 sources match IPv4 allow-lists.
         assert_eq!(resolve_tenant(&ts, ip("::ffff:10.0.0.1"), None, None).unwrap().id, "acme");
     }
@@ -338,19 +374,31 @@ mod tests {
         let plan = plan(&offer, &t.sip, None).unwrap();
         assert_eq!(plan.layout, Layout::Stereo);
         // Label 96 is sent by alice (the rep): channel 0.
-        assert_eq!((plan.streams[0].label.as_deref(), plan.streams[0].role, plan.streams[0].codec), (Some("96"), Role::Rep, Codec::Pcmu));
+        assert_eq!(
+            (plan.streams[0].label.as_deref(), plan.streams[0].role, plan.streams[0].codec),
+            (Some("96"), Role::Rep, Codec::Pcmu)
+        );
         assert_eq!(plan.streams[0].dtmf_pt, Some(101));
         assert_eq!(plan.streams[0].remote, Some("127.0.0.1:6000".parse().unwrap()));
-        assert_eq!((plan.streams[1].label.as_deref(), plan.streams[1].role, plan.streams[1].codec), (Some("97"), Role::Customer, Codec::Pcma));
+        assert_eq!(
+            (plan.streams[1].label.as_deref(), plan.streams[1].role, plan.streams[1].codec),
+            (Some("97"), Role::Customer, Codec::Pcma)
+        );
         assert_eq!(plan.rep_id.as_deref(), Some("sip:alice@agents.example.com"));
         // The rep sending the second offered stream is still the rep.
-        let swapped = SDP2.replace("a=label:96", "a=label:XX").replace("a=label:97", "a=label:96").replace("a=label:XX", "a=label:97");
+        let swapped = SDP2
+            .replace("a=label:96", "a=label:XX")
+            .replace("a=label:97", "a=label:96")
+            .replace("a=label:XX", "a=label:97");
         let body = siprec_body(&swapped, super::super::rsmeta::tests_support::RFC);
         let p2 = super::plan(&read_body(Some("multipart/mixed;boundary=XX"), &body).unwrap(), &t.sip, None).unwrap();
         assert_eq!((p2.streams[0].section, p2.streams[0].role), (1, Role::Rep));
         assert_eq!(p2.rep_id.as_deref(), Some("sip:alice@agents.example.com"));
         assert_eq!(plan.participants.len(), 2);
-        assert!(plan.participants.iter().any(|p| p.role == Some(Role::Customer) && p.aor.as_deref() == Some("sip:bob@biloxi.example.com")));
+        assert!(plan
+            .participants
+            .iter()
+            .any(|p| p.role == Some(Role::Customer) && p.aor.as_deref() == Some("sip:bob@biloxi.example.com")));
     }
 
     #[test]
@@ -376,7 +424,8 @@ mod tests {
 
     #[test]
     fn broken_metadata_falls_back_and_one_stream_is_mono() {
-        let body = siprec_body("v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 7000 RTP/AVP 0\r\n", "<recording><oops></recording>");
+        let body =
+            siprec_body("v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 7000 RTP/AVP 0\r\n", "<recording><oops></recording>");
         let offer = read_body(Some("multipart/mixed;boundary=XX"), &body).unwrap();
         assert!(offer.metadata.is_none());
         let p = plan(&offer, &TenantSip::default(), None).unwrap();
@@ -391,15 +440,29 @@ mod tests {
         assert_eq!(read_body(Some("text/plain"), b"hi").unwrap_err().status(), 415);
         assert_eq!(read_body(Some("application/sdp"), b"garbage").unwrap_err().status(), 400);
         assert_eq!(read_body(Some("multipart/mixed"), b"--x\r\n").unwrap_err().status(), 400);
-        let g722 = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n").unwrap();
+        let g722 =
+            read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n").unwrap();
         assert_eq!(plan(&g722, &t, None).unwrap_err().status(), 488);
         // Opus (dynamic PT, 48 kHz clock) is taken.
-        let opus = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n").unwrap();
-        assert_eq!((plan(&opus, &t, None).unwrap().streams[0].codec, plan(&opus, &t, None).unwrap().streams[0].pt), (Codec::Opus, 111));
+        let opus =
+            read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n")
+                .unwrap();
+        assert_eq!(
+            (plan(&opus, &t, None).unwrap().streams[0].codec, plan(&opus, &t, None).unwrap().streams[0].pt),
+            (Codec::Opus, 111)
+        );
         // SRTP without a usable SDES key (DTLS-SRTP, a bad key): 488 saying why.
-        let srtp = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n").unwrap();
+        let srtp = read_body(
+            None,
+            b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n",
+        )
+        .unwrap();
         assert!(plan(&srtp, &t, None).unwrap_err().reason().contains("SDES"));
-        let dtls = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 UDP/TLS/RTP/SAVP 0\r\na=fingerprint:sha-256 AB\r\n").unwrap();
+        let dtls = read_body(
+            None,
+            b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 UDP/TLS/RTP/SAVP 0\r\na=fingerprint:sha-256 AB\r\n",
+        )
+        .unwrap();
         assert_eq!(plan(&dtls, &t, None).unwrap_err().status(), 488);
         // With a usable key the stream is taken, keyed.
         let sdes = read_body(None, b"v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n").unwrap();

@@ -67,8 +67,10 @@ pub fn invite_facts(req: &Request, tenant_header: &str) -> InviteFacts {
         user: req.uri.auth.as_ref().map(|a| a.user.clone()),
         tenant: header(req, tenant_header),
         session_expires: header(req, "Session-Expires").and_then(|v| v.split(';').next()?.trim().parse().ok()),
-        supports_timer: header(req, "Supported").is_some_and(|s| s.to_ascii_lowercase().split(',').any(|t| t.trim() == "timer")),
-        requires_siprec: header(req, "Require").is_some_and(|r| r.to_ascii_lowercase().split(',').any(|t| t.trim() == "siprec")),
+        supports_timer: header(req, "Supported")
+            .is_some_and(|s| s.to_ascii_lowercase().split(',').any(|t| t.trim() == "timer")),
+        requires_siprec: header(req, "Require")
+            .is_some_and(|r| r.to_ascii_lowercase().split(',').any(|t| t.trim() == "siprec")),
         content_type: header(req, "Content-Type"),
         campaign: header(req, "X-Earshot-Campaign"),
         rep: header(req, "X-Earshot-Rep"),

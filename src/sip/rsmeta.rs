@@ -135,9 +135,12 @@ pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
                     root_seen = true;
                 }
                 match name.as_str() {
-                    "session" if stack.len() == 1 => meta.session_id = attr(e, &["session_id", "id"]).or(meta.session_id.take()),
+                    "session" if stack.len() == 1 => {
+                        meta.session_id = attr(e, &["session_id", "id"]).or(meta.session_id.take())
+                    }
                     "participant" if stack.len() == 1 && meta.participants.len() < MAX_ITEMS => {
-                        let id = attr(e, &["participant_id", "id"]).unwrap_or_else(|| format!("#{}", meta.participants.len()));
+                        let id = attr(e, &["participant_id", "id"])
+                            .unwrap_or_else(|| format!("#{}", meta.participants.len()));
                         meta.participants.push(MetaParticipant { id, ..Default::default() });
                     }
                     "nameid" if stack.last().is_some_and(|p| p == "participant") => {
@@ -207,7 +210,9 @@ pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
                     }
                     ("send", Some("participantstreamassoc")) if !value.is_empty() => {
                         if let Some(id) = &assoc {
-                            if let Some(p) = meta.participants.iter_mut().find(|p| &p.id == id).filter(|p| p.sends.len() < MAX_ITEMS) {
+                            if let Some(p) =
+                                meta.participants.iter_mut().find(|p| &p.id == id).filter(|p| p.sends.len() < MAX_ITEMS)
+                            {
                                 p.sends.push(value);
                             }
                         }

@@ -208,7 +208,12 @@ impl SdesKey {
         use base64::Engine;
         let mut material = self.key.to_vec();
         material.extend_from_slice(&self.salt);
-        format!("{} {} inline:{}", self.tag, self.suite.name(), base64::engine::general_purpose::STANDARD.encode(material))
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.suite.name(),
+            base64::engine::general_purpose::STANDARD.encode(material)
+        )
     }
 }
 
@@ -264,7 +269,8 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
                     return Err(SdpError::TooManyMedia(MAX_MEDIA));
                 }
                 let mut it = value.split_whitespace();
-                let kind = it.next().ok_or(SdpError::BadLine { line: line_no, why: "media line without media type" })?;
+                let kind =
+                    it.next().ok_or(SdpError::BadLine { line: line_no, why: "media line without media type" })?;
                 let port = it
                     .next()
                     .and_then(|p| p.split('/').next())
@@ -342,7 +348,13 @@ pub enum AnswerStream {
 }
 
 /// Builds the answer: one `m=` per offered section, in order, `recvonly`.
-pub fn answer(offer: &SessionDescription, streams: &[AnswerStream], local_ip: IpAddr, session_id: u64, version: u64) -> String {
+pub fn answer(
+    offer: &SessionDescription,
+    streams: &[AnswerStream],
+    local_ip: IpAddr,
+    session_id: u64,
+    version: u64,
+) -> String {
     let ip_kind = if local_ip.is_ipv4() { "IP4" } else { "IP6" };
     let mut s = format!(
         "v=0\r\no=earshot {session_id} {version} IN {ip_kind} {local_ip}\r\ns=earshot\r\nc=IN {ip_kind} {local_ip}\r\nt=0 0\r\n"
@@ -423,7 +435,10 @@ m=video 6004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
 
     #[test]
     fn bare_lf_and_session_level_direction() {
-        let sdp = parse(b"v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\na=sendonly\nm=audio 4000 RTP/AVP 0\n").unwrap();
+        let sdp = parse(
+            b"v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\na=sendonly\nm=audio 4000 RTP/AVP 0\n",
+        )
+        .unwrap();
         assert_eq!(sdp.media[0].direction, Direction::SendOnly);
         assert_eq!(sdp.media[0].port, 4000);
     }
@@ -431,15 +446,24 @@ m=video 6004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
     #[test]
     fn bad_sdp_is_refused_with_the_line() {
         assert_eq!(parse(b"v=0\r\nhello\r\n"), Err(SdpError::BadLine { line: 2, why: "not a `x=value` line" }));
-        assert_eq!(parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n"), Err(SdpError::BadLine { line: 2, why: "media line without a valid port" }));
+        assert_eq!(
+            parse(b"v=0\r\nm=audio x RTP/AVP 0\r\n"),
+            Err(SdpError::BadLine { line: 2, why: "media line without a valid port" })
+        );
         assert_eq!(parse(b"v=0\r\ns=-\r\n"), Err(SdpError::NoMedia));
         assert_eq!(parse(&[0xff, 0xfe]), Err(SdpError::NotUtf8));
-        assert!(matches!(parse(b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:zz PCMU/8000\r\n"), Err(SdpError::BadLine { line: 3, .. })));
+        assert!(matches!(
+            parse(b"v=0\r\nm=audio 1 RTP/AVP 0\r\na=rtpmap:zz PCMU/8000\r\n"),
+            Err(SdpError::BadLine { line: 3, .. })
+        ));
     }
 
     #[test]
     fn srtp_offer_is_recognised() {
-        let sdp = parse(b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abc\r\n").unwrap();
+        let sdp = parse(
+            b"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abc\r\n",
+        )
+        .unwrap();
         assert!(sdp.media[0].is_srtp());
         assert_eq!(sdp.media[0].crypto.len(), 1);
         assert_eq!(sdp.media[0].sdes(), None, "inline:abc is not 30 bytes of key and salt");
@@ -453,9 +477,12 @@ m=video 6004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         assert_eq!((k.tag.as_str(), k.suite), ("1", SrtpSuite::AesCm128HmacSha1_80));
         assert_eq!(k.attribute(), format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K}"));
         assert!(!format!("{k:?}").contains(K) && !format!("{k:?}").contains("key:"), "keys stay out of logs");
-        assert_eq!(SdesKey::parse(&format!("2 AES_CM_128_HMAC_SHA1_32 inline:{K}")).unwrap().suite, SrtpSuite::AesCm128HmacSha1_32);
+        assert_eq!(
+            SdesKey::parse(&format!("2 AES_CM_128_HMAC_SHA1_32 inline:{K}")).unwrap().suite,
+            SrtpSuite::AesCm128HmacSha1_32
+        );
         for bad in [
-            format!("1 AES_256_CM_HMAC_SHA1_80 inline:{K}"),      // suite we do not have
+            format!("1 AES_256_CM_HMAC_SHA1_80 inline:{K}"), // suite we do not have
             format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K}|2^20|1:4"), // MKI
             format!("1 AES_CM_128_HMAC_SHA1_80 inline:{K} UNENCRYPTED_SRTP"),
             format!("x AES_CM_128_HMAC_SHA1_80 inline:{K}"),
@@ -469,7 +496,17 @@ m=video 6004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
         let offered = sdp.media[0].sdes().unwrap();
         assert_eq!(offered.tag, "2");
         let ours = SdesKey { key: [7; 16], ..offered.clone() };
-        let a = answer(&sdp, &[AnswerStream::Accept { port: 20000, codec: Codec::Pcmu, pt: 0, dtmf_pt: None, crypto: Some(ours) }], "127.0.0.1".parse().unwrap(), 1, 1);
-        assert!(a.contains("m=audio 20000 RTP/SAVP 0") && a.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHB"), "{a}");
+        let a = answer(
+            &sdp,
+            &[AnswerStream::Accept { port: 20000, codec: Codec::Pcmu, pt: 0, dtmf_pt: None, crypto: Some(ours) }],
+            "127.0.0.1".parse().unwrap(),
+            1,
+            1,
+        );
+        assert!(
+            a.contains("m=audio 20000 RTP/SAVP 0")
+                && a.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHB"),
+            "{a}"
+        );
     }
 }

@@ -59,9 +59,11 @@ fn start(s3: bool) -> Env {
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
     let offset = Arc::new(AtomicI64::new(0));
     let o = offset.clone();
-    let clock: earshot::server::Clock = Arc::new(move || chrono::Utc::now() + chrono::Duration::seconds(o.load(Ordering::Relaxed)));
+    let clock: earshot::server::Clock =
+        Arc::new(move || chrono::Utc::now() + chrono::Duration::seconds(o.load(Ordering::Relaxed)));
     let rt = rt();
-    let server = rt.block_on(Server::start(config.clone(), ServeOptions { clock: Some(clock), ..Default::default() })).unwrap();
+    let server =
+        rt.block_on(Server::start(config.clone(), ServeOptions { clock: Some(clock), ..Default::default() })).unwrap();
     let addr = server.local_addr;
     Env { rt, server: Some(server), addr, config, offset, _dir: dir, data, _moto: moto }
 }
@@ -76,7 +78,14 @@ impl Env {
     }
 
     /// (status, headers, body) of a request.
-    fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>, extra: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let url = format!("http://{}{path}", self.addr);
         let mut b = ureq::http::Request::builder().method(method).uri(&url);
@@ -92,7 +101,8 @@ impl Env {
         }
         .unwrap();
         let status = resp.status().as_u16();
-        let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let headers =
+            resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
         let mut out = Vec::new();
         resp.into_body().into_reader().read_to_end(&mut out).unwrap();
         (status, headers, out)
@@ -112,7 +122,8 @@ impl Env {
         let tenant2 = tenant.to_string();
         self.rt.block_on(async move {
             let url = format!("ws://{addr}/fork/pcm/{tenant2}");
-            let mut conn = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+            let mut conn =
+                ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
             pcm::send(&mut conn, &script, 8.0).await.unwrap()
         });
         let server = self.server.as_ref().unwrap();
@@ -124,7 +135,8 @@ impl Env {
                 for id in store.list_calls(&t).await.unwrap_or_default() {
                     let call = earshot::storage::CallRef { tenant: t.clone(), call_id: id };
                     let uploaded = !store.spool().call_dir(&t, id).exists();
-                    if uploaded && store.manifest(&call).await.is_ok_and(|m| m.campaign.as_deref() == Some(c.as_str())) {
+                    if uploaded && store.manifest(&call).await.is_ok_and(|m| m.campaign.as_deref() == Some(c.as_str()))
+                    {
                         return Some(id);
                     }
                 }
@@ -200,26 +212,34 @@ fn erasure_holds_exports_and_audit_over_s3() {
     assert_eq!(ids.len(), 2);
     assert!(!ids.contains(&b.to_string().as_str()));
     let (_, v) = env.json("GET", "/v1/calls?limit=2", &admin, None);
-    let (_, v2) = env.json("GET", &format!("/v1/calls?limit=2&cursor={}", v["next_cursor"].as_str().unwrap()), &admin, None);
+    let (_, v2) =
+        env.json("GET", &format!("/v1/calls?limit=2&cursor={}", v["next_cursor"].as_str().unwrap()), &admin, None);
     assert_eq!(v2["calls"].as_array().unwrap().len(), 1);
     // The recording, decrypted, whole and by range.
     let (s, _, whole) = env.req("GET", &format!("/v1/calls/{c}/recording"), Some(&admin), None, &[]);
     assert_eq!(s, 200);
     assert!(whole.starts_with(b"RIFF"));
-    let (s, h, part) = env.req("GET", &format!("/v1/calls/{c}/recording"), Some(&admin), None, &[("range", "bytes=1000-1999")]);
+    let (s, h, part) =
+        env.req("GET", &format!("/v1/calls/{c}/recording"), Some(&admin), None, &[("range", "bytes=1000-1999")]);
     assert_eq!(s, 206);
     assert_eq!(part, whole[1000..2000]);
     assert!(h.iter().any(|(k, v)| k == "content-range" && v == &format!("bytes 1000-1999/{}", whole.len())), "{h:?}");
-    let (s, _, _) = env.req("GET", &format!("/v1/calls/{c}/recording"), Some(&admin), None, &[("range", "bytes=999999999-")]);
+    let (s, _, _) =
+        env.req("GET", &format!("/v1/calls/{c}/recording"), Some(&admin), None, &[("range", "bytes=999999999-")]);
     assert_eq!(s, 416);
     // Erasure by subject: B is held, so it waits; A goes now.
-    let (s, _) = env.json("PUT", &format!("/v1/calls/{b}/hold"), &admin, Some(serde_json::json!({"reason": "dispute 17"})));
+    let (s, _) =
+        env.json("PUT", &format!("/v1/calls/{b}/hold"), &admin, Some(serde_json::json!({"reason": "dispute 17"})));
     assert_eq!(s, 200);
     let (s, _) = env.json("DELETE", &format!("/v1/calls/{b}"), &admin, None);
     assert_eq!(s, 409, "a held call cannot be deleted");
-    let (s, receipt) = env.json("POST", "/v1/erasure", &admin, Some(serde_json::json!({"subject": "+1 (555) 000-1111"})));
+    let (s, receipt) =
+        env.json("POST", "/v1/erasure", &admin, Some(serde_json::json!({"subject": "+1 (555) 000-1111"})));
     assert_eq!(s, 200, "{receipt}");
-    assert_eq!(receipt["erased"].as_array().unwrap().iter().map(|e| e["call_id"].as_str().unwrap()).collect::<Vec<_>>(), vec![a.to_string()]);
+    assert_eq!(
+        receipt["erased"].as_array().unwrap().iter().map(|e| e["call_id"].as_str().unwrap()).collect::<Vec<_>>(),
+        vec![a.to_string()]
+    );
     assert!(receipt["erased"][0]["objects"].as_u64().unwrap() >= 3, "{receipt}");
     assert_eq!(receipt["held"], serde_json::json!([b.to_string()]));
     assert_eq!(env.json("GET", &format!("/v1/calls/{a}"), &admin, None).0, 404);
@@ -252,7 +272,12 @@ fn erasure_holds_exports_and_audit_over_s3() {
     assert!(h.iter().any(|(k, v)| k == "content-type" && v == "application/zip"));
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).unwrap();
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
-    assert!(names.contains(&"README.txt".to_string()) && names.contains(&format!("{c}/audio.wav")) && names.contains(&format!("{c}/manifest.json")), "{names:?}");
+    assert!(
+        names.contains(&"README.txt".to_string())
+            && names.contains(&format!("{c}/audio.wav"))
+            && names.contains(&format!("{c}/manifest.json")),
+        "{names:?}"
+    );
     assert!(names.iter().filter(|n| n.contains('/')).all(|n| n.starts_with(&c.to_string())), "only C: {names:?}");
     let mut wav = Vec::new();
     zip.by_name(&format!("{c}/audio.wav")).unwrap().read_to_end(&mut wav).unwrap();
@@ -276,7 +301,16 @@ fn erasure_holds_exports_and_audit_over_s3() {
     assert_eq!(s, 200);
     let entries = log["entries"].as_array().unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    for want in ["calls.list", "recording.read", "hold.set", "erasure", "hold.release", "call.erase", "export.start", "export.download"] {
+    for want in [
+        "calls.list",
+        "recording.read",
+        "hold.set",
+        "erasure",
+        "hold.release",
+        "call.erase",
+        "export.start",
+        "export.download",
+    ] {
         assert!(actions.contains(&want), "{want} missing: {actions:?}");
     }
     let read = entries.iter().find(|e| e["action"] == "recording.read").unwrap();
@@ -323,7 +357,11 @@ fn tenant_deletion_has_a_grace_period_then_shreds_everything() {
     assert!(left.is_empty(), "{left:?}");
     assert!(!env.data.join(".spool").join(TENANT).exists());
     // The backup copy is unreadable: the tenant's keys are gone.
-    let cfg = earshot::config::StorageConfig { dir: backup.path().join("data"), keyring: env.config.storage.keyring.clone(), ..Default::default() };
+    let cfg = earshot::config::StorageConfig {
+        dir: backup.path().join("data"),
+        keyring: env.config.storage.keyring.clone(),
+        ..Default::default()
+    };
     let reader = earshot::storage::StoreReader::open(&cfg).unwrap();
     let err = reader.audio(id).unwrap_err().to_string();
     assert!(err.contains("destroyed"), "{err}");
@@ -333,11 +371,23 @@ fn tenant_deletion_has_a_grace_period_then_shreds_everything() {
     let refused = env.rt.block_on(async move {
         let url = format!("ws://{addr}/fork/pcm/{TENANT}");
         let mut conn = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
-        let script = pcm::render(&Audio { sample_rate: 8000, channels: vec![vec![0; 800]] }, serde_json::json!({"campaign": "after"}));
+        let script = pcm::render(
+            &Audio { sample_rate: 8000, channels: vec![vec![0; 800]] },
+            serde_json::json!({"campaign": "after"}),
+        );
         pcm::send(&mut conn, &script, 8.0).await.unwrap()
     });
     assert_ne!(refused.closing.code, Some(1000), "{:?}", refused.closing);
-    let auditor_log = env.rt.block_on(earshot::privacy::read_audit(&app.store, TENANT, chrono::Utc::now() - chrono::Duration::days(1), chrono::Utc::now() + chrono::Duration::days(30), None)).unwrap();
+    let auditor_log = env
+        .rt
+        .block_on(earshot::privacy::read_audit(
+            &app.store,
+            TENANT,
+            chrono::Utc::now() - chrono::Duration::days(1),
+            chrono::Utc::now() + chrono::Duration::days(30),
+            None,
+        ))
+        .unwrap();
     assert!(auditor_log.is_empty(), "the tenant's audit log went with it");
 }
 
@@ -348,7 +398,9 @@ fn every_route_refuses_other_tenants_and_wrong_roles() {
     let id = env.call(TENANT, "+15553334444", "alice", "x").to_string();
     let (_, exp) = env.json("POST", "/v1/exports", &admin, Some(serde_json::json!({"subject": "+15553334444"})));
     let export = exp["id"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(20), || env.json("GET", &format!("/v1/exports/{export}"), &admin, None).1["state"] == "done");
+    wait_for(Duration::from_secs(20), || {
+        env.json("GET", &format!("/v1/exports/{export}"), &admin, None).1["state"] == "done"
+    });
     let (s, _, doc) = env.req("GET", "/v1/openapi.json", None, None, &[]);
     assert_eq!(s, 200);
     let doc: Value = serde_json::from_slice(&doc).unwrap();
@@ -362,36 +414,56 @@ fn every_route_refuses_other_tenants_and_wrong_roles() {
     let all_roles = [TokenRole::Admin, TokenRole::Manager, TokenRole::Rep, TokenRole::Auditor, TokenRole::Publisher];
     let mut checked = 0;
     for (path, ops) in paths {
-        let params: Vec<&str> = path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
+        let params: Vec<&str> =
+            path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
         for (method, op) in ops.as_object().unwrap() {
             assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
-            let declared: Vec<&str> = op["parameters"].as_array().map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect()).unwrap_or_default();
+            let declared: Vec<&str> = op["parameters"]
+                .as_array()
+                .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
+                .unwrap_or_default();
             assert_eq!(declared, params, "{method} {path}");
             let method = method.to_uppercase();
             let concrete = path.replace("{id}", if path.starts_with("/v1/exports") { &export } else { &id });
-            let roles: Vec<String> = op["x-roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+            let roles: Vec<String> =
+                op["x-roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
             if roles.is_empty() {
                 continue; // signed link or the document itself
             }
             // Served: without a token, our handler answers 401 with a problem.
             let (s, h, _) = env.req(&method, &concrete, None, None, &[]);
             assert_eq!(s, 401, "{method} {concrete}");
-            assert!(h.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"), "{method} {concrete}: {h:?}");
+            assert!(
+                h.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"),
+                "{method} {concrete}: {h:?}"
+            );
             // Roles the operation does not allow: 403.
             for role in all_roles {
                 let name = serde_json::to_value(role).unwrap().as_str().unwrap().to_string();
                 if !roles.contains(&name) {
                     let t = env.tok(TENANT, "someone", role);
-                    assert_eq!(env.req(&method, &concrete, Some(&t), None, &[]).0, 403, "{name} on {method} {concrete}");
+                    assert_eq!(
+                        env.req(&method, &concrete, Some(&t), None, &[]).0,
+                        403,
+                        "{name} on {method} {concrete}"
+                    );
                 }
             }
             // Another tenant's resources do not exist for it.
             if !params.is_empty() && roles.contains(&"admin".to_string()) {
-                assert_eq!(env.req(&method, &concrete, Some(&other_admin), None, &[]).0, 404, "other tenant on {method} {concrete}");
+                assert_eq!(
+                    env.req(&method, &concrete, Some(&other_admin), None, &[]).0,
+                    404,
+                    "other tenant on {method} {concrete}"
+                );
             }
             // Nor another rep's call for a rep.
             if path.starts_with("/v1/calls/{id}") && roles.contains(&"rep".to_string()) {
-                assert_eq!(env.req(&method, &concrete, Some(&mallory), None, &[]).0, 404, "another rep on {method} {concrete}");
+                assert_eq!(
+                    env.req(&method, &concrete, Some(&mallory), None, &[]).0,
+                    404,
+                    "another rep on {method} {concrete}"
+                );
             }
             checked += 1;
         }
@@ -412,7 +484,8 @@ fn operators_have_the_same_rights_on_the_command_line() {
         let script = pcm::render(&audio, serde_json::json!({"campaign": campaign, "from": phone}));
         rt().block_on(async {
             let url = format!("{}/fork/pcm/{TENANT}", server.ws());
-            let mut conn = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+            let mut conn =
+                ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
             pcm::send(&mut conn, &script, 8.0).await.unwrap()
         });
         server.wait_call(TENANT, campaign, Duration::from_secs(15)).call_id
@@ -423,13 +496,20 @@ fn operators_have_the_same_rights_on_the_command_line() {
     let store = server.store();
     wait_for(Duration::from_secs(20), || [keep, gone, held].iter().all(|id| store.is_uploaded(*id)));
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot")).args(args).arg("-c").arg(&server.config_path).env("USER", "olga").output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args(args)
+            .arg("-c")
+            .arg(&server.config_path)
+            .env("USER", "olga")
+            .output()
+            .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{args:?}: {text}");
         text
     };
     run(&["hold", &held.to_string(), "--reason", "court order"]);
-    let receipt: Value = serde_json::from_str(&run(&["erase", "--tenant", TENANT, "--subject", "+1 555 666 0000"])).unwrap();
+    let receipt: Value =
+        serde_json::from_str(&run(&["erase", "--tenant", TENANT, "--subject", "+1 555 666 0000"])).unwrap();
     assert_eq!(receipt["erased"][0]["call_id"], gone.to_string(), "{receipt}");
     assert_eq!(receipt["held"], serde_json::json!([held.to_string()]));
     assert!(store.manifest(gone).is_err());
@@ -437,7 +517,8 @@ fn operators_have_the_same_rights_on_the_command_line() {
     assert!(released.contains("pending erasure ran"), "{released}");
     assert!(store.manifest(held).is_err());
     let zip_path = server.dir.path().join("export.zip");
-    let printed = run(&["export", "--tenant", TENANT, "--subject", "+15557770000", "--out", zip_path.to_str().unwrap()]);
+    let printed =
+        run(&["export", "--tenant", TENANT, "--subject", "+15557770000", "--out", zip_path.to_str().unwrap()]);
     assert!(printed.contains("1 calls"), "{printed}");
     let zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     assert!(zip.file_names().any(|n| n == format!("{keep}/audio.wav")));
@@ -447,5 +528,8 @@ fn operators_have_the_same_rights_on_the_command_line() {
         assert!(log.contains(&format!("\"action\":\"{action}\"")), "{action}: {log}");
     }
     assert!(log.contains("operator:olga"));
-    assert!(!log.contains(&gone.to_string()) && !log.contains(&held.to_string()) && !log.contains("5556660000"), "{log}");
+    assert!(
+        !log.contains(&gone.to_string()) && !log.contains(&held.to_string()) && !log.contains("5556660000"),
+        "{log}"
+    );
 }

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use earshot::asr::engine::Model;
-use earshot::call::Role;
 use earshot::asr::{check_model_file, model_import, ModelError};
+use earshot::call::Role;
 use earshot_loadtest::audio::Audio;
 
 use crate::common::words;
@@ -24,7 +24,6 @@ fn ct2_dir() -> PathBuf {
     dir
 }
 
-
 #[test]
 fn imported_tiny_en_transcribes_jfk_word_for_word() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,7 +39,8 @@ fn imported_tiny_en_transcribes_jfk_word_for_word() {
     let pcm: Vec<f32> = jfk.channels[0].iter().map(|&s| s as f32 / 32768.0).collect();
     let segments = model.transcribe(&mut state, &pcm, "en").unwrap();
     let text: String = segments.iter().map(|s| s.text.as_str()).collect::<Vec<_>>().join(" ");
-    let expected = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    let expected =
+        "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     assert_eq!(words(&text), words(expected), "transcript: {text}");
     assert!(segments.last().unwrap().end_ms > 9_000 && segments.last().unwrap().end_ms <= 11_100);
 }
@@ -109,8 +109,10 @@ fn streaming_two_party_call_gives_finals_on_the_right_channel_at_the_right_time(
     for (i, s) in cust.iter().enumerate() {
         right[cust_at + i] = *s as f32 / 32768.0;
     }
-    let lines = transcribe_channels(&model, &[left, right], &[Role::Rep, Role::Customer], Default::default(), "en").unwrap();
-    let finals = |ch: Role| lines.iter().filter(|l| l.kind == "transcript.final" && l.payload.channel == ch).collect::<Vec<_>>();
+    let lines =
+        transcribe_channels(&model, &[left, right], &[Role::Rep, Role::Customer], Default::default(), "en").unwrap();
+    let finals =
+        |ch: Role| lines.iter().filter(|l| l.kind == "transcript.final" && l.payload.channel == ch).collect::<Vec<_>>();
     let (rf, cf) = (finals(Role::Rep), finals(Role::Customer));
     assert!(!rf.is_empty() && !cf.is_empty(), "{lines:#?}");
     let rep_text = words(&rf.iter().map(|l| l.payload.text.as_str()).collect::<Vec<_>>().join(" "));
@@ -128,7 +130,8 @@ fn streaming_two_party_call_gives_finals_on_the_right_channel_at_the_right_time(
     assert!(cf[0].payload.start_ms.abs_diff(ms(cust_at)) <= 500, "{:?}", cf[0]);
     assert!(cf.last().unwrap().payload.end_ms.abs_diff(ms(cust_at + cust.len())) <= 500, "{:?}", cf.last());
     // Partials came first, and their stable text never changed afterwards.
-    let partials: Vec<_> = lines.iter().filter(|l| l.kind == "transcript.partial" && l.payload.channel == Role::Rep).collect();
+    let partials: Vec<_> =
+        lines.iter().filter(|l| l.kind == "transcript.partial" && l.payload.channel == Role::Rep).collect();
     assert!(!partials.is_empty(), "the rep's 3 s of speech must give partials");
     for pair in partials.windows(2) {
         if pair[0].payload.utterance_id == pair[1].payload.utterance_id {
@@ -152,6 +155,7 @@ fn silence_and_line_noise_give_no_text() {
                 + 0.05 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16000.0).sin()
         })
         .collect();
-    let lines = transcribe_channels(&model, &[silence, noise], &[Role::Rep, Role::Customer], Default::default(), "en").unwrap();
+    let lines =
+        transcribe_channels(&model, &[silence, noise], &[Role::Rep, Role::Customer], Default::default(), "en").unwrap();
     assert!(lines.is_empty(), "{lines:#?}");
 }

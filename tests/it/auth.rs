@@ -23,7 +23,12 @@ fn start(campaign: &str, token: Option<&str>) -> String {
     .to_string()
 }
 
-async fn short_twilio_call(url: &str, headers: &[(String, String)], campaign: &str, token: Option<&str>) -> Option<u16> {
+async fn short_twilio_call(
+    url: &str,
+    headers: &[(String, String)],
+    campaign: &str,
+    token: Option<&str>,
+) -> Option<u16> {
     use base64::Engine;
     let payload = base64::engine::general_purpose::STANDARD.encode([0xFFu8; 160]);
     let mut c = ws::connect(url, headers, None).await.unwrap();
@@ -91,8 +96,13 @@ fn pcm_fork_finds_the_tenant_in_metadata_or_basic_user() {
         })
     };
     use base64::Engine;
-    let basic = |user: &str, pw: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")));
-    assert_eq!(send(serde_json::json!({"tenant": TENANT, "campaign": "meta-tenant"}), format!("Bearer {SECRET}")), Some(1000));
+    let basic = |user: &str, pw: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
+    };
+    assert_eq!(
+        send(serde_json::json!({"tenant": TENANT, "campaign": "meta-tenant"}), format!("Bearer {SECRET}")),
+        Some(1000)
+    );
     assert_eq!(send(serde_json::json!({"campaign": "basic-user"}), basic(TENANT, SECRET)), Some(1000));
     assert_eq!(send(serde_json::json!({"campaign": "no-tenant"}), format!("Bearer {SECRET}")), Some(1007));
     assert_eq!(send(serde_json::json!({"campaign": "bad-pw"}), basic(TENANT, "wrong")), Some(1008));

@@ -102,7 +102,10 @@ async fn run_case(base: &str, b: Bad) -> Option<u16> {
         _ => ws::connect(&twilio_url, &[], None).await.unwrap(),
     };
     let is_twilio = format!("{b:?}").starts_with("Tw");
-    let good_start = matches!(b, TwMalformedJson | TwUnknownEvent | TwBadBase64 | TwFrameTooLarge | TwIdle | TwSecondStart | TwBinaryFrame);
+    let good_start = matches!(
+        b,
+        TwMalformedJson | TwUnknownEvent | TwBadBase64 | TwFrameTooLarge | TwIdle | TwSecondStart | TwBinaryFrame
+    );
     if is_twilio && good_start {
         conn.send(text(start_msg(&campaign, SECRET, "audio/x-mulaw"))).await.unwrap();
         for c in 1..=FRAMES_BEFORE_ERROR {
@@ -154,7 +157,8 @@ fn each_bad_input_gets_its_close_code_keeps_audio_and_spares_other_calls() {
     let mut params = BTreeMap::new();
     params.insert("token".to_string(), SECRET.to_string());
     params.insert("campaign".to_string(), "good-neighbour".to_string());
-    let script = twilio::render(&long, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() }).unwrap();
+    let script =
+        twilio::render(&long, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() }).unwrap();
     let rt = rt();
     let good_url = format!("{base}/fork/twilio/{TENANT}");
     let good = rt.spawn(async move {
@@ -163,9 +167,23 @@ fn each_bad_input_gets_its_close_code_keeps_audio_and_spares_other_calls() {
     });
     use Bad::*;
     let cases = [
-        TwMalformedJson, TwUnknownEvent, TwBadBase64, TwWrongMediaFormat, TwMissingMediaFormat, TwFrameTooLarge,
-        TwSecondStart, TwBinaryFrame, TwBadToken, TwMediaBeforeStart, PcmBinaryBeforeMetadata,
-        PcmSampleRateOutOfRange, PcmMalformedMetadata, PcmNoAuth, PcmFrameTooLarge, PcmUnknownTextEvent, TwIdle,
+        TwMalformedJson,
+        TwUnknownEvent,
+        TwBadBase64,
+        TwWrongMediaFormat,
+        TwMissingMediaFormat,
+        TwFrameTooLarge,
+        TwSecondStart,
+        TwBinaryFrame,
+        TwBadToken,
+        TwMediaBeforeStart,
+        PcmBinaryBeforeMetadata,
+        PcmSampleRateOutOfRange,
+        PcmMalformedMetadata,
+        PcmNoAuth,
+        PcmFrameTooLarge,
+        PcmUnknownTextEvent,
+        TwIdle,
     ];
     for b in cases {
         let code = rt.block_on(run_case(&base, b));
@@ -199,9 +217,20 @@ fn each_bad_input_gets_its_close_code_keeps_audio_and_spares_other_calls() {
     // Server still healthy, errors counted by code.
     assert_eq!(server.http_get("/healthz").0, 200);
     let metrics = server.metrics();
-    for code in ["malformed_json", "unknown_event", "bad_base64", "unsupported_media_format", "frame_too_large",
-        "idle_timeout", "duplicate_start", "unexpected_frame", "unauthorized", "before_start",
-        "binary_before_metadata", "sample_rate_out_of_range"] {
+    for code in [
+        "malformed_json",
+        "unknown_event",
+        "bad_base64",
+        "unsupported_media_format",
+        "frame_too_large",
+        "idle_timeout",
+        "duplicate_start",
+        "unexpected_frame",
+        "unauthorized",
+        "before_start",
+        "binary_before_metadata",
+        "sample_rate_out_of_range",
+    ] {
         let n = metric(&metrics, "earshot_errors_total", &[&format!("code=\"{code}\""), "stage=\"ingest\""]);
         assert!(n >= 1.0, "earshot_errors_total{{code={code}}} = {n}");
     }

@@ -46,7 +46,18 @@ impl Redis {
     fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -116,7 +127,9 @@ impl Cluster {
 }
 
 fn tone(secs: f64, hz: f64) -> Vec<i16> {
-    (0..(secs * 16000.0) as usize).map(|i| ((i as f64 * hz * std::f64::consts::TAU / 16000.0).sin() * 8000.0) as i16).collect()
+    (0..(secs * 16000.0) as usize)
+        .map(|i| ((i as f64 * hz * std::f64::consts::TAU / 16000.0).sin() * 8000.0) as i16)
+        .collect()
 }
 
 /// Streams a stereo PCM call to `addr` in real time on its own thread.
@@ -126,7 +139,8 @@ fn fork_call(addr: SocketAddr, campaign: &str, secs: f64) -> std::thread::JoinHa
     std::thread::spawn(move || {
         rt().block_on(async move {
             let url = format!("ws://{addr}/fork/pcm/{TENANT}");
-            let mut conn = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.ok()?;
+            let mut conn =
+                ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.ok()?;
             pcm::send(&mut conn, &script, 1.0).await.ok().map(|r| r.media_sent)
         })
     })
@@ -134,7 +148,10 @@ fn fork_call(addr: SocketAddr, campaign: &str, secs: f64) -> std::thread::JoinHa
 
 fn get(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let req = ureq::http::Request::builder().method("GET").uri(format!("http://{addr}{path}")).header("authorization", format!("Bearer {token}"));
+    let req = ureq::http::Request::builder()
+        .method("GET")
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {token}"));
     let resp = agent.run(req.body(()).unwrap()).unwrap();
     let status = resp.status().as_u16();
     let mut out = Vec::new();
@@ -184,10 +201,15 @@ fn a_call_on_node_a_is_live_on_node_b_in_order_with_the_same_seq_and_stored_data
         assert!(call.join().unwrap().is_some());
         (ra, rb)
     });
-    let id = on_a.iter().find(|m| m["type"] == "call.started").expect("started on A")["call_id"].as_str().unwrap().to_string();
+    let id = on_a.iter().find(|m| m["type"] == "call.started").expect("started on A")["call_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let a_events = of_call(&on_a, &id);
     let b_events = of_call(&on_b, &id);
-    let key = |v: &[&Value]| v.iter().map(|m| (m["seq"].as_u64().unwrap(), m["type"].as_str().unwrap().to_string())).collect::<Vec<_>>();
+    let key = |v: &[&Value]| {
+        v.iter().map(|m| (m["seq"].as_u64().unwrap(), m["type"].as_str().unwrap().to_string())).collect::<Vec<_>>()
+    };
     assert!(b_events.last().is_some_and(|m| m["type"] == "call.ended"), "B saw {:?}", types(&on_b));
     assert_eq!(key(&b_events), key(&a_events), "node B sees node A's events, in order, with the same seq");
     let seqs: Vec<u64> = key(&b_events).iter().map(|(s, _)| *s).collect();
@@ -201,7 +223,11 @@ fn a_call_on_node_a_is_live_on_node_b_in_order_with_the_same_seq_and_stored_data
         if s == 200 && serde_json::from_slice::<Value>(&body).is_ok_and(|m| m["outcome"].is_string()) {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "call not readable on B: {s} {}", String::from_utf8_lossy(&body));
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "call not readable on B: {s} {}",
+            String::from_utf8_lossy(&body)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (s, wav) = get(b_addr, &format!("/v1/calls/{id}/recording"), &admin);
@@ -240,13 +266,21 @@ fn redis_restarted_mid_call_loses_nothing_and_remote_clients_get_a_snapshot_then
     std::thread::sleep(Duration::from_secs(3));
     c.redis.restart();
     let after = runtime.block_on(until_ended(&mut wb));
-    let snap = after.iter().position(|m| m["type"] == "snapshot" && m["call_id"] == id.as_str()).unwrap_or_else(|| panic!("no snapshot on B: {:?}", types(&after)));
+    let snap = after
+        .iter()
+        .position(|m| m["type"] == "snapshot" && m["call_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no snapshot on B: {:?}", types(&after)));
     let snap_seq = after[snap]["last_seq"].as_u64().unwrap();
     assert!(snap_seq > last_before, "the snapshot covers what was missed ({snap_seq} > {last_before})");
-    let live_after: Vec<u64> = after[snap + 1..].iter().filter(|m| m["call_id"] == id.as_str()).filter_map(|m| m["seq"].as_u64()).collect();
+    let live_after: Vec<u64> =
+        after[snap + 1..].iter().filter(|m| m["call_id"] == id.as_str()).filter_map(|m| m["seq"].as_u64()).collect();
     assert!(!live_after.is_empty() && live_after[0] > snap_seq, "live events after the snapshot: {:?}", types(&after));
     assert!(live_after.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gap: {live_after:?}");
-    assert!(after.last().is_some_and(|m| m["type"] == "call.ended" && m["outcome"] == "completed"), "not node_lost: {:?}", after.last());
+    assert!(
+        after.last().is_some_and(|m| m["type"] == "call.ended" && m["outcome"] == "completed"),
+        "not node_lost: {:?}",
+        after.last()
+    );
     let sent = call.join().unwrap().expect("the fork itself never noticed");
     // Node A's recording is complete (Redis is not on the media path).
     let m = c.a.wait_call(TENANT, "redis-outage", Duration::from_secs(20));
@@ -280,7 +314,9 @@ fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_r
     c.a.kill9();
     let killed = Instant::now();
     let ended = loop {
-        let m = runtime.block_on(next_msg(&mut wb, Duration::from_secs(20))).unwrap_or_else(|| panic!("no call.ended on B; log:\n{}", c.b.log()));
+        let m = runtime
+            .block_on(next_msg(&mut wb, Duration::from_secs(20)))
+            .unwrap_or_else(|| panic!("no call.ended on B; log:\n{}", c.b.log()));
         if m["type"] == "call.ended" && m["call_id"] == id.as_str() {
             break m;
         }
@@ -289,11 +325,18 @@ fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_r
     assert!(killed.elapsed() < Duration::from_secs(10), "within about two registry TTLs: {:?}", killed.elapsed());
     assert_eq!(metric(&c.b.metrics(), "earshot_cluster_calls_lost_total", &[]), 1.0);
     let (_, body) = get(b_addr, "/v1/live/calls", &manager);
-    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["calls"], serde_json::json!([]), "expired from the registry");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["calls"],
+        serde_json::json!([]),
+        "expired from the registry"
+    );
     // A manager connecting to B later sees it ended too.
     let mut late = runtime.block_on(live(b_addr, &manager, None));
     let snap = runtime.block_on(next_msg(&mut late, Duration::from_secs(5))).expect("snapshot");
-    assert!(snap["events"].as_array().unwrap().iter().any(|e| e["type"] == "call.ended" && e["outcome"] == "node_lost"), "{snap}");
+    assert!(
+        snap["events"].as_array().unwrap().iter().any(|e| e["type"] == "call.ended" && e["outcome"] == "node_lost"),
+        "{snap}"
+    );
     // Node A comes back: the call in its spool is recovered and uploaded.
     c.a.restart();
     let m = c.a.wait_call(TENANT, "killed", Duration::from_secs(30));
@@ -306,7 +349,15 @@ fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_r
 fn two_whip_legs_of_one_call_on_different_nodes_become_one_call_on_the_owner() {
     let c = cluster("[whip]\nice_ip = \"127.0.0.1\"\n");
     let cfg = c.tokens();
-    let publisher = earshot::server::token::issue(&cfg, TENANT, "alex", TokenRole::Publisher, Duration::from_secs(600), Some("call-77".into())).unwrap();
+    let publisher = earshot::server::token::issue(
+        &cfg,
+        TENANT,
+        "alex",
+        TokenRole::Publisher,
+        Duration::from_secs(600),
+        Some("call-77".into()),
+    )
+    .unwrap();
     let rep_audio = Audio { sample_rate: 16000, channels: vec![tone(1.0, 300.0)] };
     let cust_audio = Audio { sample_rate: 16000, channels: vec![tone(1.0, 700.0)] };
     let rep_script = Arc::new(earshot_loadtest::whip::render(&rep_audio).unwrap());
@@ -321,9 +372,12 @@ fn two_whip_legs_of_one_call_on_different_nodes_become_one_call_on_the_owner() {
     let (rep, cust) = rt().block_on(async {
         let (up_tx, up_rx) = tokio::sync::oneshot::channel();
         let o1 = opts(c.a.addr, "rep");
-        let rep = tokio::spawn(async move { earshot_loadtest::whip::publish(&o1, rep_script, Duration::from_secs(5), move || {
-            let _ = up_tx.send(());
-        }).await });
+        let rep = tokio::spawn(async move {
+            earshot_loadtest::whip::publish(&o1, rep_script, Duration::from_secs(5), move || {
+                let _ = up_tx.send(());
+            })
+            .await
+        });
         up_rx.await.expect("rep leg connected on A");
         // The customer's leg reaches node B, which does not own the call.
         let o2 = opts(c.b.addr, "customer");
@@ -334,7 +388,8 @@ fn two_whip_legs_of_one_call_on_different_nodes_become_one_call_on_the_owner() {
     assert_eq!((rep.redirects, cust.redirects), (0, 1), "the customer's leg was redirected to node A");
     assert_eq!(cust.delete_status, Some(200), "its session lives on node A");
     let m = c.a.wait_call(TENANT, "two-nodes", Duration::from_secs(30));
-    let calls: Vec<_> = c.a.manifests(TENANT).into_iter().filter(|m| m.campaign.as_deref() == Some("two-nodes")).collect();
+    let calls: Vec<_> =
+        c.a.manifests(TENANT).into_iter().filter(|m| m.campaign.as_deref() == Some("two-nodes")).collect();
     assert_eq!(calls.len(), 1, "one call");
     let rec = c.a.audio(m.call_id);
     assert_eq!(rec.channels, 2);
@@ -353,7 +408,16 @@ fn with_two_sweepers_each_expired_call_is_deleted_exactly_once() {
     // The calls are put while no node sweeps; then two nodes with a 7-day plan sweep every second.
     let seed = node("seed", &redis, &moto, &keyring, "");
     let store = seed.store();
-    let old: Vec<_> = (0..6).map(|i| rt().block_on(crate::storage::put_call(store.store(), TENANT, chrono::Utc::now() - chrono::Duration::days(10 + i), None))).collect();
+    let old: Vec<_> = (0..6)
+        .map(|i| {
+            rt().block_on(crate::storage::put_call(
+                store.store(),
+                TENANT,
+                chrono::Utc::now() - chrono::Duration::days(10 + i),
+                None,
+            ))
+        })
+        .collect();
     drop(seed);
     let env_extra: PathBuf = keyring.clone();
     let mk = |name: &str| {
@@ -379,10 +443,13 @@ fn with_two_sweepers_each_expired_call_is_deleted_exactly_once() {
     // Let a few more rounds run on both nodes.
     std::thread::sleep(Duration::from_secs(2));
     let (ma, mb) = (a.metrics(), b.metrics());
-    let deleted = metric(&ma, "earshot_retention_deleted_objects_total", &[]) + metric(&mb, "earshot_retention_deleted_objects_total", &[]);
+    let deleted = metric(&ma, "earshot_retention_deleted_objects_total", &[])
+        + metric(&mb, "earshot_retention_deleted_objects_total", &[]);
     assert_eq!(deleted, 24.0, "6 calls × 4 objects, each deleted once");
-    let acquired = metric(&ma, "earshot_cluster_locks_total", &["result=\"acquired\""]) + metric(&mb, "earshot_cluster_locks_total", &["result=\"acquired\""]);
-    let busy = metric(&ma, "earshot_cluster_locks_total", &["result=\"busy\""]) + metric(&mb, "earshot_cluster_locks_total", &["result=\"busy\""]);
+    let acquired = metric(&ma, "earshot_cluster_locks_total", &["result=\"acquired\""])
+        + metric(&mb, "earshot_cluster_locks_total", &["result=\"acquired\""]);
+    let busy = metric(&ma, "earshot_cluster_locks_total", &["result=\"busy\""])
+        + metric(&mb, "earshot_cluster_locks_total", &["result=\"busy\""]);
     assert!(acquired >= 2.0 && busy >= 1.0, "both nodes competed for the lock: acquired {acquired}, busy {busy}");
 }
 
@@ -408,9 +475,16 @@ fn a_re_invite_for_a_dialog_another_node_owns_is_refused_naming_that_node() {
     let (sip_a, sip_b) = (sip_listener(&c.a), sip_listener(&c.b));
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = sock.local_addr().unwrap();
-    let (code, ok) = udp_request(&sock, sip_a, &raw_invite(me, sip_a, "xnode-1", "application/sdp", GOOD_SDP, None, "")).unwrap();
+    let (code, ok) =
+        udp_request(&sock, sip_a, &raw_invite(me, sip_a, "xnode-1", "application/sdp", GOOD_SDP, None, "")).unwrap();
     assert_eq!(code, 200, "{ok}");
-    let to_tag = ok.lines().find(|l| l.to_ascii_lowercase().starts_with("to:")).and_then(|l| l.split(";tag=").nth(1)).expect("To tag").trim().to_string();
+    let to_tag = ok
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .and_then(|l| l.split(";tag=").nth(1))
+        .expect("To tag")
+        .trim()
+        .to_string();
     let reinvite = |to: SocketAddr, call_id: &str, n: u32| {
         format!(
             "INVITE sip:sipco@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-re{n}\r\nFrom: <sip:srs@{me}>;tag=t-xnode-1\r\nTo: <sip:sipco@{to}>;tag={to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {} INVITE\r\nContact: <sip:srs@{me}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{GOOD_SDP}",
@@ -422,7 +496,8 @@ fn a_re_invite_for_a_dialog_another_node_owns_is_refused_naming_that_node() {
     let t0 = Instant::now();
     let mut n = 1;
     let answer = loop {
-        let (code, text) = udp_request(&sock, sip_b, reinvite(sip_b, "xnode-1", n).as_bytes()).expect("an answer from B");
+        let (code, text) =
+            udp_request(&sock, sip_b, reinvite(sip_b, "xnode-1", n).as_bytes()).expect("an answer from B");
         assert_eq!(code, 481, "{text}");
         if text.contains("node-a") || t0.elapsed() > Duration::from_secs(5) {
             break text;
@@ -454,8 +529,17 @@ fn a_reader_whose_connection_drops_reads_on_from_the_last_entry_and_misses_nothi
     // Cut node B's stream reader (only it: Redis keeps its data and node A publishes on).
     let list = Command::new("redis-cli").args(["-p", &c.redis.port.to_string(), "CLIENT", "LIST"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout).to_string();
-    let id = list.lines().find(|l| l.contains("name=earshot-reader-node-b")).and_then(|l| l.split_whitespace().next()).and_then(|f| f.strip_prefix("id=")).unwrap_or_else(|| panic!("no reader in {list}")).to_string();
-    let killed = Command::new("redis-cli").args(["-p", &c.redis.port.to_string(), "CLIENT", "KILL", "ID", &id]).output().unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.contains("name=earshot-reader-node-b"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|f| f.strip_prefix("id="))
+        .unwrap_or_else(|| panic!("no reader in {list}"))
+        .to_string();
+    let killed = Command::new("redis-cli")
+        .args(["-p", &c.redis.port.to_string(), "CLIENT", "KILL", "ID", &id])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&killed.stdout).trim(), "1");
     let mut msgs = vec![first];
     msgs.extend(runtime.block_on(until_ended(&mut wb)));
@@ -473,7 +557,12 @@ fn an_export_whose_builder_died_is_finished_by_one_other_node_after_its_lease() 
     let cfg = c.tokens();
     let admin = tok(&cfg, TENANT, "root", TokenRole::Admin);
     let reader = c.a.store();
-    let call = rt().block_on(crate::storage::put_call(reader.store(), TENANT, chrono::Utc::now() - chrono::Duration::days(1), None));
+    let call = rt().block_on(crate::storage::put_call(
+        reader.store(),
+        TENANT,
+        chrono::Utc::now() - chrono::Duration::days(1),
+        None,
+    ));
     // A node started this export, holds its lock, and died: the record says running.
     let id = "0123456789abcdef0123456789abcdef";
     let rec = serde_json::json!({
@@ -482,11 +571,20 @@ fn an_export_whose_builder_died_is_finished_by_one_other_node_after_its_lease() 
     });
     let locked_at = Instant::now();
     let lock = Command::new("redis-cli")
-        .args(["-p", &c.redis.port.to_string(), "SET", &format!("earshot:lock:export:{id}"), "node-gone:x", "PX", "3000"])
+        .args([
+            "-p",
+            &c.redis.port.to_string(),
+            "SET",
+            &format!("earshot:lock:export:{id}"),
+            "node-gone:x",
+            "PX",
+            "3000",
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&lock.stdout).trim(), "OK");
-    rt().block_on(reader.store().put_meta(TENANT, &format!("exports/{TENANT}/{id}.json"), rec.to_string().as_bytes())).unwrap();
+    rt().block_on(reader.store().put_meta(TENANT, &format!("exports/{TENANT}/{id}.json"), rec.to_string().as_bytes()))
+        .unwrap();
     let t0 = Instant::now();
     let state = |addr| {
         let (s, body) = get(addr, &format!("/v1/exports/{id}"), &admin);

@@ -181,9 +181,9 @@ impl TestServer {
     /// it runs on a private tmpfs).
     pub fn data_dir(&self) -> PathBuf {
         match (&self.tmpfs, &self.child) {
-            (Some(_), Some(c)) => PathBuf::from(format!("/proc/{}/root", c.id())).join(
-                self.data_dir_outside().strip_prefix("/").unwrap(),
-            ),
+            (Some(_), Some(c)) => {
+                PathBuf::from(format!("/proc/{}/root", c.id())).join(self.data_dir_outside().strip_prefix("/").unwrap())
+            }
             _ => self.data_dir_outside(),
         }
     }
@@ -191,7 +191,8 @@ impl TestServer {
     /// The server's store (local or S3, as its config says), through the library reader.
     pub fn store(&self) -> StoreReader {
         let text = std::fs::read_to_string(&self.config_path).unwrap();
-        let mut c = earshot::config::Config::from_toml_with_env(&text, &self.config_path, self.env.clone()).expect("test config");
+        let mut c = earshot::config::Config::from_toml_with_env(&text, &self.config_path, self.env.clone())
+            .expect("test config");
         if self.tmpfs.is_some() {
             c.storage.dir = self.data_dir();
         }

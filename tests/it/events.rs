@@ -18,8 +18,7 @@ fn call_events_match_the_schema_and_count_seq_per_call() {
         dir.path().join("data").display()
     );
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
-    let schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../schemas/event.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../schemas/event.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let (audio, _) = two_party_call(8000, 1.0);
     rt().block_on(async {
@@ -31,13 +30,17 @@ fn call_events_match_the_schema_and_count_seq_per_call() {
             params.insert("token".to_string(), SECRET.to_string());
             params.insert("campaign".to_string(), campaign.to_string());
             params.insert("from".to_string(), "+15550001111".to_string());
-            let script = twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() }).unwrap();
+            let script =
+                twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() })
+                    .unwrap();
             let mut c = ws::connect(&url, &[], None).await.unwrap();
             twilio::send(&mut c, &script, 16.0).await.unwrap();
         }
         // Until both calls' scorecards (periodic `metrics` may come between, on a slow machine).
         let mut events = Vec::new();
-        while events.iter().filter(|e: &&std::sync::Arc<earshot::events::Event>| e.type_name() == "scorecard").count() < 2 {
+        while events.iter().filter(|e: &&std::sync::Arc<earshot::events::Event>| e.type_name() == "scorecard").count()
+            < 2
+        {
             let e = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
             events.push(e);
         }

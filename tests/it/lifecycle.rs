@@ -123,12 +123,19 @@ fn metrics_match_what_was_sent_and_pass_promtool() {
     let mut params = BTreeMap::new();
     params.insert("token".to_string(), SECRET.to_string());
     params.insert("campaign".to_string(), "metrics".to_string());
-    let script = twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() }).unwrap();
+    let script =
+        twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() }).unwrap();
     let pscript = pcm::render(&audio, serde_json::json!({"campaign": "metrics-pcm"}));
     rt().block_on(async {
         let mut c = ws::connect(&format!("{}/fork/twilio/{TENANT}", server.ws()), &[], None).await.unwrap();
         twilio::send(&mut c, &script, 8.0).await.unwrap();
-        let mut c = ws::connect(&format!("{}/fork/pcm/{TENANT}", server.ws()), &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+        let mut c = ws::connect(
+            &format!("{}/fork/pcm/{TENANT}", server.ws()),
+            &[("authorization".into(), format!("Bearer {SECRET}"))],
+            None,
+        )
+        .await
+        .unwrap();
         pcm::send(&mut c, &pscript, 8.0).await.unwrap();
     });
     let mt = server.wait_call(TENANT, "metrics", Duration::from_secs(10));
@@ -167,8 +174,14 @@ fn metrics_match_what_was_sent_and_pass_promtool() {
     // promtool's linter on a live scrape.
     let path = server.dir.path().join("scrape.txt");
     std::fs::write(&path, &text).unwrap();
-    let out = Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", path.display())).output().unwrap();
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out =
+        Command::new("sh").arg("-c").arg(format!("promtool check metrics < {}", path.display())).output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -179,7 +192,10 @@ fn tls_is_served_natively_when_configured() {
     let (cert, key) = (certdir.path().join("cert.pem"), certdir.path().join("key.pem"));
     let st = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .arg("-keyout").arg(&key).arg("-out").arg(&cert)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
         .output()
         .unwrap();
     assert!(st.status.success());
@@ -193,8 +209,22 @@ fn tls_is_served_natively_when_configured() {
     // A websocket upgrade over TLS is answered 101.
     let url = format!("https://{}/fork/twilio/{TENANT}", server.addr);
     let out = Command::new("curl")
-        .args(["-sk", "-i", "--http1.1", "--max-time", "2", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket",
-            "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", &url])
+        .args([
+            "-sk",
+            "-i",
+            "--http1.1",
+            "--max-time",
+            "2",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            &url,
+        ])
         .output()
         .unwrap();
     let head = String::from_utf8_lossy(&out.stdout);
@@ -264,7 +294,9 @@ fn full_disk_ends_the_call_as_storage_error_and_keeps_what_fitted() {
     let t0 = Instant::now();
     let text = loop {
         let text = server.metrics();
-        if metric(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]) >= 1.0 || t0.elapsed() > Duration::from_secs(5) {
+        if metric(&text, "earshot_calls_ended_total", &["outcome=\"storage_error\""]) >= 1.0
+            || t0.elapsed() > Duration::from_secs(5)
+        {
             break text;
         }
         std::thread::sleep(Duration::from_millis(50));

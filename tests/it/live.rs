@@ -109,7 +109,8 @@ pub async fn collect_until(ws: &mut LiveWs, until: &str, wait: Duration) -> Vec<
     let mut out = Vec::new();
     loop {
         let left = wait.saturating_sub(t0.elapsed());
-        let m = next_json(ws, left).await.unwrap_or_else(|| panic!("no `{until}` within {wait:?}; got {:?}", types(&out)));
+        let m =
+            next_json(ws, left).await.unwrap_or_else(|| panic!("no `{until}` within {wait:?}; got {:?}", types(&out)));
         let done = m["type"] == until;
         out.push(m);
         if done {
@@ -137,7 +138,11 @@ pub fn call_audio(rep: &str, cust: &str) -> (Audio, f64, f64) {
     left[lead..lead + r.len()].copy_from_slice(&r);
     let cust_at = lead + r.len() + gap;
     right[cust_at..cust_at + c.len()].copy_from_slice(&c);
-    (Audio { sample_rate: 16000, channels: vec![left, right] }, cust_at as f64 / 16000.0, (cust_at + c.len()) as f64 / 16000.0)
+    (
+        Audio { sample_rate: 16000, channels: vec![left, right] },
+        cust_at as f64 / 16000.0,
+        (cust_at + c.len()) as f64 / 16000.0,
+    )
 }
 
 /// A silent-ish (noise-free) two-channel call of `secs` with a short tone on the rep side.
@@ -176,7 +181,9 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
     let dir = tempfile::tempdir().unwrap();
     let mut config = live_config(dir.path(), "[live]\nmetrics_interval = \"500ms\"\n");
     // Recording off for this campaign: transcription and coaching still run, no audio is kept.
-    config.tenants[0].campaigns.insert("coach".into(), earshot::config::CampaignConfig { recording: Some(false), ..Default::default() });
+    config.tenants[0]
+        .campaigns
+        .insert("coach".into(), earshot::config::CampaignConfig { recording: Some(false), ..Default::default() });
     let data = dir.path().join("data");
     let metrics = earshot::metrics::Metrics::new();
     let hub = whisper_hub(dir.path(), &metrics);
@@ -187,7 +194,11 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
     let schema: Value = serde_json::from_str(include_str!("../../schemas/event.schema.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     rt().block_on(async {
-        let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+        let opts = ServeOptions {
+            recogniser: Some((Arc::new(hub), Default::default())),
+            metrics: Some(metrics.clone()),
+            ..Default::default()
+        };
         let server = Server::start(config.clone(), opts).await.unwrap();
         let addr = server.local_addr;
         let mut alex = live(addr, &tok(&config, TENANT, "alex", TokenRole::Rep), None).await;
@@ -231,7 +242,11 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         assert!(at > cust_at, "the hint came after the name was spoken ({at:.2} s vs {cust_at:.2} s)");
         let (_, missed) = hint("compliance.missed").unwrap_or_else(|| panic!("no missed-terms alert: {kinds:?}"));
         assert_eq!((missed["rule"].as_str(), missed["severity"].as_str()), (Some("terms"), Some("critical")));
-        assert!(msgs.iter().any(|m| m["type"] == "checklist" && m["items"].as_array().unwrap().iter().any(|i| i["id"] == "discovery" && i["status"] == "done")), "{kinds:?}");
+        assert!(
+            msgs.iter().any(|m| m["type"] == "checklist"
+                && m["items"].as_array().unwrap().iter().any(|i| i["id"] == "discovery" && i["status"] == "done")),
+            "{kinds:?}"
+        );
         let ended = msgs.iter().position(|m| m["type"] == "call.ended").expect("call.ended");
         let card = msgs.last().unwrap();
         assert!(ended < msgs.len() - 1, "the scorecard follows call.ended");
@@ -279,7 +294,16 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         // Stored (the drain waits for the upload): no audio, but transcript and hints.
         assert!(store.is_uploaded(id));
         assert!(matches!(store.audio(id), Err(earshot::storage::StorageError::NoObject(..))));
-        let names: Vec<String> = store.store().list_objects(TENANT).await.unwrap().remove(&id).unwrap().into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = store
+            .store()
+            .list_objects(TENANT)
+            .await
+            .unwrap()
+            .remove(&id)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert!(!names.iter().any(|n| n == "audio.wav"), "{names:?}");
         let transcript = store.text(id, "transcript.json").unwrap().to_lowercase();
         assert!(transcript.contains("expensive"), "{transcript}");
@@ -357,7 +381,8 @@ fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected(
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
         let stream = sock.connect(addr).await.unwrap();
-        let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{addr}/live?token={token}"), stream).await.unwrap();
+        let (mut slow, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/live?token={token}"), stream).await.unwrap();
         // Its `hello` is sent after the hub registered it: only then may the call
         // start, or a loaded machine registers it late and it starts with a snapshot.
         let hello = next_json(&mut slow, Duration::from_secs(5)).await.unwrap();
@@ -366,17 +391,20 @@ fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected(
         let now = chrono::Utc::now();
         let call_id = CallId::new_at(now);
         let mut seqr = EventSequencer::new(TENANT.into(), call_id, now);
-        server.app.publish(seqr.stamp(now, EventBody::CallStarted(CallStartedPayload {
-            source: Source::Pcm,
-            campaign: None,
-            rep_id: Some("alex".into()),
-            layout: Layout::Stereo,
-            channels: vec![Role::Rep, Role::Customer],
-            sample_rate: 8000,
-            recording: false,
-            source_ids: Default::default(),
-            participants: vec![],
-        })));
+        server.app.publish(seqr.stamp(
+            now,
+            EventBody::CallStarted(CallStartedPayload {
+                source: Source::Pcm,
+                campaign: None,
+                rep_id: Some("alex".into()),
+                layout: Layout::Stereo,
+                channels: vec![Role::Rep, Role::Customer],
+                sample_rate: 8000,
+                recording: false,
+                source_ids: Default::default(),
+                participants: vec![],
+            }),
+        ));
         let n = 4000u64;
         let app = server.app.clone();
         let publisher = tokio::spawn(async move {
@@ -454,7 +482,8 @@ fn bad_tokens_roles_and_connection_limits_are_refused_before_the_upgrade() {
         let other = tok(&config, "other", "boss", TokenRole::Manager);
         let parts: Vec<&str> = other.split('.').collect();
         use base64::Engine;
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"typ":"JWT","alg":"HS256","kid":"{TENANT}"}}"#));
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!(r#"{{"typ":"JWT","alg":"HS256","kid":"{TENANT}"}}"#));
         let forged = format!("{header}.{}.{}", parts[1], parts[2]);
         assert_eq!(status(format!("ws://{addr}/live?token={forged}")).await, 401);
         let publisher = tok(&config, TENANT, "dialer", TokenRole::Publisher);
@@ -531,7 +560,11 @@ fn webhooks_deliver_signed_call_ended_and_scorecard_retrying_failures() {
             if ok == 2 {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(20), "deliveries: {:?}", log.lock().unwrap().iter().map(|(h, _, s)| (h.get("earshot-event").cloned(), *s)).collect::<Vec<_>>());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "deliveries: {:?}",
+                log.lock().unwrap().iter().map(|(h, _, s)| (h.get("earshot-event").cloned(), *s)).collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -542,14 +575,30 @@ fn webhooks_deliver_signed_call_ended_and_scorecard_retrying_failures() {
         }
         for event in ["call.ended", "scorecard"] {
             let tries = &by_event[event];
-            assert_eq!(tries.iter().map(|t| t.2).collect::<Vec<_>>(), [500, 500, 200], "{event}: failed twice, delivered on the third try");
+            assert_eq!(
+                tries.iter().map(|t| t.2).collect::<Vec<_>>(),
+                [500, 500, 200],
+                "{event}: failed twice, delivered on the third try"
+            );
             let ids: std::collections::BTreeSet<_> = tries.iter().map(|t| t.0["earshot-delivery"].clone()).collect();
             assert_eq!(ids.len(), 1, "one delivery id across retries");
             let (h, body, _) = tries[2];
             assert_eq!(h["earshot-attempt"], "3");
             assert_eq!(h["content-type"], "application/json");
-            assert!(earshot::server::webhooks::verify_signature(secret, &h["earshot-signature"], body, now, Duration::from_secs(300)));
-            assert!(!earshot::server::webhooks::verify_signature("wrong-secret-0123456789", &h["earshot-signature"], body, now, Duration::from_secs(300)));
+            assert!(earshot::server::webhooks::verify_signature(
+                secret,
+                &h["earshot-signature"],
+                body,
+                now,
+                Duration::from_secs(300)
+            ));
+            assert!(!earshot::server::webhooks::verify_signature(
+                "wrong-secret-0123456789",
+                &h["earshot-signature"],
+                body,
+                now,
+                Duration::from_secs(300)
+            ));
             let v: Value = serde_json::from_slice(body).unwrap();
             assert_eq!((v["type"].as_str(), v["tenant"].as_str()), (Some(event), Some(TENANT)));
         }
@@ -573,7 +622,10 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
     require_tool("node");
     require_tool("chromium");
     let browser_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(browser_dir.join("node_modules/playwright-core").exists(), "playwright-core missing: run scripts/install-test-deps.sh");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core missing: run scripts/install-test-deps.sh"
+    );
     let artefacts = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&artefacts).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -585,7 +637,11 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
         "Right now we use Salesforce, and honestly it is too expensive.",
     );
     rt().block_on(async {
-        let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+        let opts = ServeOptions {
+            recogniser: Some((Arc::new(hub), Default::default())),
+            metrics: Some(metrics.clone()),
+            ..Default::default()
+        };
         let server = Server::start(config.clone(), opts).await.unwrap();
         let addr = server.local_addr;
         let mut node = tokio::process::Command::new("node")
@@ -600,18 +656,34 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
             .spawn()
             .expect("node");
         let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(node.stdout.take().unwrap()));
-        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.expect("browser start").unwrap();
+        let first =
+            tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.expect("browser start").unwrap();
         assert_eq!(first.as_deref(), Some("ready"));
         fork(addr, &audio, "overlay", "alex", 1.0).await;
-        let summary = tokio::time::timeout(Duration::from_secs(90), lines.next_line()).await.expect("browser result").unwrap().expect("summary line");
+        let summary = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
+            .await
+            .expect("browser result")
+            .unwrap()
+            .expect("summary line");
         let status = tokio::time::timeout(Duration::from_secs(20), node.wait()).await.unwrap().unwrap();
         assert!(status.success(), "{summary}");
         let s: Value = serde_json::from_str(&summary).unwrap();
         let lines = s["rep_lines"].as_array().unwrap();
-        assert!(lines.iter().any(|l| l["cls"].as_str().unwrap().contains("customer") && l["text"].as_str().unwrap().to_lowercase().contains("salesforce")), "{s:#}");
+        assert!(
+            lines.iter().any(|l| l["cls"].as_str().unwrap().contains("customer")
+                && l["text"].as_str().unwrap().to_lowercase().contains("salesforce")),
+            "{s:#}"
+        );
         assert!(lines.iter().any(|l| l["cls"].as_str().unwrap().contains("rep")), "{s:#}");
         assert!(s["rep_hints"].as_array().unwrap().iter().any(|k| k == "competitor"), "{s:#}");
-        assert!(s["checklist"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().starts_with("done:") && c.as_str().unwrap().contains("Discovery")), "{s:#}");
+        assert!(
+            s["checklist"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c.as_str().unwrap().starts_with("done:") && c.as_str().unwrap().contains("Discovery")),
+            "{s:#}"
+        );
         assert!(s["rep_score"].as_str().unwrap().trim().parse::<f64>().is_ok(), "{s:#}");
         assert_eq!(s["team_view"], "Team view");
         assert!(s["team_calls"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().contains("alex")), "{s:#}");
@@ -654,7 +726,11 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
         (0..=CARD.len() - 8).any(|i| flat.contains(&CARD[i..i + 8]))
     };
     rt().block_on(async {
-        let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+        let opts = ServeOptions {
+            recogniser: Some((Arc::new(hub), Default::default())),
+            metrics: Some(metrics.clone()),
+            ..Default::default()
+        };
         let server = Server::start(config.clone(), opts).await.unwrap();
         let addr = server.local_addr;
         let mut alex = live(addr, &tok(&config, TENANT, "alex", TokenRole::Rep), None).await;
@@ -667,7 +743,9 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
         use tokio_tungstenite::tungstenite::Message;
         c.send(Message::Text(script.metadata.clone().into())).await.unwrap();
         for d in CARD.chars().chain(['#']) {
-            c.send(Message::Text(serde_json::json!({"event": "dtmf", "dtmf": d.to_string()}).to_string().into())).await.unwrap();
+            c.send(Message::Text(serde_json::json!({"event": "dtmf", "dtmf": d.to_string()}).to_string().into()))
+                .await
+                .unwrap();
         }
         let t0 = tokio::time::Instant::now();
         for (k, f) in script.frames.iter().enumerate() {
@@ -677,8 +755,20 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
         c.send(Message::Close(None)).await.unwrap();
         let msgs = collect_until(&mut alex, "scorecard", Duration::from_secs(60)).await;
         // What the overlay saw: masked (the tenant keeps the default redact_live).
-        let finals: Vec<String> = msgs.iter().filter(|m| m["type"] == "transcript.final").map(|m| m["text"].as_str().unwrap().to_string()).collect();
-        assert!(finals.iter().any(|t| t.contains("[card number]")), "the recogniser heard the card: {finals:?}; gaps: {:?}", msgs.iter().filter(|m| m["type"] != "transcript.final" && m["type"] != "transcript.partial" && m["type"] != "metrics").collect::<Vec<_>>());
+        let finals: Vec<String> = msgs
+            .iter()
+            .filter(|m| m["type"] == "transcript.final")
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            finals.iter().any(|t| t.contains("[card number]")),
+            "the recogniser heard the card: {finals:?}; gaps: {:?}",
+            msgs.iter()
+                .filter(|m| m["type"] != "transcript.final"
+                    && m["type"] != "transcript.partial"
+                    && m["type"] != "metrics")
+                .collect::<Vec<_>>()
+        );
         for m in &msgs {
             assert!(!leaks(&m.to_string()), "shown live: {m}");
         }
@@ -688,8 +778,16 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
     let store = StoreReader::new(&data);
     let id = store.list_calls(TENANT)[0];
     assert!(store.is_uploaded(id));
-    let names: Vec<String> = rt().block_on(store.store().list_call_objects(&earshot::storage::CallRef { tenant: TENANT.into(), call_id: id })).unwrap().into_iter().map(|(n, _)| n).collect();
-    assert!(names.contains(&"transcript.json".to_string()) && names.contains(&"manifest.json".to_string()), "{names:?}");
+    let names: Vec<String> = rt()
+        .block_on(store.store().list_call_objects(&earshot::storage::CallRef { tenant: TENANT.into(), call_id: id }))
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        names.contains(&"transcript.json".to_string()) && names.contains(&"manifest.json".to_string()),
+        "{names:?}"
+    );
     for name in names.iter().filter(|n| n.ends_with(".json") || n.ends_with(".txt")) {
         let text = store.text(id, name).unwrap();
         assert!(!leaks(&text), "{name} holds the card: {text}");
@@ -701,7 +799,13 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
     let (a, b) = ((cust_at * 16000.0) as usize, (cust_end * 16000.0) as usize);
     let zeros = |v: &[i16]| v.iter().filter(|s| **s == 0).count();
     let (sent, kept) = (&audio.channels[1][a..b], &rec.channel(1)[a..b]);
-    assert!(zeros(kept) > zeros(sent) + (b - a) / 2, "customer speech not silenced: {} of {} samples zero (sent: {})", zeros(kept), b - a, zeros(sent));
+    assert!(
+        zeros(kept) > zeros(sent) + (b - a) / 2,
+        "customer speech not silenced: {} of {} samples zero (sent: {})",
+        zeros(kept),
+        b - a,
+        zeros(sent)
+    );
     assert_eq!(rec.channel(0)[..audio.channels[0].len()], audio.channels[0][..], "the rep's channel is intact");
     let m = store.manifest(id).unwrap();
     let keyed: String = m.dtmf.iter().map(|d| d.digit.as_str()).collect();

@@ -29,7 +29,11 @@ struct Setup {
 
 /// The real server with `hub` as its recogniser, reporting into `metrics`.
 async fn serve(config: Config, hub: AsrHub, metrics: &earshot::metrics::Metrics) -> Server {
-    let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+    let opts = ServeOptions {
+        recogniser: Some((Arc::new(hub), Default::default())),
+        metrics: Some(metrics.clone()),
+        ..Default::default()
+    };
     Server::start(config, opts).await.unwrap()
 }
 
@@ -211,10 +215,17 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
     let mut settings = AsrSettings::new(1, "en");
     settings.overload.max_lag_ms = 4_000;
     settings.overload.recover_ms = 1_000;
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(data.join(".spool")), metrics.clone()).unwrap();
+    let hub = AsrHub::start(
+        vec![Arc::new(Model::load(&model_path).unwrap())],
+        settings,
+        StoreLayout::new(data.join(".spool")),
+        metrics.clone(),
+    )
+    .unwrap();
     let busy = busy_call(18.0);
     let calm = {
-        let jfk = Audio::load_wav(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav")).unwrap();
+        let jfk = Audio::load_wav(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav"))
+            .unwrap();
         let silent = vec![0i16; jfk.channels[0].len()];
         Audio { sample_rate: 16000, channels: vec![jfk.channels[0].clone(), silent] }
     };
@@ -240,7 +251,8 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
                 let script = pcm::render(audio, serde_json::json!({"campaign": format!("{campaign}-{i}")}));
                 let url = url.to_string();
                 senders.push(tokio::spawn(async move {
-                    let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+                    let mut c =
+                        ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
                     pcm::send(&mut c, &script, 1.0).await.unwrap();
                 }));
             }
@@ -257,7 +269,12 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
                     Ok(e) => e.unwrap(),
                     Err(_) => {
                         assert!(tokio::time::Instant::now() < deadline, "transcripts never finished");
-                        let written = started.keys().filter(|id| store.find_call(**id).is_ok_and(|d| store.text(d.call_id, "transcript.json").is_ok())).count();
+                        let written = started
+                            .keys()
+                            .filter(|id| {
+                                store.find_call(**id).is_ok_and(|d| store.text(d.call_id, "transcript.json").is_ok())
+                            })
+                            .count();
                         if ended == n && written == n {
                             break;
                         }
@@ -310,8 +327,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
             assert_eq!(m.outcome.as_deref(), Some("completed"), "{m:?}");
             let secs = m.audio.as_ref().unwrap().duration_ms as f64 / 1000.0;
             assert!((secs - 18.0).abs() < 0.1, "recorded {secs} s of 18 s");
-            let saved: serde_json::Value =
-                serde_json::from_str(&store.text(*id, "transcript.json").unwrap()).unwrap();
+            let saved: serde_json::Value = serde_json::from_str(&store.text(*id, "transcript.json").unwrap()).unwrap();
             assert!(saved["gaps"].is_array());
         }
         // Load falls: the level steps back down by itself, and a new call is served
@@ -338,7 +354,13 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
     let mut settings = AsrSettings::new(1, "en");
     settings.refine = true;
     settings.model_names = vec!["tiny.en".into()];
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], settings, StoreLayout::new(data.join(".spool")), metrics.clone()).unwrap();
+    let hub = AsrHub::start(
+        vec![Arc::new(Model::load(&model_path).unwrap())],
+        settings,
+        StoreLayout::new(data.join(".spool")),
+        metrics.clone(),
+    )
+    .unwrap();
     let (audio, _) = two_party_call(16000, 0.2);
     rt().block_on(async {
         let server = serve(config, hub, &metrics).await;
@@ -352,7 +374,8 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
             assert!(t0.elapsed() < Duration::from_secs(60), "no refined transcript");
             if let Some(id) = store.list_calls(TENANT).first() {
                 let d = store.find_call(*id).unwrap();
-                let refined = store.text(d.call_id, "transcript.json")
+                let refined = store
+                    .text(d.call_id, "transcript.json")
                     .ok()
                     .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
                     .is_some_and(|v| v["source"] == "refined");
@@ -362,13 +385,20 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let live: serde_json::Value = serde_json::from_str(&store.text(call_dir.call_id, "transcript.live.json").unwrap()).unwrap();
+        let live: serde_json::Value =
+            serde_json::from_str(&store.text(call_dir.call_id, "transcript.live.json").unwrap()).unwrap();
         assert!(live["segments"].as_array().is_some_and(|s| !s.is_empty()), "{live}");
         assert!(live.get("source").is_none());
-        let refined: serde_json::Value = serde_json::from_str(&store.text(call_dir.call_id, "transcript.json").unwrap()).unwrap();
+        let refined: serde_json::Value =
+            serde_json::from_str(&store.text(call_dir.call_id, "transcript.json").unwrap()).unwrap();
         assert_eq!(refined["refined"]["model"], "tiny.en");
         let segs = refined["segments"].as_array().unwrap();
-        let said = |ch: &str| segs.iter().filter(|s| s["channel"] == ch).map(|s| s["text"].as_str().unwrap().to_lowercase()).collect::<String>();
+        let said = |ch: &str| {
+            segs.iter()
+                .filter(|s| s["channel"] == ch)
+                .map(|s| s["text"].as_str().unwrap().to_lowercase())
+                .collect::<String>()
+        };
         assert!(said("rep").contains("recorded"), "{refined}");
         assert!(said("customer").contains("alex"), "{refined}");
         // Offsets are the call's: the customer speaks after the rep.
@@ -376,7 +406,9 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
         assert!(first("customer") > first("rep") + 1000, "{refined}");
         let txt = store.text(call_dir.call_id, "transcript.txt").unwrap();
         assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
-        assert!(metric(&server.app.metrics.render(), "earshot_asr_inference_seconds_count", &["kind=\"refine\""]) >= 1.0);
+        assert!(
+            metric(&server.app.metrics.render(), "earshot_asr_inference_seconds_count", &["kind=\"refine\""]) >= 1.0
+        );
         server.drain(std::future::pending()).await;
     });
 }
@@ -384,8 +416,13 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
 #[test]
 fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_right_offsets() {
     let Setup { dir: _dir, model_path, data, config, metrics } = setup();
-    let hub = AsrHub::start(vec![Arc::new(Model::load(&model_path).unwrap())], AsrSettings::new(2, "en"), StoreLayout::new(data.join(".spool")), metrics.clone())
-        .unwrap();
+    let hub = AsrHub::start(
+        vec![Arc::new(Model::load(&model_path).unwrap())],
+        AsrSettings::new(2, "en"),
+        StoreLayout::new(data.join(".spool")),
+        metrics.clone(),
+    )
+    .unwrap();
     // Three turns at known places (16 kHz before the fork's 8 kHz µ-law).
     let turns = [
         ("en-us", "Hello, this is Alex from Acme. This call is recorded.", 0usize),
@@ -445,11 +482,17 @@ fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_r
         let role = |ch: usize| if ch == 0 { earshot::call::Role::Rep } else { earshot::call::Role::Customer };
         let mut last_end = 0;
         for (i, (ch, start, end)) in spans.iter().enumerate() {
-            let mine: Vec<_> =
-                finals.iter().filter(|t| t.channel == role(*ch) && t.end_ms > *start as u64 && t.start_ms < *end as u64).collect();
+            let mine: Vec<_> = finals
+                .iter()
+                .filter(|t| t.channel == role(*ch) && t.end_ms > *start as u64 && t.start_ms < *end as u64)
+                .collect();
             assert!(!mine.is_empty(), "turn {i}: no final on {:?}: {finals:?}", role(*ch));
             assert!(mine[0].start_ms.abs_diff(*start as u64) <= 500, "turn {i} starts at {start} ms: {:?}", mine[0]);
-            assert!(mine.last().unwrap().end_ms.abs_diff(*end as u64) <= 500, "turn {i} ends at {end} ms: {:?}", mine.last());
+            assert!(
+                mine.last().unwrap().end_ms.abs_diff(*end as u64) <= 500,
+                "turn {i} ends at {end} ms: {:?}",
+                mine.last()
+            );
             assert!(mine[0].start_ms >= last_end, "turn {i} out of order: {finals:?}");
             last_end = mine.last().unwrap().end_ms;
         }

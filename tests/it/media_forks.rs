@@ -65,7 +65,11 @@ fn twilio_single_track_stream_is_recorded_mono() {
     let server = TestServer::start();
     let (audio, _) = two_party_call(8000, 1.0);
     let mono = Audio { sample_rate: 8000, channels: vec![audio.channels[0].clone()] };
-    let script = twilio::render(&mono, &twilio::TwilioOptions { custom_parameters: twilio_params("mono"), ..Default::default() }).unwrap();
+    let script = twilio::render(
+        &mono,
+        &twilio::TwilioOptions { custom_parameters: twilio_params("mono"), ..Default::default() },
+    )
+    .unwrap();
     let report = rt().block_on(async {
         let mut conn = ws::connect(&format!("{}/fork/twilio/{TENANT}", server.ws()), &[], None).await.unwrap();
         twilio::send(&mut conn, &script, 8.0).await.unwrap()
@@ -98,7 +102,10 @@ fn pcm_roundtrip(rate: u32, stereo: bool, rep_channel: u8, campaign: &str) {
     let script = pcm::render(&sent, meta);
     let report = rt().block_on(async {
         let url = format!("{}/fork/pcm/{TENANT}", server.ws());
-        let mut conn = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], Some("audio.jambonz.org")).await.unwrap();
+        let mut conn =
+            ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], Some("audio.jambonz.org"))
+                .await
+                .unwrap();
         pcm::send(&mut conn, &script, 4.0).await.unwrap()
     });
     assert_eq!(report.closing.code, Some(1000), "{:?}", report.closing);

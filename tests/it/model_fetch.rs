@@ -88,7 +88,6 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-
 #[test]
 fn a_download_with_the_wrong_checksum_is_refused_and_leaves_nothing() {
     let official = serve(HashMap::from([("/ggml-tiny.en.bin".to_string(), vec![7u8; 4096])]));
@@ -135,11 +134,15 @@ fn offline_fallback_imports_the_package_and_the_model_transcribes() {
     // The quantised import is a working model: jfk.wav, offline decode, word for word.
     let m = earshot::asr::engine::Model::load(&model).unwrap();
     let mut state = m.new_state().unwrap();
-    let jfk = earshot_loadtest::audio::Audio::load_wav(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav"))
-        .unwrap();
+    let jfk = earshot_loadtest::audio::Audio::load_wav(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav"),
+    )
+    .unwrap();
     let pcm: Vec<f32> = jfk.channels[0].iter().map(|&s| s as f32 / 32768.0).collect();
-    let t: String = m.transcribe(&mut state, &pcm, "en").unwrap().iter().map(|s| s.text.clone()).collect::<Vec<_>>().join(" ");
-    let expected = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    let t: String =
+        m.transcribe(&mut state, &pcm, "en").unwrap().iter().map(|s| s.text.clone()).collect::<Vec<_>>().join(" ");
+    let expected =
+        "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     assert_eq!(words(&t), words(expected), "transcript: {t}");
 }
 

@@ -21,7 +21,13 @@ struct CollectingHub {
 }
 
 impl RecogniserHub for CollectingHub {
-    fn attach(&self, _call: &CallInfo, taps: Vec<RecogniserTap>, _drops: Arc<FeedDrops>, _p: Arc<earshot::server::call_session::CallPublisher>) {
+    fn attach(
+        &self,
+        _call: &CallInfo,
+        taps: Vec<RecogniserTap>,
+        _drops: Arc<FeedDrops>,
+        _p: Arc<earshot::server::call_session::CallPublisher>,
+    ) {
         let poll = self.poll;
         let got = self.got.clone();
         got.lock().unwrap().resize(taps.len(), Vec::new());
@@ -42,7 +48,10 @@ impl RecogniserHub for CollectingHub {
     }
 }
 
-fn run(poll: Duration, settings: FeedSettings) -> (Vec<Vec<f32>>, String, usize, earshot_loadtest::audio::Audio, usize) {
+fn run(
+    poll: Duration,
+    settings: FeedSettings,
+) -> (Vec<Vec<f32>>, String, usize, earshot_loadtest::audio::Audio, usize) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
@@ -55,9 +64,12 @@ fn run(poll: Duration, settings: FeedSettings) -> (Vec<Vec<f32>>, String, usize,
     let mut params = std::collections::BTreeMap::new();
     params.insert("token".to_string(), SECRET.to_string());
     params.insert("campaign".to_string(), "asr".to_string());
-    let script = twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() }).unwrap();
+    let script =
+        twilio::render(&audio, &twilio::TwilioOptions { custom_parameters: params, ..Default::default() }).unwrap();
     let (metrics, frames) = rt().block_on(async {
-        let server = Server::start(config, ServeOptions { recogniser: Some((hub, settings)), ..Default::default() }).await.unwrap();
+        let server = Server::start(config, ServeOptions { recogniser: Some((hub, settings)), ..Default::default() })
+            .await
+            .unwrap();
         let mut c = ws::connect(&format!("ws://{}/fork/twilio/{TENANT}", server.local_addr), &[], None).await.unwrap();
         twilio::send(&mut c, &script, 4.0).await.unwrap();
         tokio::time::sleep(poll * 3 + Duration::from_millis(300)).await;
@@ -79,7 +91,11 @@ fn recogniser_gets_each_channel_at_16khz_in_step_with_the_call() {
     let sent_16k = audio.frames() * 2;
     for (ch, samples) in got.iter().enumerate() {
         // The resampler holds back a few ms at the end.
-        assert!(samples.len() + 400 >= sent_16k && samples.len() <= sent_16k + 320, "ch {ch}: {} vs {sent_16k}", samples.len());
+        assert!(
+            samples.len() + 400 >= sent_16k && samples.len() <= sent_16k + 320,
+            "ch {ch}: {} vs {sent_16k}",
+            samples.len()
+        );
         // The marker burst is where it was sent, at twice the sample index.
         let at = samples.iter().skip(marker * 2 - 200).position(|s| s.abs() > 0.8).unwrap() + marker * 2 - 200;
         assert!(at.abs_diff(marker * 2) <= 40, "ch {ch}: marker at {at}, sent at {}", marker * 2);
@@ -97,7 +113,12 @@ fn slow_recogniser_loses_oldest_audio_counted_and_the_recording_is_complete() {
     assert!(dropped > 0.5, "dropped {dropped} s");
     let received: usize = got.iter().map(Vec::len).sum();
     let sent_16k = audio.frames() * 2 * 2;
-    let accounted = received as f64 / 16000.0 + dropped + metric(&metrics, "earshot_recogniser_dropped_seconds_total", &["reason=\"ring_full\""]);
-    assert!((accounted - sent_16k as f64 / 16000.0).abs() < 0.2, "received {received} + dropped {dropped}s vs sent {sent_16k}");
+    let accounted = received as f64 / 16000.0
+        + dropped
+        + metric(&metrics, "earshot_recogniser_dropped_seconds_total", &["reason=\"ring_full\""]);
+    assert!(
+        (accounted - sent_16k as f64 / 16000.0).abs() < 0.2,
+        "received {received} + dropped {dropped}s vs sent {sent_16k}"
+    );
     assert_eq!(frames, audio.frames().div_ceil(160) * 160, "the recording never loses audio");
 }

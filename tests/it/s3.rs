@@ -19,7 +19,9 @@ fn moto_binary() -> PathBuf {
     let found = Command::new("sh").arg("-c").arg("command -v moto_server").output().ok().filter(|o| o.status.success());
     match found {
         Some(o) => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-        None => panic!("moto_server is required for S3 tests (install the test dependencies: scripts/install-test-deps.sh)"),
+        None => {
+            panic!("moto_server is required for S3 tests (install the test dependencies: scripts/install-test-deps.sh)")
+        }
     }
 }
 
@@ -79,7 +81,13 @@ impl Moto {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         let t0 = Instant::now();
         loop {
-            if let Ok(code) = request(addr, &format!("PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port)) {
+            if let Ok(code) = request(
+                addr,
+                &format!(
+                    "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.port
+                ),
+            ) {
                 assert_eq!(code, 200, "create bucket");
                 return;
             }

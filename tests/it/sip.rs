@@ -72,14 +72,20 @@ fn free_port() -> u16 {
 /// 8 kHz µ-law WAV of `samples` (for sipp's `rtp_stream`).
 fn ulaw_wav(dir: &Path, name: &str, samples: &[i16]) -> PathBuf {
     let lin = dir.join(format!("{name}.lin.wav"));
-    let spec = hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(&lin, spec).unwrap();
     for &s in samples {
         w.write_sample(s).unwrap();
     }
     w.finalize().unwrap();
     let out = dir.join(format!("{name}.ulaw.wav"));
-    let st = Command::new("sox").arg(&lin).args(["-r", "8000", "-c", "1", "-e", "mu-law", "-b", "8"]).arg(&out).status().unwrap();
+    let st = Command::new("sox")
+        .arg(&lin)
+        .args(["-r", "8000", "-c", "1", "-e", "mu-law", "-b", "8"])
+        .arg(&out)
+        .status()
+        .unwrap();
     assert!(st.success());
     out
 }
@@ -138,8 +144,9 @@ impl Scenario {
     /// sipp XML: INVITE, ACK, stream the WAV, (re-INVITE), BYE.
     fn xml(&self) -> String {
         let (ct, body) = self.body(self.second_port, 1);
-        let invite = |cseq: u32, auth: &str| format!(
-            "INVITE sip:{SIP_TENANT}@[remote_ip]:[remote_port] SIP/2.0\n\
+        let invite = |cseq: u32, auth: &str| {
+            format!(
+                "INVITE sip:{SIP_TENANT}@[remote_ip]:[remote_port] SIP/2.0\n\
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
 From: <sip:srs@[local_ip]>;tag=[call_number]\n\
 To: <sip:{SIP_TENANT}@[remote_ip]:[remote_port]>\n\
@@ -151,10 +158,11 @@ Max-Forwards: 70\n\
 {}X-Earshot-Campaign: {}\n\
 Content-Type: {ct}\n\
 Content-Length: [len]\n\n{body}",
-            // A SIPREC client requires siprec; a plain fork names the rep in a header.
-            if self.metadata { "Require: siprec\n" } else { "X-Earshot-Rep: agent-7\n" },
-            self.campaign
-        );
+                // A SIPREC client requires siprec; a plain fork names the rep in a header.
+                if self.metadata { "Require: siprec\n" } else { "X-Earshot-Rep: agent-7\n" },
+                self.campaign
+            )
+        };
         let in_dialog = |method: &str, cseq: u32| {
             format!(
                 "{method} [next_url] SIP/2.0\n\
@@ -249,7 +257,10 @@ fn answered_ports(trace: &Path) -> Vec<Vec<u16>> {
         .filter(|m| m.contains("application/sdp"))
         .map(|m| {
             let m = m.split("----------").next().unwrap_or("");
-            m.lines().filter_map(|l| l.trim().strip_prefix("m=audio ")).filter_map(|r| r.split(' ').next()?.parse().ok()).collect()
+            m.lines()
+                .filter_map(|l| l.trim().strip_prefix("m=audio "))
+                .filter_map(|r| r.split(' ').next()?.parse().ok())
+                .collect()
         })
         .collect()
 }
@@ -261,7 +272,13 @@ fn send_rtp(sock: &UdpSocket, to: SocketAddr, samples: &[i16], start_seq: u16, m
     for (i, chunk) in samples.chunks(160).enumerate() {
         let mut payload = Vec::new();
         g711::encode_ulaw_into(chunk, &mut payload);
-        let h = RtpHeader { marker: i == 0, payload_type: 0, seq: start_seq.wrapping_add(i as u16), timestamp: 12345 + i as u32 * 160, ssrc: 0xfeed };
+        let h = RtpHeader {
+            marker: i == 0,
+            payload_type: 0,
+            seq: start_seq.wrapping_add(i as u16),
+            timestamp: 12345 + i as u32 * 160,
+            ssrc: 0xfeed,
+        };
         let mut buf = Vec::new();
         rtp::write(&h, &payload, &mut buf);
         pkts.push(buf);
@@ -294,7 +311,10 @@ fn send_rtp(sock: &UdpSocket, to: SocketAddr, samples: &[i16], start_seq: u16, m
 
 fn energy_ms(ch: &[i16]) -> u64 {
     // Milliseconds (10 ms windows) whose RMS is above ~-40 dBFS.
-    ch.chunks(80).filter(|w| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > 300.0).count() as u64 * 10
+    ch.chunks(80)
+        .filter(|w| (w.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / w.len() as f64).sqrt() > 300.0)
+        .count() as u64
+        * 10
 }
 
 fn channel(rec: &earshot::store::Recording, c: usize) -> Vec<i16> {
@@ -335,13 +355,22 @@ fn siprec_call(server: &TestServer, sip: SocketAddr, tcp: bool, tweak: impl FnOn
             break p.clone();
         }
         if let Ok(Some(st)) = child.try_wait() {
-            panic!("sipp exited early ({st}); log:\n{}\ntrace:\n{}", server.log(), std::fs::read_to_string(&trace).unwrap_or_default());
+            panic!(
+                "sipp exited early ({st}); log:\n{}\ntrace:\n{}",
+                server.log(),
+                std::fs::read_to_string(&trace).unwrap_or_default()
+            );
         }
         if t0.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
-            let err = child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).to_string()).unwrap_or_default();
+            let err =
+                child.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).to_string()).unwrap_or_default();
             let errors = std::fs::read_to_string(trace.with_file_name("sipp-errors.log")).unwrap_or_default();
-            panic!("no 200 OK with two streams; sipp: {err}\n{errors}\ntrace:\n{}\nlog:\n{}", std::fs::read_to_string(&trace).unwrap_or_default(), server.log());
+            panic!(
+                "no 200 OK with two streams; sipp: {err}\n{errors}\ntrace:\n{}\nlog:\n{}",
+                std::fs::read_to_string(&trace).unwrap_or_default(),
+                server.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -365,7 +394,13 @@ fn siprec_call(server: &TestServer, sip: SocketAddr, tcp: bool, tweak: impl FnOn
         }
     }
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sipp failed: {}\n{}\nserver log:\n{}", out.status, String::from_utf8_lossy(&out.stderr), server.log());
+    assert!(
+        out.status.success(),
+        "sipp failed: {}\n{}\nserver log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
     let manifest = server.wait_call(SIP_TENANT, &sc.campaign, Duration::from_secs(20));
     let rec = server.audio(manifest.call_id);
     Outcome { manifest, rec, rep_sent_ms, cust_ms: energy_ms(&cust) }
@@ -381,8 +416,16 @@ fn assert_two_parties(o: &Outcome, pause_ms: u64) {
     let rep = energy_ms(&channel(&o.rec, 0));
     let cust = energy_ms(&channel(&o.rec, 1));
     // Each channel carries its own party's speech (µ-law round trips keep the energy).
-    assert!(rep.abs_diff(o.rep_sent_ms) <= o.rep_sent_ms / 10 + 40, "rep channel has {rep} ms of speech, {} ms were sent", o.rep_sent_ms);
-    assert!(cust.abs_diff(o.cust_ms) <= o.cust_ms / 10 + 40, "customer channel has {cust} ms of speech, the WAV has {}", o.cust_ms);
+    assert!(
+        rep.abs_diff(o.rep_sent_ms) <= o.rep_sent_ms / 10 + 40,
+        "rep channel has {rep} ms of speech, {} ms were sent",
+        o.rep_sent_ms
+    );
+    assert!(
+        cust.abs_diff(o.cust_ms) <= o.cust_ms / 10 + 40,
+        "customer channel has {cust} ms of speech, the WAV has {}",
+        o.cust_ms
+    );
 }
 
 #[test]
@@ -424,7 +467,10 @@ fn bare_lf_bodies_missing_labels_and_missing_metadata_fall_back_to_stream_order(
     });
     let left = energy_ms(&channel(&o.rec, 0));
     let right = energy_ms(&channel(&o.rec, 1));
-    assert!(left.abs_diff(o.cust_ms) <= o.cust_ms / 10 + 40 && right.abs_diff(o.rep_sent_ms) <= o.rep_sent_ms / 10 + 40, "left {left} right {right}");
+    assert!(
+        left.abs_diff(o.cust_ms) <= o.cust_ms / 10 + 40 && right.abs_diff(o.rep_sent_ms) <= o.rep_sent_ms / 10 + 40,
+        "left {left} right {right}"
+    );
     // No metadata at all: a plain SIP fork.
     let o = siprec_call(&server, sip, false, |s| s.metadata = false);
     assert_eq!(o.manifest.source, Source::Sip);
@@ -449,7 +495,11 @@ fn loss_reordering_and_duplicates_keep_the_recording_aligned_and_are_counted() {
     let o = siprec_call(&server, sip, false, |s| s.mess = true);
     let m = &o.manifest;
     assert_eq!(m.outcome.as_deref(), Some("completed"));
-    assert!(m.stats.frames_reordered > 0 && m.stats.frames_gap_filled > 0 && m.stats.frames_dropped > 0, "{:?}", m.stats);
+    assert!(
+        m.stats.frames_reordered > 0 && m.stats.frames_gap_filled > 0 && m.stats.frames_dropped > 0,
+        "{:?}",
+        m.stats
+    );
     let dur = o.rec.duration_ms();
     assert!((4700..=6500).contains(&dur), "recording lasts {dur} ms");
     let metrics = server.metrics();
@@ -473,7 +523,15 @@ pub(crate) fn udp_request(sock: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Optio
     }
 }
 
-pub(crate) fn raw_invite(local: SocketAddr, to: SocketAddr, call_id: &str, content_type: &str, body: &str, content_length: Option<usize>, extra: &str) -> Vec<u8> {
+pub(crate) fn raw_invite(
+    local: SocketAddr,
+    to: SocketAddr,
+    call_id: &str,
+    content_type: &str,
+    body: &str,
+    content_length: Option<usize>,
+    extra: &str,
+) -> Vec<u8> {
     let len = content_length.unwrap_or(body.len());
     format!(
         "INVITE sip:{SIP_TENANT}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\nFrom: <sip:srs@{local}>;tag=t-{call_id}\r\nTo: <sip:{SIP_TENANT}@{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:srs@{local}>\r\nMax-Forwards: 70\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}"
@@ -495,7 +553,18 @@ fn malformed_sip_is_refused_or_dropped_without_touching_a_good_call() {
         for (name, msg) in [
             ("garbage", b"\x00\x01hello there\r\n\r\n".to_vec()),
             ("truncated", raw_invite(me, sip, "trunc", "application/sdp", GOOD_SDP, None, "")[..90].to_vec()),
-            ("huge header", raw_invite(me, sip, "huge", "application/sdp", GOOD_SDP, None, &format!("X-Big: {}\r\n", "a".repeat(60_000)))),
+            (
+                "huge header",
+                raw_invite(
+                    me,
+                    sip,
+                    "huge",
+                    "application/sdp",
+                    GOOD_SDP,
+                    None,
+                    &format!("X-Big: {}\r\n", "a".repeat(60_000)),
+                ),
+            ),
         ] {
             let r = udp_request(&sock, sip, &msg);
             assert!(r.as_ref().is_none_or(|(c, _)| (400..500).contains(c)), "{name}: {r:?}");
@@ -503,17 +572,41 @@ fn malformed_sip_is_refused_or_dropped_without_touching_a_good_call() {
         }
         // A wrong Content-Length (some SBCs send one) is tolerated: the datagram bounds
         // the body. The call it starts ends on the RTP timeout.
-        let r = udp_request(&sock, sip, &raw_invite(me, sip, "badlen", "application/sdp", GOOD_SDP, Some(9999), "")).unwrap();
+        let r = udp_request(&sock, sip, &raw_invite(me, sip, "badlen", "application/sdp", GOOD_SDP, Some(9999), ""))
+            .unwrap();
         assert_eq!(r.0, 200, "{}", r.1);
         // Well-formed SIP with a bad body: specific answers with a reason.
-        let r = udp_request(&sock, sip, &raw_invite(me, sip, "badsdp", "application/sdp", "v=0\r\nthis is not sdp\r\n", None, "")).unwrap();
+        let r = udp_request(
+            &sock,
+            sip,
+            &raw_invite(me, sip, "badsdp", "application/sdp", "v=0\r\nthis is not sdp\r\n", None, ""),
+        )
+        .unwrap();
         assert_eq!(r.0, 400, "{}", r.1);
         assert!(r.1.contains("Warning: 399 earshot"), "{}", r.1);
-        let r = udp_request(&sock, sip, &raw_invite(me, sip, "g722", "application/sdp", &GOOD_SDP.replace("RTP/AVP 0", "RTP/AVP 9\r\na=rtpmap:9 G722/8000"), None, "")).unwrap();
+        let r = udp_request(
+            &sock,
+            sip,
+            &raw_invite(
+                me,
+                sip,
+                "g722",
+                "application/sdp",
+                &GOOD_SDP.replace("RTP/AVP 0", "RTP/AVP 9\r\na=rtpmap:9 G722/8000"),
+                None,
+                "",
+            ),
+        )
+        .unwrap();
         assert_eq!(r.0, 488, "{}", r.1);
         let r = udp_request(&sock, sip, &raw_invite(me, sip, "text", "text/plain", "hello", None, "")).unwrap();
         assert_eq!(r.0, 415, "{}", r.1);
-        let r = udp_request(&sock, sip, &raw_invite(me, sip, "tenant", "application/sdp", GOOD_SDP, None, "X-Earshot-Tenant: acme\r\n")).unwrap();
+        let r = udp_request(
+            &sock,
+            sip,
+            &raw_invite(me, sip, "tenant", "application/sdp", GOOD_SDP, None, "X-Earshot-Tenant: acme\r\n"),
+        )
+        .unwrap();
         assert_eq!(r.0, 403, "a tenant whose allow-list does not hold the source: {}", r.1);
         // SBCs ping recorders with OPTIONS.
         let opts = format!("OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-o1\r\nFrom: <sip:p@{me}>;tag=o\r\nTo: <sip:{sip}>\r\nCall-ID: opt1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
@@ -537,7 +630,14 @@ fn invites_past_the_call_limit_get_503_with_retry_after() {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let me = sock.local_addr().unwrap();
         (0..5)
-            .map(|i| udp_request(&sock, sip, &raw_invite(me, sip, &format!("flood{i}"), "application/sdp", GOOD_SDP, None, "")).unwrap())
+            .map(|i| {
+                udp_request(
+                    &sock,
+                    sip,
+                    &raw_invite(me, sip, &format!("flood{i}"), "application/sdp", GOOD_SDP, None, ""),
+                )
+                .unwrap()
+            })
             .collect::<Vec<_>>()
     });
     let o = siprec_call(&server, sip, false, |_| {});
@@ -594,10 +694,14 @@ fn the_loadtest_siprec_client_records_concurrent_calls_with_nothing_lost() {
         let rec = server.audio(m.call_id);
         let (l, r) = (energy_ms(&channel(&rec, 0)), energy_ms(&channel(&rec, 1)));
         let (want_l, want_r) = (energy_ms(&rep), energy_ms(&cust));
-        assert!(l.abs_diff(want_l) <= want_l / 10 + 40 && r.abs_diff(want_r) <= want_r / 10 + 40, "call {i}: left {l} ms (want {want_l}), right {r} ms (want {want_r})");
+        assert!(
+            l.abs_diff(want_l) <= want_l / 10 + 40 && r.abs_diff(want_r) <= want_r / 10 + 40,
+            "call {i}: left {l} ms (want {want_l}), right {r} ms (want {want_r})"
+        );
     }
     let metrics = server.metrics();
-    let rtp: Vec<String> = metrics.lines().filter(|l| l.starts_with("earshot_rtp_packets_total")).map(String::from).collect();
+    let rtp: Vec<String> =
+        metrics.lines().filter(|l| l.starts_with("earshot_rtp_packets_total")).map(String::from).collect();
     assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"received\""]), sent as f64, "{rtp:?}");
     for r in ["lost", "late", "duplicate", "wrong_source", "malformed"] {
         assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &[&format!("result=\"{r}\"")]), 0.0, "{r}");
@@ -606,16 +710,20 @@ fn the_loadtest_siprec_client_records_concurrent_calls_with_nothing_lost() {
 
 #[test]
 fn a_tenant_with_digest_auth_challenges_invites_and_records_the_authenticated_call() {
-    let (server, sip) = sip_server_with("", "[tenants.sip.digest]\nuser = \"sbc\"\npassword = \"correct-horse-battery\"\n");
+    let (server, sip) =
+        sip_server_with("", "[tenants.sip.digest]\nuser = \"sbc\"\npassword = \"correct-horse-battery\"\n");
     // No credentials: 401 with a challenge; wrong ones: 401 again, counted.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let me = sock.local_addr().unwrap();
-    let (code, text) = udp_request(&sock, sip, &raw_invite(me, sip, "noauth", "application/sdp", GOOD_SDP, None, "")).unwrap();
+    let (code, text) =
+        udp_request(&sock, sip, &raw_invite(me, sip, "noauth", "application/sdp", GOOD_SDP, None, "")).unwrap();
     assert_eq!(code, 401, "{text}");
     let www = text.lines().find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:")).expect("a challenge");
     assert!(www.contains("Digest realm=\"earshot\"") && www.contains("qop=\"auth\""), "{www}");
-    let bad = "Authorization: Digest username=\"sbc\", realm=\"earshot\", nonce=\"1.00\", uri=\"sip:x\", response=\"00\"\r\n";
-    let (code, _) = udp_request(&sock, sip, &raw_invite(me, sip, "badauth", "application/sdp", GOOD_SDP, None, bad)).unwrap();
+    let bad =
+        "Authorization: Digest username=\"sbc\", realm=\"earshot\", nonce=\"1.00\", uri=\"sip:x\", response=\"00\"\r\n";
+    let (code, _) =
+        udp_request(&sock, sip, &raw_invite(me, sip, "badauth", "application/sdp", GOOD_SDP, None, bad)).unwrap();
     assert_eq!(code, 401);
     // sipp answers the challenge (MD5, qop=auth) and the call goes through.
     let o = siprec_call(&server, sip, false, |s| s.auth = Some(("sbc".into(), "correct-horse-battery".into())));
@@ -623,7 +731,11 @@ fn a_tenant_with_digest_auth_challenges_invites_and_records_the_authenticated_ca
     assert_eq!(o.manifest.outcome.as_deref(), Some("completed"));
     let metrics = server.metrics();
     assert!(metric(&metrics, "earshot_sip_responses_total", &["code=\"401\""]) >= 3.0);
-    assert_eq!(metric(&metrics, "earshot_errors_total", &["code=\"digest_failed\""]), 1.0, "only the wrong credentials count as a failure");
+    assert_eq!(
+        metric(&metrics, "earshot_errors_total", &["code=\"digest_failed\""]),
+        1.0,
+        "only the wrong credentials count as a failure"
+    );
     assert!(server.log_shows("failed digest authentication", Duration::from_secs(10)));
 }
 
@@ -692,7 +804,13 @@ Content-Length: 0
         .stderr(Stdio::piped())
         .output()
         .expect("sipp runs");
-    assert!(out.status.success(), "sipp did not get our BYE: {}\n{}\nlog:\n{}", out.status, String::from_utf8_lossy(&out.stderr), server.log());
+    assert!(
+        out.status.success(),
+        "sipp did not get our BYE: {}\n{}\nlog:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
     let m = server.wait_call(SIP_TENANT, "silent", Duration::from_secs(20));
     assert_eq!(m.outcome.as_deref(), Some("timeout"), "{m:?}");
     assert!(server.log_shows("sent BYE", Duration::from_secs(10)), "{}", server.log());
@@ -724,21 +842,43 @@ m=audio {} RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\na=crypt
         b64(&[9u8; 46]),
         b64(&keys[1]),
     );
-    let (code, ok) = udp_request(&sock, sip, &raw_invite(me, sip, "srtp1", "application/sdp", &sdp, None, "X-Earshot-Campaign: srtp\r\nX-Earshot-Rep: agent-7\r\n")).unwrap();
+    let (code, ok) = udp_request(
+        &sock,
+        sip,
+        &raw_invite(
+            me,
+            sip,
+            "srtp1",
+            "application/sdp",
+            &sdp,
+            None,
+            "X-Earshot-Campaign: srtp\r\nX-Earshot-Rep: agent-7\r\n",
+        ),
+    )
+    .unwrap();
     assert_eq!(code, 200, "{ok}");
     assert!(ok.contains("m=audio") && ok.contains("RTP/SAVP 0"), "{ok}");
     let cryptos: Vec<&str> = ok.lines().filter(|l| l.starts_with("a=crypto:")).collect();
     assert_eq!(cryptos.len(), 2, "{ok}");
-    assert!(cryptos[0].starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:") && cryptos[1].starts_with("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"), "{ok}");
+    assert!(
+        cryptos[0].starts_with("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+            && cryptos[1].starts_with("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"),
+        "{ok}"
+    );
     assert!(!ok.contains(&b64(&keys[0])) && !ok.contains(&b64(&keys[1])), "the answer carries our own keys");
-    let ports: Vec<u16> = ok.lines().filter_map(|l| l.trim().strip_prefix("m=audio ")).filter_map(|r| r.split(' ').next()?.parse().ok()).collect();
+    let ports: Vec<u16> = ok
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("m=audio "))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect();
     let to = ok.lines().find(|l| l.to_ascii_lowercase().starts_with("to:")).unwrap().to_string();
     let ack = format!("ACK sip:{SIP_TENANT}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-srtp-ack\r\nFrom: <sip:srs@{me}>;tag=t-srtp1\r\n{to}\r\nCall-ID: srtp1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
     sock.send_to(ack.as_bytes(), sip).unwrap();
     let rep = speech("en-us", "Hello, this is Alex from Acme.", 8000);
     let cust = speech("en-gb+f3", "Hi Alex, we use Globex.", 8000);
     let profiles = [ProtectionProfile::Aes128CmHmacSha1_80, ProtectionProfile::Aes128CmHmacSha1_32];
-    let mut ctx: Vec<Context> = (0..2).map(|i| Context::new(&keys[i][..16], &keys[i][16..], profiles[i], None, None).unwrap()).collect();
+    let mut ctx: Vec<Context> =
+        (0..2).map(|i| Context::new(&keys[i][..16], &keys[i][16..], profiles[i], None, None).unwrap()).collect();
     let mut wrong = Context::new(&[5u8; 16], &[6u8; 14], ProtectionProfile::Aes128CmHmacSha1_32, None, None).unwrap();
     let dest = [SocketAddr::from(([127, 0, 0, 1], ports[0])), SocketAddr::from(([127, 0, 0, 1], ports[1]))];
     let n = rep.len().max(cust.len()) / 160 + 1;
@@ -748,7 +888,13 @@ m=audio {} RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\na=crypt
             let chunk: Vec<i16> = (0..160).map(|j| samples.get(k * 160 + j).copied().unwrap_or(0)).collect();
             let mut payload = Vec::new();
             g711::encode_ulaw_into(&chunk, &mut payload);
-            let h = RtpHeader { marker: k == 0, payload_type: 0, seq: 1000 + k as u16, timestamp: 5000 + k as u32 * 160, ssrc: 0xabc0 + i as u32 };
+            let h = RtpHeader {
+                marker: k == 0,
+                payload_type: 0,
+                seq: 1000 + k as u16,
+                timestamp: 5000 + k as u32 * 160,
+                ssrc: 0xabc0 + i as u32,
+            };
             let mut plain = Vec::new();
             rtp::write(&h, &payload, &mut plain);
             if i == 1 && k % 50 == 10 {
@@ -771,7 +917,10 @@ m=audio {} RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\na=crypt
     let rec = server.audio(m.call_id);
     let (l, r) = (energy_ms(&channel(&rec, 0)), energy_ms(&channel(&rec, 1)));
     let (want_l, want_r) = (energy_ms(&rep), energy_ms(&cust));
-    assert!(l.abs_diff(want_l) <= want_l / 10 + 40 && r.abs_diff(want_r) <= want_r / 10 + 40, "left {l} ms (want {want_l}), right {r} ms (want {want_r})");
+    assert!(
+        l.abs_diff(want_l) <= want_l / 10 + 40 && r.abs_diff(want_r) <= want_r / 10 + 40,
+        "left {l} ms (want {want_l}), right {r} ms (want {want_r})"
+    );
     let metrics = server.metrics();
     let forged = (0..n).filter(|k| k % 50 == 10).count() as f64;
     assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"srtp_failed\""]), forged);
@@ -794,10 +943,19 @@ m=audio {} RTP/AVP 0\r\na=sendonly\r\n",
         senders[0].local_addr().unwrap().port(),
         senders[1].local_addr().unwrap().port(),
     );
-    let (code, ok) = udp_request(&sock, sip, &raw_invite(me, sip, "opus1", "application/sdp", &sdp, None, "X-Earshot-Campaign: opus\r\n")).unwrap();
+    let (code, ok) = udp_request(
+        &sock,
+        sip,
+        &raw_invite(me, sip, "opus1", "application/sdp", &sdp, None, "X-Earshot-Campaign: opus\r\n"),
+    )
+    .unwrap();
     assert_eq!(code, 200, "{ok}");
     assert!(ok.contains("a=rtpmap:111 opus/48000/2"), "{ok}");
-    let ports: Vec<u16> = ok.lines().filter_map(|l| l.trim().strip_prefix("m=audio ")).filter_map(|r| r.split(' ').next()?.parse().ok()).collect();
+    let ports: Vec<u16> = ok
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("m=audio "))
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect();
     let to = ok.lines().find(|l| l.to_ascii_lowercase().starts_with("to:")).unwrap().to_string();
     let ack = format!("ACK sip:{SIP_TENANT}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-opus-ack\r\nFrom: <sip:srs@{me}>;tag=t-opus1\r\n{to}\r\nCall-ID: opus1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
     sock.send_to(ack.as_bytes(), sip).unwrap();
@@ -814,13 +972,33 @@ m=audio {} RTP/AVP 0\r\na=sendonly\r\n",
         let frame: Vec<i16> = (0..960).map(|j| rep48.get(k * 960 + j).copied().unwrap_or(0)).collect();
         let payload = enc.encode_vec(&frame, 1500).unwrap();
         let mut pkt = Vec::new();
-        rtp::write(&RtpHeader { marker: k == 0, payload_type: 111, seq: k as u16, timestamp: ts0.wrapping_add(k as u32 * 960), ssrc: 0x0f05 }, &payload, &mut pkt);
+        rtp::write(
+            &RtpHeader {
+                marker: k == 0,
+                payload_type: 111,
+                seq: k as u16,
+                timestamp: ts0.wrapping_add(k as u32 * 960),
+                ssrc: 0x0f05,
+            },
+            &payload,
+            &mut pkt,
+        );
         senders[0].send_to(&pkt, dest[0]).unwrap();
         let chunk: Vec<i16> = (0..160).map(|j| cust.get(k * 160 + j).copied().unwrap_or(0)).collect();
         let mut ulaw = Vec::new();
         g711::encode_ulaw_into(&chunk, &mut ulaw);
         let mut pkt = Vec::new();
-        rtp::write(&RtpHeader { marker: k == 0, payload_type: 0, seq: 500 + k as u16, timestamp: 9000 + k as u32 * 160, ssrc: 0xc057 }, &ulaw, &mut pkt);
+        rtp::write(
+            &RtpHeader {
+                marker: k == 0,
+                payload_type: 0,
+                seq: 500 + k as u16,
+                timestamp: 9000 + k as u32 * 160,
+                ssrc: 0xc057,
+            },
+            &ulaw,
+            &mut pkt,
+        );
         senders[1].send_to(&pkt, dest[1]).unwrap();
         let due = t0 + Duration::from_millis(20 * (k as u64 + 1));
         if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -835,14 +1013,23 @@ m=audio {} RTP/AVP 0\r\na=sendonly\r\n",
     assert_eq!(rec.sample_rate, 8000);
     let dur = rec.duration_ms();
     // The recording runs on the call's timeline (from the answer), as for G.711 calls.
-    assert!(dur + 300 >= n as u64 * 20 && dur <= n as u64 * 20 + 1500, "recording lasts {dur} ms for {} ms sent", n * 20);
+    assert!(
+        dur + 300 >= n as u64 * 20 && dur <= n as u64 * 20 + 1500,
+        "recording lasts {dur} ms for {} ms sent",
+        n * 20
+    );
     let (l, r) = (energy_ms(&channel(&rec, 0)), energy_ms(&channel(&rec, 1)));
     let (want_l, want_r) = (energy_ms(&rep8), energy_ms(&cust));
     assert!(l.abs_diff(want_l) <= want_l / 6 + 60, "Opus channel: {l} ms of speech, want {want_l}");
     assert!(r.abs_diff(want_r) <= want_r / 10 + 40, "PCMU channel: {r} ms, want {want_r}");
     let metrics = server.metrics();
     assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"received\""]), 2.0 * n as f64);
-    assert_eq!(metric(&metrics, "earshot_rtp_packets_total", &["result=\"late\""]) + metric(&metrics, "earshot_rtp_packets_total", &["result=\"lost\""]), 0.0, "the timestamp wrap is seamless");
+    assert_eq!(
+        metric(&metrics, "earshot_rtp_packets_total", &["result=\"late\""])
+            + metric(&metrics, "earshot_rtp_packets_total", &["result=\"lost\""]),
+        0.0,
+        "the timestamp wrap is seamless"
+    );
 }
 
 /// Sends one SIP message over TLS with OpenSSL's client and returns the first response.
@@ -898,14 +1085,31 @@ fn sip_over_tls_answers_options_and_invites_from_a_real_tls_client() {
         .status()
         .unwrap();
     assert!(st.success());
-    let (server, _) = sip_server(&format!("[sip.tls]\nlisten = \"127.0.0.1:0\"\ncert_path = {:?}\nkey_path = {:?}\n", cert.display().to_string(), key.display().to_string()));
+    let (server, _) = sip_server(&format!(
+        "[sip.tls]\nlisten = \"127.0.0.1:0\"\ncert_path = {:?}\nkey_path = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    ));
     assert!(server.log_shows("SIP listening (tls)", Duration::from_secs(10)), "{}", server.log());
     let log = server.log();
-    let tls: SocketAddr = log.lines().find(|l| l.contains("SIP listening (tls)")).and_then(|l| l.split("addr=").nth(1)).and_then(|a| a.split_whitespace().next()?.parse().ok()).expect("tls address");
+    let tls: SocketAddr = log
+        .lines()
+        .find(|l| l.contains("SIP listening (tls)"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next()?.parse().ok())
+        .expect("tls address");
     let opts = format!("OPTIONS sip:{tls};transport=tls SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK-tls1\r\nFrom: <sip:p@127.0.0.1>;tag=o\r\nTo: <sip:{tls}>\r\nCall-ID: tls-opt\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
     let r = tls_request(tls, &opts);
     assert!(r.starts_with("SIP/2.0 200"), "OPTIONS over TLS: {r:?}\n{}", server.log());
-    let inv = raw_invite("127.0.0.1:5999".parse().unwrap(), tls, "tls-inv", "application/sdp", GOOD_SDP, None, "X-Earshot-Campaign: tls\r\n");
+    let inv = raw_invite(
+        "127.0.0.1:5999".parse().unwrap(),
+        tls,
+        "tls-inv",
+        "application/sdp",
+        GOOD_SDP,
+        None,
+        "X-Earshot-Campaign: tls\r\n",
+    );
     let inv = String::from_utf8(inv).unwrap().replace("SIP/2.0/UDP", "SIP/2.0/TLS");
     let r = tls_request(tls, &inv);
     assert!(r.starts_with("SIP/2.0 200"), "INVITE over TLS: {r:?}\n{}", server.log());

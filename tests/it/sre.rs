@@ -46,7 +46,12 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     let dir = root().join("deploy/prometheus");
     for args in [&["check", "rules", "earshot-alerts.yml"][..], &["test", "rules", "earshot-alerts.test.yml"][..]] {
         let out = Command::new("promtool").args(args).current_dir(&dir).output().unwrap();
-        assert!(out.status.success(), "promtool {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -111,7 +116,11 @@ fn kubernetes_manifests_validate_and_their_config_checks() {
     let config = block("earshot.toml").replace("/etc/earshot/secrets", &secrets.display().to_string());
     assert!(config.contains("[[tenants]]"), "{config}");
     std::fs::write(dir.path().join("earshot.toml"), config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_earshot")).args(["config", "check"]).arg(dir.path().join("earshot.toml")).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(["config", "check"])
+        .arg(dir.path().join("earshot.toml"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
@@ -125,7 +134,9 @@ fn the_compose_stack_files_check() {
     let dir = root().join("deploy/compose");
     // Earshot's config, with the secrets directory where the test has it.
     let tmp = tempfile::tempdir().unwrap();
-    let config = std::fs::read_to_string(dir.join("earshot.toml")).unwrap().replace("/etc/earshot/secrets", &dir.join("secrets").display().to_string());
+    let config = std::fs::read_to_string(dir.join("earshot.toml"))
+        .unwrap()
+        .replace("/etc/earshot/secrets", &dir.join("secrets").display().to_string());
     std::fs::write(tmp.path().join("earshot.toml"), config).unwrap();
     std::fs::create_dir_all(tmp.path().join("playbooks")).unwrap();
     std::fs::copy(dir.join("playbooks/acme.toml"), tmp.path().join("playbooks/acme.toml")).unwrap();
@@ -137,13 +148,19 @@ fn the_compose_stack_files_check() {
             .env("EARSHOT__WHIP__ICE_PORTS", ports)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{node}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{node}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Prometheus's config, with the rules file beside it as the stack mounts it.
     require_tool("promtool");
     std::fs::copy(dir.join("prometheus.yml"), tmp.path().join("prometheus.yml")).unwrap();
     std::fs::copy(root().join("deploy/prometheus/earshot-alerts.yml"), tmp.path().join("earshot-alerts.yml")).unwrap();
-    let out = Command::new("promtool").args(["check", "config"]).arg(tmp.path().join("prometheus.yml")).output().unwrap();
+    let out =
+        Command::new("promtool").args(["check", "config"]).arg(tmp.path().join("prometheus.yml")).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // The compose file.
     let py = root().join("target/test-tools/kvenv/bin/python");
@@ -177,7 +194,10 @@ fn the_compose_stack_files_check() {
             assert!(svc["depends_on"][dep]["condition"].is_string(), "{node} waits for {dep}");
         }
         assert!(svc["healthcheck"]["test"].to_string().contains("/readyz"), "{node}");
-        assert!(std::fs::read_to_string(dir.join("prometheus.yml")).unwrap().contains(&format!("{node}:8080")), "Prometheus scrapes {node}");
+        assert!(
+            std::fs::read_to_string(dir.join("prometheus.yml")).unwrap().contains(&format!("{node}:8080")),
+            "Prometheus scrapes {node}"
+        );
     }
     for s in doc["secrets"].as_object().unwrap().values() {
         assert!(dir.join(s["file"].as_str().unwrap()).exists(), "{s}");
@@ -199,7 +219,10 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
         let script = earshot_loadtest::pcm::render(&audio, serde_json::json!({"campaign": campaign}));
         rt().block_on(async {
             let url = format!("{}/fork/pcm/{TENANT}", server.ws());
-            let mut c = earshot_loadtest::ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
+            let mut c =
+                earshot_loadtest::ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None)
+                    .await
+                    .unwrap();
             earshot_loadtest::pcm::send(&mut c, &script, 8.0).await.unwrap()
         });
     }
@@ -252,7 +275,8 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
     let mut empty = Vec::new();
     let mut checked = 0;
     let mut uids = BTreeSet::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("grafana/dashboards")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(root().join("grafana/dashboards")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     let titles: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().to_string()).collect();
     for want in ["overview", "media", "asr", "live", "storage", "process"] {
@@ -263,7 +287,8 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
         .flat_map(|f| {
             // Grafana's provisioning format: a dashboard object with a unique uid, a title,
             // panels laid out on the grid, each on the provisioned Prometheus datasource.
-            let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             assert!(dash["title"].as_str().is_some_and(|t| !t.is_empty()), "{}", f.display());
             assert!(dash["schemaVersion"].as_u64().is_some(), "{}", f.display());
             assert!(uids.insert(dash["uid"].as_str().unwrap().to_string()), "duplicate uid in {}", f.display());
@@ -272,10 +297,19 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
             for p in &panels {
                 assert!(ids.insert(p["id"].as_u64().unwrap()), "{}: duplicate panel id", f.display());
                 assert_eq!(p["datasource"]["uid"], "prometheus", "{}: {}", f.display(), p["title"]);
-                assert!(p["gridPos"]["w"].as_u64().is_some_and(|w| w > 0 && w <= 24), "{}: {}", f.display(), p["title"]);
+                assert!(
+                    p["gridPos"]["w"].as_u64().is_some_and(|w| w > 0 && w <= 24),
+                    "{}: {}",
+                    f.display(),
+                    p["title"]
+                );
             }
             panels.into_iter().map(move |mut p| {
-                p["title"] = serde_json::json!(format!("{} / {}", dash["title"].as_str().unwrap(), p["title"].as_str().unwrap()));
+                p["title"] = serde_json::json!(format!(
+                    "{} / {}",
+                    dash["title"].as_str().unwrap(),
+                    p["title"].as_str().unwrap()
+                ));
                 p
             })
         })
@@ -299,7 +333,8 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
     assert!(ended["data"]["result"][0]["value"][1].as_str().unwrap().parse::<f64>().unwrap() >= 2.0, "{ended}");
     let mut r = agent.get(format!("http://127.0.0.1:{port}/api/v1/rules")).call().unwrap();
     let rules: serde_json::Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-    let all: Vec<&serde_json::Value> = rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+    let all: Vec<&serde_json::Value> =
+        rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
     assert!(all.len() >= 14, "{rules}");
     for rule in all {
         assert_eq!(rule["health"], "ok", "{rule}");
@@ -314,11 +349,20 @@ fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     use earshot_loadtest::load::{run, RunArgs};
     let server = TestServer::start_with(
         "[sip]\nlisten = \"127.0.0.1:0\"\nrtp_ports = [30000, 39999]\n\n[whip]\nice_ip = \"127.0.0.1\"\n",
-        &[("EARSHOT__TENANTS__ACME__SIGNING_SECRET", crate::live::SIGNING), ("EARSHOT__TENANTS__ACME__SIP__ALLOW", "[\"127.0.0.1\"]")],
+        &[
+            ("EARSHOT__TENANTS__ACME__SIGNING_SECRET", crate::live::SIGNING),
+            ("EARSHOT__TENANTS__ACME__SIP__ALLOW", "[\"127.0.0.1\"]"),
+        ],
     );
     let t0 = std::time::Instant::now();
     let sip: std::net::SocketAddr = loop {
-        if let Some(a) = server.log().lines().find(|l| l.contains("SIP listening")).and_then(|l| l.split("addr=").nth(1)).and_then(|a| a.split_whitespace().next()?.parse().ok()) {
+        if let Some(a) = server
+            .log()
+            .lines()
+            .find(|l| l.contains("SIP listening"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next()?.parse().ok())
+        {
             break a;
         }
         assert!(t0.elapsed() < std::time::Duration::from_secs(10), "no SIP listener; log:\n{}", server.log());
@@ -330,7 +374,11 @@ fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     let publisher = crate::live::tok(&cfg, TENANT, "loadtest", earshot::server::token::TokenRole::Publisher);
     let wav = dir.path().join("call.wav");
     let (audio, _) = two_party_call(8000, 1.0);
-    let mut w = hound::WavWriter::create(&wav, hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int }).unwrap();
+    let mut w = hound::WavWriter::create(
+        &wav,
+        hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int },
+    )
+    .unwrap();
     for i in 0..audio.channels[0].len() {
         w.write_sample(audio.channels[0][i]).unwrap();
         w.write_sample(audio.channels[1][i]).unwrap();
@@ -362,10 +410,19 @@ fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     assert_eq!(r.format, "mixed");
     assert_eq!(r.mix.values().copied().collect::<Vec<_>>(), [1, 1, 1, 1], "{:?}", r.mix);
     assert_eq!(r.server_metrics["calls_completed"], 4.0, "{:?}", r.server_metrics);
-    assert!(r.server_metrics["whip_received"] > 0.0 && r.server_metrics["rtp_received"] > 0.0, "{:?}", r.server_metrics);
+    assert!(
+        r.server_metrics["whip_received"] > 0.0 && r.server_metrics["rtp_received"] > 0.0,
+        "{:?}",
+        r.server_metrics
+    );
     let live = r.live.as_ref().unwrap();
     assert_eq!((live.connected, live.connect_errors), (2, 0));
-    assert_eq!(live.by_type.get("call.started"), Some(&8), "each overlay client saw the four calls start: {:?}", live.by_type);
+    assert_eq!(
+        live.by_type.get("call.started"),
+        Some(&8),
+        "each overlay client saw the four calls start: {:?}",
+        live.by_type
+    );
     assert_eq!(live.by_type.get("call.ended"), Some(&8), "{:?}", live.by_type);
     assert!(live.delivery_p95_ms.is_some_and(|p| p < 5000.0), "{live:?}");
     let slo = r.slo.as_ref().unwrap();
@@ -382,7 +439,12 @@ fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     let r = rt().block_on(run(args.clone())).unwrap();
     let slo = r.slo.unwrap();
     assert!(!slo.passed);
-    assert!(slo.missed.iter().any(|m| m.starts_with("live_delivery_p95_ms")) && slo.missed.iter().any(|m| m.starts_with("completed_min: 2 < 3")), "{:?}", slo.missed);
+    assert!(
+        slo.missed.iter().any(|m| m.starts_with("live_delivery_p95_ms"))
+            && slo.missed.iter().any(|m| m.starts_with("completed_min: 2 < 3")),
+        "{:?}",
+        slo.missed
+    );
     // A typo is refused before anything runs.
     args.slo = Some("live_hint_p59_ms=1".into());
     let e = rt().block_on(run(args)).unwrap_err().to_string();

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use earshot::call::CallId;
 use earshot::config::{StorageBackend, StorageConfig};
 use earshot::retention::{CampaignPolicy, KindDays, Policies, TenantPolicy};
-use earshot::storage::{sweep, CallRef, Store, StorageError, SweepCache, SweepOptions};
+use earshot::storage::{sweep, CallRef, StorageError, Store, SweepCache, SweepOptions};
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 
@@ -83,7 +83,10 @@ fn at_rest_is_encrypted(backend: Backend) {
     let objects = rt().block_on(store.list_all()).unwrap();
     let call_objects: Vec<_> = objects.iter().filter(|(p, _)| p.as_ref().contains(&m.call_id.to_string())).collect();
     let names: HashSet<&str> = call_objects.iter().filter_map(|(p, _)| p.filename()).collect();
-    assert!(["audio.wav", "manifest.json", "hints.json", "scorecard.json"].iter().all(|n| names.contains(n)), "{names:?}");
+    assert!(
+        ["audio.wav", "manifest.json", "hints.json", "scorecard.json"].iter().all(|n| names.contains(n)),
+        "{names:?}"
+    );
     let needle = le_bytes(&t[4000..4032]);
     for (path, _) in &objects {
         let raw = rt().block_on(store.raw(path)).unwrap();
@@ -113,7 +116,9 @@ fn at_rest_is_encrypted(backend: Backend) {
     let first = good[a..b].to_vec();
     swapped.copy_within(b..b + chunk, a);
     swapped[b..b + chunk].copy_from_slice(&first);
-    for (what, bad) in [("tampered", flipped), ("truncated", good[..good.len() - chunk].to_vec()), ("reordered", swapped)] {
+    for (what, bad) in
+        [("tampered", flipped), ("truncated", good[..good.len() - chunk].to_vec()), ("reordered", swapped)]
+    {
         rt().block_on(store.put_raw(&path, bad)).unwrap();
         let err = reader.audio(m.call_id).unwrap_err().to_string();
         assert!(err.contains("authentication") || err.contains("truncated"), "{what}: {err}");
@@ -260,7 +265,10 @@ fn fixture(backend: Backend) -> Fixture {
 pub(crate) async fn put_call(store: &Store, tenant: &str, at: DateTime<Utc>, campaign: Option<&str>) -> CallRef {
     let call = CallRef { tenant: tenant.into(), call_id: CallId::new_at(at) };
     for name in ["audio.wav", "transcript.json", "hints.json"] {
-        store.put_encrypted(tenant, &call.object(name), format!("{name} of {}", call.call_id).as_bytes()).await.unwrap();
+        store
+            .put_encrypted(tenant, &call.object(name), format!("{name} of {}", call.call_id).as_bytes())
+            .await
+            .unwrap();
     }
     let manifest = serde_json::json!({ "campaign": campaign });
     store.put_encrypted(tenant, &call.object("manifest.json"), manifest.to_string().as_bytes()).await.unwrap();
@@ -268,7 +276,15 @@ pub(crate) async fn put_call(store: &Store, tenant: &str, at: DateTime<Utc>, cam
 }
 
 pub(crate) async fn present(store: &Store, call: &CallRef) -> Vec<String> {
-    let mut v: Vec<String> = store.list_objects(&call.tenant).await.unwrap().remove(&call.call_id).unwrap_or_default().into_iter().map(|(n, _)| n).collect();
+    let mut v: Vec<String> = store
+        .list_objects(&call.tenant)
+        .await
+        .unwrap()
+        .remove(&call.call_id)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     v.sort();
     v
 }
@@ -280,7 +296,10 @@ fn policies() -> Policies {
     }
     let mut camp = TenantPolicy::days(30);
     camp.campaigns.insert("short".into(), CampaignPolicy { days: Some(7), kinds: KindDays::default() });
-    camp.campaigns.insert("long".into(), CampaignPolicy { days: Some(365), kinds: KindDays { transcript: None, coaching: Some(30) } });
+    camp.campaigns.insert(
+        "long".into(),
+        CampaignPolicy { days: Some(365), kinds: KindDays { transcript: None, coaching: Some(30) } },
+    );
     p.insert("camp".into(), camp);
     p
 }
@@ -379,7 +398,15 @@ fn holds_crashes_and_tombstones(backend: Backend) {
     // A late upload retry of a deleted call does not bring it back.
     let gone = rt().block_on(async {
         let call = put_call(store, "d7", t0(), None).await;
-        sweep(store, &policies(), t0() + chrono::Duration::days(8), &SweepOptions::default(), &mut SweepCache::default()).await.unwrap();
+        sweep(
+            store,
+            &policies(),
+            t0() + chrono::Duration::days(8),
+            &SweepOptions::default(),
+            &mut SweepCache::default(),
+        )
+        .await
+        .unwrap();
         call
     });
     let dir = store.spool().call_dir(&gone.tenant, gone.call_id);
@@ -465,7 +492,12 @@ fn retention_and_keys_cli() {
         )
     });
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot")).args(args).arg("-c").arg(&config).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{args:?}: {text}");
         text
@@ -477,7 +509,10 @@ fn retention_and_keys_cli() {
     assert!(plan.contains("tenant keep: no retention_days"), "{plan}");
     assert_eq!(rt().block_on(present(&store, &old)).len(), 4, "plan deletes nothing");
     let swept = run(&["retention", "sweep"]);
-    assert!(swept.contains(&format!("deleted d7 {}", old.call_id)) && !swept.contains(&young.call_id.to_string()), "{swept}");
+    assert!(
+        swept.contains(&format!("deleted d7 {}", old.call_id)) && !swept.contains(&young.call_id.to_string()),
+        "{swept}"
+    );
     assert!(rt().block_on(present(&store, &old)).is_empty());
     assert_eq!(rt().block_on(present(&store, &young)).len(), 4);
     assert_eq!(rt().block_on(present(&store, &kept)).len(), 4);
@@ -485,7 +520,12 @@ fn retention_and_keys_cli() {
     assert!(rotated.contains("key version 2"), "{rotated}");
     let listed = run(&["keys", "list"]);
     assert!(listed.contains("d7: active 2, versions [1, 2]"), "{listed}");
-    assert!(!listed.contains(&earshot::crypt::Keyring::parse(&std::fs::read_to_string(data.join(".keys/keyring.toml")).unwrap()).unwrap().tenants["d7"].keys["1"]));
+    assert!(!listed.contains(
+        &earshot::crypt::Keyring::parse(&std::fs::read_to_string(data.join(".keys/keyring.toml")).unwrap())
+            .unwrap()
+            .tenants["d7"]
+            .keys["1"]
+    ));
     assert!(rt().block_on(store.get(&young, "audio.wav")).is_ok(), "old version still reads");
 }
 
@@ -500,8 +540,7 @@ fn the_server_sweeps_on_its_own_and_picks_up_retention_edits_without_a_restart()
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(rt().block_on(present(store.store(), &old)).len(), 4);
     // The plan becomes 7 days: the next sweep deletes the old call.
-    let edited = config_text
-        .replacen("rep_track = \"inbound\"\n", "rep_track = \"inbound\"\nretention_days = 7\n", 1);
+    let edited = config_text.replacen("rep_track = \"inbound\"\n", "rep_track = \"inbound\"\nretention_days = 7\n", 1);
     std::fs::write(&server.config_path, edited).unwrap();
     let t0 = Instant::now();
     while !rt().block_on(present(store.store(), &old)).is_empty() {

@@ -20,7 +20,8 @@ fn whip_config(dir: &std::path::Path, whip: &str) -> Config {
 }
 
 fn publisher(config: &Config, call: &str) -> String {
-    token::issue(config, TENANT, "alex", TokenRole::Publisher, Duration::from_secs(600), Some(call.to_string())).unwrap()
+    token::issue(config, TENANT, "alex", TokenRole::Publisher, Duration::from_secs(600), Some(call.to_string()))
+        .unwrap()
 }
 
 /// Runs `f` on a thread in a fresh network namespace with only `lo` up: the server,
@@ -46,7 +47,10 @@ fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -
 /// Node + playwright-core driving Chromium through `tests/browser/whip.mjs`.
 async fn browser(base: &str, token: &str, call: &str, mode: &str, wav: &std::path::Path, seconds: u32) -> Value {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(dir.join("node_modules/playwright-core").exists(), "playwright-core missing: run scripts/install-test-deps.sh");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core missing: run scripts/install-test-deps.sh"
+    );
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new("node")
@@ -65,7 +69,8 @@ async fn browser(base: &str, token: &str, call: &str, mode: &str, wav: &std::pat
     .expect("node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "whip.mjs failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("summary: {stdout}"));
+    let v: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| panic!("summary: {stdout}"));
     assert!(v["errors"].as_array().unwrap().is_empty(), "{v:#}");
     v
 }
@@ -76,7 +81,12 @@ fn speech_wav(dir: &std::path::Path, text: &str) -> (std::path::PathBuf, Vec<i16
     let mut s = speech("en-us", text, 48_000);
     s.extend(std::iter::repeat_n(0, 48_000));
     let path = dir.join("mic.wav");
-    let spec = hound::WavSpec { channels: 1, sample_rate: 48_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(&path, spec).unwrap();
     for x in &s {
         w.write_sample(*x).unwrap();
@@ -119,7 +129,11 @@ fn chromium_publishes_a_microphone_over_whip_recorded_and_transcribed() {
         rt().block_on(async move {
             let metrics = earshot::metrics::Metrics::new();
             let hub = whisper_hub(&dpath, &metrics);
-            let opts = ServeOptions { recogniser: Some((Arc::new(hub), Default::default())), metrics: Some(metrics.clone()), ..Default::default() };
+            let opts = ServeOptions {
+                recogniser: Some((Arc::new(hub), Default::default())),
+                metrics: Some(metrics.clone()),
+                ..Default::default()
+            };
             let server = Server::start(config, opts).await.unwrap();
             let mut bus = server.app.subscribe();
             let base = format!("http://{}", server.local_addr);
@@ -233,7 +247,14 @@ const OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\
 
 type Resp = (u16, Vec<(String, String)>, String);
 
-fn req(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>, ct: Option<&str>, body: &str) -> Resp {
+fn req(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    ct: Option<&str>,
+    body: &str,
+) -> Resp {
     use std::io::Read;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut b = ureq::http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
@@ -291,7 +312,11 @@ fn whip_bad_input_gets_a_clear_answer_and_stalled_sessions_are_reaped() {
     let r = post("/whip", Some(&pubt), sdp, OFFER);
     assert_eq!(r.0, 201, "{}", r.2);
     assert_eq!(header(&r, "content-type"), Some("application/sdp"));
-    assert!(r.2.contains("a=rtpmap:111 opus/48000/2") && r.2.contains("a=candidate:") && r.2.contains("a=fingerprint:"), "{}", r.2);
+    assert!(
+        r.2.contains("a=rtpmap:111 opus/48000/2") && r.2.contains("a=candidate:") && r.2.contains("a=fingerprint:"),
+        "{}",
+        r.2
+    );
     assert!(r.2.contains("127.0.0.1"), "{}", r.2);
     let location = header(&r, "location").unwrap().to_string();
     assert!(location.starts_with("/whip/"));
@@ -301,7 +326,14 @@ fn whip_bad_input_gets_a_clear_answer_and_stalled_sessions_are_reaped() {
     assert_eq!(r.0, 503);
     assert_eq!(header(&r, "retry-after"), Some("5"));
     // Trickle ICE is not taken; CORS preflight works.
-    let r = req(addr, "PATCH", &location, Some(&pubt), Some("application/trickle-ice-sdpfrag"), "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n");
+    let r = req(
+        addr,
+        "PATCH",
+        &location,
+        Some(&pubt),
+        Some("application/trickle-ice-sdpfrag"),
+        "a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
+    );
     assert_eq!(r.0, 405);
     assert_eq!(header(&r, "allow"), Some("DELETE, OPTIONS"));
     let r = req(addr, "OPTIONS", "/whip", None, None, "");
@@ -329,7 +361,17 @@ fn whip_bad_input_gets_a_clear_answer_and_stalled_sessions_are_reaped() {
     assert_eq!(metric(&text, "earshot_whip_sessions_active", &[]), 1.0);
     assert_eq!(req(addr, "DELETE", &location, Some(&other), None, "").0, 200);
     let text = server.app.metrics.render();
-    for (result, n) in [("unauthorized", 2.0), ("forbidden", 2.0), ("unsupported_media_type", 1.0), ("bad_sdp", 1.0), ("no_audio", 1.0), ("no_opus", 1.0), ("bad_param", 1.0), ("over_limit", 1.0), ("created", 2.0)] {
+    for (result, n) in [
+        ("unauthorized", 2.0),
+        ("forbidden", 2.0),
+        ("unsupported_media_type", 1.0),
+        ("bad_sdp", 1.0),
+        ("no_audio", 1.0),
+        ("no_opus", 1.0),
+        ("bad_param", 1.0),
+        ("over_limit", 1.0),
+        ("created", 2.0),
+    ] {
         assert_eq!(metric(&text, "earshot_whip_sessions_total", &[&format!("result=\"{result}\"")]), n, "{result}");
     }
     rt.block_on(server.drain(std::future::pending()));
