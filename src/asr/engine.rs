@@ -8,7 +8,8 @@ use std::sync::Once;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
 
-use super::{check_model_file, ModelError};
+use crate::asr::check_model_file;
+use crate::asr::ModelError;
 
 static LOGGING: Once = Once::new();
 

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::engine::Model;
-use super::stream_policy::{PolicySettings, StreamPolicy};
-use super::ModelError;
+use crate::asr::engine::Model;
+use crate::asr::stream_policy::PolicySettings;
+use crate::asr::stream_policy::StreamPolicy;
+use crate::asr::ModelError;
 use crate::call::Role;
 use crate::events::TranscriptPayload;
 

@@ -1,21 +1,26 @@
 //! Speech recognition: Whisper models (import, validation, loading). The model-file
 //! work is pure Rust; running whisper.cpp needs the `asr` feature.
 
-pub mod ct2;
 #[cfg(feature = "asr")]
 pub mod engine;
-#[cfg(feature = "server")]
-pub mod fetch;
 #[cfg(feature = "asr")]
 pub mod file_stream;
-pub mod ggml;
 pub mod guard;
 pub mod local_agreement;
 pub mod mel;
-pub mod model_import;
+pub mod model;
 pub mod overload;
 pub mod stream_policy;
 pub mod vad;
+
+// The runtime: the scheduler and whisper worker threads, post-call refinement, and the
+// real-time replay harness behind `earshot transcribe --realtime`.
+#[cfg(all(feature = "asr", feature = "server"))]
+pub mod hub;
+#[cfg(all(feature = "asr", feature = "server"))]
+pub mod realtime;
+#[cfg(all(feature = "asr", feature = "server"))]
+pub mod refine;
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +54,7 @@ impl ModelError {
 }
 
 /// Checks a ggml model file completely before it is handed to whisper.cpp.
-pub fn check_model_file(path: &Path) -> Result<ggml::GgmlSummary, ModelError> {
+pub fn check_model_file(path: &Path) -> Result<model::ggml::GgmlSummary, ModelError> {
     let buf = std::fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-    ggml::check(&buf).map_err(|e| e.in_file(path))
+    model::ggml::check(&buf).map_err(|e| e.in_file(path))
 }

@@ -13,7 +13,7 @@
 //! after the lag has stayed under half its threshold for `recover`: no flapping. Pure:
 //! lag and a millisecond clock in, a level out.
 
-use super::stream_policy::Degrade;
+use crate::asr::stream_policy::Degrade;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverloadSettings {

@@ -7,10 +7,14 @@
 //! (`Partial`). When the VAD sees `endpoint` of silence, or the utterance reaches
 //! `max_utterance`, one last decode makes the `Final`.
 
-use super::local_agreement::LocalAgreement;
-use super::vad::{Vad, VadEvent, VadSettings, FRAME};
+use crate::asr::local_agreement::LocalAgreement;
+use crate::asr::vad::Vad;
+use crate::asr::vad::VadEvent;
+use crate::asr::vad::VadSettings;
+use crate::asr::vad::FRAME;
 use crate::call::Role;
-use crate::events::{EventBody, TranscriptPayload};
+use crate::events::EventBody;
+use crate::events::TranscriptPayload;
 
 pub const RATE: u64 = 16_000;
 
@@ -568,7 +572,7 @@ impl StreamPolicy {
     pub fn on_result(&mut self, req: &DecodeRequest, text: &str) -> (Option<TranscriptUpdate>, Vec<DecodeRequest>) {
         self.in_flight = false;
         self.in_flight_early = None;
-        let text = super::guard::clean(text);
+        let text = crate::asr::guard::clean(text);
         let (start_ms, end_ms) = (Self::ms(req.start), Self::ms(req.end));
         let update = if req.early {
             if let Some((u, start, end)) = self.unconfirm(req) {

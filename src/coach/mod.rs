@@ -7,8 +7,9 @@
 //! finals, which is what brings a hint within a second or two of the words. Every hint
 //! says why it fired (`reason`, and the transcript span for phrase rules).
 
-mod payload;
 pub mod playbook;
+#[cfg(feature = "server")]
+pub mod playbooks;
 mod scorecard;
 pub mod text;
 
@@ -16,10 +17,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::call::Role;
-use crate::events::TranscriptPayload;
-pub use payload::{
+pub use crate::events::coaching::{
     ChecklistItem, ChecklistPayload, HintPayload, ItemStatus, MetricsPayload, ScorePart, ScorecardPayload, TriggerSpan,
 };
+use crate::events::TranscriptPayload;
 use playbook::PhraseRule;
 pub use playbook::{Playbook, PlaybookError, PlaybookFile, Severity, Speaker};
 use text::Phrase;

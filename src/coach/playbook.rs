@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::text::Phrase;
 use crate::call::Role;
+use crate::coach::text::Phrase;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -26,14 +26,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> PlaybookError 
     PlaybookError::Invalid { key: key.into(), message: message.into() }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    #[default]
-    Info,
-    Warning,
-    Critical,
-}
+pub use crate::events::coaching::Severity;
 
 /// Which speaker a rule listens to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

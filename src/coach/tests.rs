@@ -1,6 +1,6 @@
 //! Scripted timelines for every metric and rule.
 
-use super::*;
+use crate::coach::*;
 
 const PB: &str = r#"
 [thresholds]

@@ -590,8 +590,10 @@ impl TenantConfig {
     }
 
     /// The tenant's retention policy, if it has a plan.
-    pub fn retention_policy(&self) -> Option<crate::retention::TenantPolicy> {
-        use crate::retention::{CampaignPolicy, KindDays, TenantPolicy};
+    pub fn retention_policy(&self) -> Option<crate::store::retention::TenantPolicy> {
+        use crate::store::retention::CampaignPolicy;
+        use crate::store::retention::KindDays;
+        use crate::store::retention::TenantPolicy;
         Some(TenantPolicy {
             days: self.retention_days?,
             kinds: KindDays { transcript: self.retention_transcript_days, coaching: self.retention_coaching_days },
@@ -860,7 +862,7 @@ impl Config {
                     ));
                 }
             }
-            if let Err(e) = crate::redact::Redactor::new(&t.redact_patterns) {
+            if let Err(e) = crate::call::redact::Redactor::new(&t.redact_patterns) {
                 return Err(invalid(format!("{key}.redact_patterns"), format!("not a valid regular expression: {e}")));
             }
             if t.live_max_connections == Some(0) {
@@ -871,7 +873,7 @@ impl Config {
     }
 
     /// Retention policies of the tenants that have a plan.
-    pub fn retention_policies(&self) -> crate::retention::Policies {
+    pub fn retention_policies(&self) -> crate::store::retention::Policies {
         self.tenants.iter().filter_map(|t| Some((t.id.clone(), t.retention_policy()?))).collect()
     }
 

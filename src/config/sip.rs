@@ -7,7 +7,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use crate::config::invalid;
+use crate::config::ConfigError;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

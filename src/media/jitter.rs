@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::rtp::RtpHeader;
+use crate::media::rtp::RtpHeader;
 
 #[derive(Debug, Clone, Copy)]
 pub struct JitterConfig {

@@ -5,6 +5,8 @@ pub mod channel_aligner;
 pub mod g711;
 pub mod jitter;
 #[cfg(feature = "server")]
+pub mod recogniser;
+#[cfg(feature = "server")]
 pub mod recogniser_feed;
 pub mod reorder_buffer;
 pub mod rtp;

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 use earshot::call::CallId;
 use earshot::config::Config;
-use earshot::server::token::{self, TokenRole};
-use earshot::server::{ServeOptions, Server};
+use earshot::live::token;
+use earshot::live::token::TokenRole;
+use earshot::server::ServeOptions;
+use earshot::server::Server;
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 use serde_json::Value;
@@ -133,7 +135,7 @@ impl Env {
             let (t, c) = (tenant.to_string(), campaign.to_string());
             let found = self.rt.block_on(async move {
                 for id in store.list_calls(&t).await.unwrap_or_default() {
-                    let call = earshot::storage::CallRef { tenant: t.clone(), call_id: id };
+                    let call = earshot::store::objects::CallRef { tenant: t.clone(), call_id: id };
                     let uploaded = !store.spool().call_dir(&t, id).exists();
                     if uploaded && store.manifest(&call).await.is_ok_and(|m| m.campaign.as_deref() == Some(c.as_str()))
                     {
@@ -362,7 +364,7 @@ fn tenant_deletion_has_a_grace_period_then_shreds_everything() {
         keyring: env.config.storage.keyring.clone(),
         ..Default::default()
     };
-    let reader = earshot::storage::StoreReader::open(&cfg).unwrap();
+    let reader = earshot::store::objects::StoreReader::open(&cfg).unwrap();
     let err = reader.audio(id).unwrap_err().to_string();
     assert!(err.contains("destroyed"), "{err}");
     assert!(reader.audio(other).is_ok(), "other tenants are untouched");
@@ -380,7 +382,7 @@ fn tenant_deletion_has_a_grace_period_then_shreds_everything() {
     assert_ne!(refused.closing.code, Some(1000), "{:?}", refused.closing);
     let auditor_log = env
         .rt
-        .block_on(earshot::privacy::read_audit(
+        .block_on(earshot::store::privacy::read_audit(
             &app.store,
             TENANT,
             chrono::Utc::now() - chrono::Duration::days(1),

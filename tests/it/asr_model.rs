@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
+use earshot::asr::check_model_file;
 use earshot::asr::engine::Model;
-use earshot::asr::{check_model_file, model_import, ModelError};
+use earshot::asr::ModelError;
 use earshot::call::Role;
 use earshot_loadtest::audio::Audio;
 
@@ -28,7 +29,7 @@ fn ct2_dir() -> PathBuf {
 fn imported_tiny_en_transcribes_jfk_word_for_word() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ggml-tiny.en.bin");
-    let summary = model_import::import_ct2(&ct2_dir(), &out).unwrap();
+    let summary = earshot::asr::model::import::import_ct2(&ct2_dir(), &out).unwrap();
     assert!(!summary.multilingual);
     assert_eq!(summary.vocab_written, 50256);
     assert_eq!((summary.hparams.n_audio_layer, summary.hparams.n_text_layer, summary.hparams.n_audio_head), (4, 4, 6));
@@ -49,7 +50,7 @@ fn imported_tiny_en_transcribes_jfk_word_for_word() {
 fn corrupt_or_truncated_model_files_are_clear_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.bin");
-    model_import::import_ct2(&ct2_dir(), &good).unwrap();
+    earshot::asr::model::import::import_ct2(&ct2_dir(), &good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
 
     let truncated = dir.path().join("truncated.bin");
@@ -79,14 +80,14 @@ fn corrupt_or_truncated_model_files_are_clear_errors_naming_the_file() {
     let src = std::fs::read(ct2_dir().join("model.bin")).unwrap();
     std::fs::write(ct2.join("model.bin"), &src[..src.len() / 3]).unwrap();
     std::fs::copy(ct2_dir().join("vocabulary.txt"), ct2.join("vocabulary.txt")).unwrap();
-    let err = model_import::import_ct2(&ct2, &dir.path().join("x.bin")).unwrap_err().to_string();
+    let err = earshot::asr::model::import::import_ct2(&ct2, &dir.path().join("x.bin")).unwrap_err().to_string();
     assert!(err.contains("model.bin") && err.contains("truncated"), "{err}");
 }
 
 fn imported_model() -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("ggml-tiny.en.bin");
-    model_import::import_ct2(&ct2_dir(), &out).unwrap();
+    earshot::asr::model::import::import_ct2(&ct2_dir(), &out).unwrap();
     let m = Model::load(&out).unwrap();
     (dir, m)
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use earshot::ingest::twilio_signature;
 use earshot_loadtest::{pcm, ws};
 
 use crate::common::*;
@@ -56,7 +55,7 @@ fn twilio_fork_accepts_a_valid_signature_or_bearer_and_refuses_a_bad_one() {
     let url = format!("{}/fork/twilio/tw", server.ws());
     // Twilio signs the wss:// URL it dialled (TLS terminated in front of us here).
     let signed = format!("wss://{}/fork/twilio/tw", server.addr);
-    let sig = twilio_signature::compute(TWILIO_TOKEN, &signed);
+    let sig = earshot::ingest::twilio::signature::compute(TWILIO_TOKEN, &signed);
     let rt = rt();
     let code = rt.block_on(short_twilio_call(&url, &[("x-twilio-signature".into(), sig)], "signed", None));
     assert_eq!(code, Some(1000));
@@ -67,7 +66,7 @@ fn twilio_fork_accepts_a_valid_signature_or_bearer_and_refuses_a_bad_one() {
     assert_eq!(m.stats.dtmf_events, 1);
     assert_eq!(server.audio(m.call_id).frames(), 5 * 160);
 
-    let bad = twilio_signature::compute("some-other-token", &signed);
+    let bad = earshot::ingest::twilio::signature::compute("some-other-token", &signed);
     let code = rt.block_on(short_twilio_call(&url, &[("x-twilio-signature".into(), bad)], "badsig", None));
     assert_eq!(code, Some(1008));
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use earshot::server::token::TokenRole;
+use earshot::live::token::TokenRole;
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 use serde_json::Value;
@@ -349,7 +349,7 @@ fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_r
 fn two_whip_legs_of_one_call_on_different_nodes_become_one_call_on_the_owner() {
     let c = cluster("[whip]\nice_ip = \"127.0.0.1\"\n");
     let cfg = c.tokens();
-    let publisher = earshot::server::token::issue(
+    let publisher = earshot::live::token::issue(
         &cfg,
         TENANT,
         "alex",

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use earshot::call::CallId;
-use earshot::manifest::Manifest;
-use earshot::store::{Recording, StoreReader};
+use earshot::store::manifest::Manifest;
+use earshot::store::spool::Recording;
+use earshot::store::spool::StoreReader;
 use earshot_loadtest::audio::Audio;
 
 pub const SECRET: &str = "it-secret-0123456789abcdef";

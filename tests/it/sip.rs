@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use earshot::call::{Role, Source};
+use earshot::call::Role;
+use earshot::call::Source;
 use earshot::media::g711;
-use earshot::media::rtp::{self, RtpHeader};
+use earshot::media::rtp;
+use earshot::media::rtp::RtpHeader;
 
 use crate::common::*;
 
@@ -317,13 +319,13 @@ fn energy_ms(ch: &[i16]) -> u64 {
         * 10
 }
 
-fn channel(rec: &earshot::store::Recording, c: usize) -> Vec<i16> {
+fn channel(rec: &earshot::store::spool::Recording, c: usize) -> Vec<i16> {
     rec.samples.iter().skip(c).step_by(rec.channels as usize).copied().collect()
 }
 
 struct Outcome {
-    manifest: earshot::manifest::Manifest,
-    rec: earshot::store::Recording,
+    manifest: earshot::store::manifest::Manifest,
+    rec: earshot::store::spool::Recording,
     rep_sent_ms: u64,
     cust_ms: u64,
 }

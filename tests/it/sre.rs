@@ -370,8 +370,8 @@ fn the_load_tool_reports_calls_and_overlay_latency_and_fails_a_missed_slo() {
     };
     let dir = tempfile::tempdir().unwrap();
     let cfg = crate::live::live_config(dir.path(), "");
-    let manager = crate::live::tok(&cfg, TENANT, "boss", earshot::server::token::TokenRole::Manager);
-    let publisher = crate::live::tok(&cfg, TENANT, "loadtest", earshot::server::token::TokenRole::Publisher);
+    let manager = crate::live::tok(&cfg, TENANT, "boss", earshot::live::token::TokenRole::Manager);
+    let publisher = crate::live::tok(&cfg, TENANT, "loadtest", earshot::live::token::TokenRole::Publisher);
     let wav = dir.path().join("call.wav");
     let (audio, _) = two_party_call(8000, 1.0);
     let mut w = hound::WavWriter::create(

@@ -8,9 +8,18 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use earshot::call::CallId;
-use earshot::config::{StorageBackend, StorageConfig};
-use earshot::retention::{CampaignPolicy, KindDays, Policies, TenantPolicy};
-use earshot::storage::{sweep, CallRef, StorageError, Store, SweepCache, SweepOptions};
+use earshot::config::StorageBackend;
+use earshot::config::StorageConfig;
+use earshot::store::objects::sweep;
+use earshot::store::objects::CallRef;
+use earshot::store::objects::StorageError;
+use earshot::store::objects::Store;
+use earshot::store::objects::SweepCache;
+use earshot::store::objects::SweepOptions;
+use earshot::store::retention::CampaignPolicy;
+use earshot::store::retention::KindDays;
+use earshot::store::retention::Policies;
+use earshot::store::retention::TenantPolicy;
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 
@@ -91,7 +100,7 @@ fn at_rest_is_encrypted(backend: Backend) {
     for (path, _) in &objects {
         let raw = rt().block_on(store.raw(path)).unwrap();
         // Markers (subject index, tombstones) are empty: their keyed-hash names are all.
-        assert!(raw.is_empty() || raw.starts_with(earshot::crypt::MAGIC), "{path}: not encrypted");
+        assert!(raw.is_empty() || raw.starts_with(earshot::store::crypt::MAGIC), "{path}: not encrypted");
         for secret in [&b"RIFF"[..], b"WAVE", b"confidential-campaign", b"alice-rep-id", b"\"score\"", &needle] {
             assert!(!contains(&raw, secret), "{path} reveals {:?}", String::from_utf8_lossy(secret));
         }
@@ -110,9 +119,9 @@ fn at_rest_is_encrypted(backend: Backend) {
     let good = rt().block_on(store.raw(&path)).unwrap();
     let chunk = 64 * 1024 + 16;
     let mut flipped = good.clone();
-    flipped[earshot::crypt::HEADER_LEN + 1000] ^= 0x40;
+    flipped[earshot::store::crypt::HEADER_LEN + 1000] ^= 0x40;
     let mut swapped = good.clone();
-    let (a, b) = (earshot::crypt::HEADER_LEN, earshot::crypt::HEADER_LEN + chunk);
+    let (a, b) = (earshot::store::crypt::HEADER_LEN, earshot::store::crypt::HEADER_LEN + chunk);
     let first = good[a..b].to_vec();
     swapped.copy_within(b..b + chunk, a);
     swapped[b..b + chunk].copy_from_slice(&first);
@@ -413,8 +422,8 @@ fn holds_crashes_and_tombstones(backend: Backend) {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("audio.wav"), b"RIFF late copy").unwrap();
     std::fs::write(dir.join("manifest.json"), b"{}").unwrap();
-    let out = rt().block_on(earshot::server::uploader::upload_call(store, &gone, &dir)).unwrap();
-    assert!(matches!(out, earshot::server::uploader::Uploaded::Erased));
+    let out = rt().block_on(earshot::store::uploader::upload_call(store, &gone, &dir)).unwrap();
+    assert!(matches!(out, earshot::store::uploader::Uploaded::Erased));
     assert!(!dir.exists(), "the spooled copy is dropped");
     assert!(rt().block_on(present(store, &gone)).is_empty(), "nothing deleted comes back");
 }
@@ -441,7 +450,7 @@ fn key_rotation_and_destruction(backend: Backend) {
         let header = |c: &CallRef| {
             let s = store.clone();
             let p = c.object("audio.wav");
-            async move { earshot::crypt::Header::parse(&s.raw(&p).await.unwrap()).unwrap().kek_version }
+            async move { earshot::store::crypt::Header::parse(&s.raw(&p).await.unwrap()).unwrap().kek_version }
         };
         assert_eq!((header(&old).await, header(&new).await), (1, 2));
         for c in [&old, &new] {
@@ -521,7 +530,7 @@ fn retention_and_keys_cli() {
     let listed = run(&["keys", "list"]);
     assert!(listed.contains("d7: active 2, versions [1, 2]"), "{listed}");
     assert!(!listed.contains(
-        &earshot::crypt::Keyring::parse(&std::fs::read_to_string(data.join(".keys/keyring.toml")).unwrap())
+        &earshot::store::crypt::Keyring::parse(&std::fs::read_to_string(data.join(".keys/keyring.toml")).unwrap())
             .unwrap()
             .tenants["d7"]
             .keys["1"]
@@ -560,7 +569,7 @@ fn the_server_sweeps_on_its_own_and_picks_up_retention_edits_without_a_restart()
 
 #[test]
 fn a_keyring_from_the_environment_is_used_read_only() {
-    let mut ring = earshot::crypt::Keyring::default();
+    let mut ring = earshot::store::crypt::Keyring::default();
     ring.ensure_tombstone_key();
     ring.ensure_tenant(TENANT);
     // Missing a configured tenant's key: a clear error at start, nothing written.
@@ -588,7 +597,7 @@ fn a_keyring_from_the_environment_is_used_read_only() {
         std::fs::write(&keyfile, &text).unwrap();
         StorageConfig { dir: server.data_dir(), keyring: Some(keyfile), ..StorageConfig::default() }
     };
-    let reader = earshot::storage::StoreReader::open(&reader_cfg).unwrap();
+    let reader = earshot::store::objects::StoreReader::open(&reader_cfg).unwrap();
     let t0 = Instant::now();
     let id = loop {
         if let Some(id) = reader.list_calls(TENANT).first() {
@@ -620,7 +629,8 @@ fn erasure_reaches_calls_still_in_the_spool() {
     );
     std::fs::write(dir.join("manifest.json"), manifest).unwrap();
     std::fs::write(dir.join("audio.wav"), b"RIFF spooled").unwrap();
-    let receipt = rt().block_on(earshot::privacy::erase_subject(store, "d7", "+1 555 444 3333", Utc::now())).unwrap();
+    let receipt =
+        rt().block_on(earshot::store::privacy::erase_subject(store, "d7", "+1 555 444 3333", Utc::now())).unwrap();
     assert_eq!(receipt.erased.len(), 1, "{receipt:?}");
     assert_eq!(receipt.erased[0].spooled_files, 2);
     assert!(!dir.exists(), "the spooled copy is gone");

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use earshot::config::Config;
 use earshot::events::EventBody;
-use earshot::server::token::{self, TokenRole};
-use earshot::server::{ServeOptions, Server};
-use earshot::store::StoreReader;
+use earshot::live::token;
+use earshot::live::token::TokenRole;
+use earshot::server::ServeOptions;
+use earshot::server::Server;
+use earshot::store::spool::StoreReader;
 use serde_json::Value;
 
 use crate::common::*;
@@ -95,7 +97,7 @@ fn speech_wav(dir: &std::path::Path, text: &str) -> (std::path::PathBuf, Vec<i16
     (path, s)
 }
 
-fn wait_manifest(data: &std::path::Path, limit: Duration) -> earshot::manifest::Manifest {
+fn wait_manifest(data: &std::path::Path, limit: Duration) -> earshot::store::manifest::Manifest {
     let store = StoreReader::new(data);
     let t0 = Instant::now();
     loop {

@@ -1,0 +1,312 @@
+//! The call's owner: one task per call holds its `seq` counter, its coach, the
+//! redaction of its text and the publishing of its events. Everyone else talks to it
+//! through a [`CallHandle`]: the ingest task (through `call::session`), the ASR
+//! scheduler thread (transcripts and voice edges) and the owner's own timer (metrics,
+//! time-based hints). The ASR thread only ever `try_send`s, so a slow `/live` client,
+//! the live hub's lock or Redis can never hold recognition up; an input the owner has
+//! no room for is dropped and counted (`earshot_call_inputs_dropped_total`).
+//!
+//! The scorecard is made when every part of the call has let go: `call.ended` came
+//! from the ingest task and every [`CallHandle`] (the recogniser keeps one until the
+//! last words are transcribed and saved) is dropped, which closes the input channel.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::call::postcall::PostCall;
+use crate::call::redact::Redactor;
+use crate::call::{CallId, CallInfo, Role};
+use crate::coach::{Coach, CoachOutput, Playbook, Voice};
+use crate::events::{CallEndedPayload, Event, EventBody, EventSequencer};
+use crate::server::AppState;
+use crate::store::uploader::Seal;
+
+/// Room for inputs between the ASR thread and the owner. A call makes a few events a
+/// second; this is minutes of them, so a drop means the owner task is stuck.
+const INPUT_QUEUE: usize = 1024;
+
+/// Hints kept for `hints.json`.
+const MAX_SAVED_HINTS: usize = 1000;
+
+/// What the owner is told.
+#[derive(Debug)]
+pub enum CallInput {
+    /// A `transcript.partial` or `transcript.final` (redacted by the owner).
+    Transcript(EventBody),
+    /// A channel started or stopped speaking (ms into the call).
+    Voice(Role, Voice),
+    /// The ingest side is done: publish `call.ended`.
+    Ended(CallEndedPayload),
+}
+
+/// A way to reach a call's owner; cheap to clone. Holding one keeps the scorecard waiting.
+#[derive(Clone)]
+pub struct CallHandle {
+    tx: mpsc::Sender<CallInput>,
+    fixed: Arc<Fixed>,
+}
+
+/// What never changes during a call, readable without asking the owner.
+struct Fixed {
+    app: Arc<AppState>,
+    call_id: CallId,
+    redactor: Arc<Redactor>,
+    redact_audio: bool,
+    /// Keeps the call's spool folder from upload while the call or its refinement runs.
+    seal: Option<Seal>,
+}
+
+impl CallHandle {
+    /// Hands a transcript update or voice edge to the owner without waiting. False when
+    /// it was dropped (counted): the owner is gone or has fallen far behind.
+    pub fn offer(&self, input: CallInput) -> bool {
+        let kind = input.kind();
+        match self.tx.try_send(input) {
+            Ok(()) => true,
+            Err(e) => {
+                let reason = match e {
+                    mpsc::error::TrySendError::Full(_) => "full",
+                    mpsc::error::TrySendError::Closed(_) => "closed",
+                };
+                self.fixed.app.metrics.call_inputs_dropped.with_label_values(&[kind, reason]).inc();
+                false
+            }
+        }
+    }
+
+    pub fn publish(&self, body: EventBody) -> bool {
+        self.offer(CallInput::Transcript(body))
+    }
+
+    pub fn voice(&self, role: Role, edge: Voice) -> bool {
+        self.offer(CallInput::Voice(role, edge))
+    }
+
+    /// `call.ended`: waits for room (the ingest task may; it must not be lost).
+    pub async fn end(&self, payload: CallEndedPayload) {
+        if self.tx.send(CallInput::Ended(payload)).await.is_err() {
+            tracing::error!(call_id = %self.fixed.call_id, "call owner gone before call.ended");
+        }
+    }
+
+    /// What is masked in this call's text.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        self.fixed.redactor.clone()
+    }
+
+    /// Whether masked utterances are silenced in the stored audio too.
+    pub fn redact_audio(&self) -> bool {
+        self.fixed.redact_audio
+    }
+
+    /// Keeps the call's spool folder from upload while held (refinement).
+    pub fn seal(&self) -> Option<Seal> {
+        self.fixed.seal.clone()
+    }
+
+    pub fn call_id(&self) -> CallId {
+        self.fixed.call_id
+    }
+}
+
+impl CallInput {
+    fn kind(&self) -> &'static str {
+        match self {
+            CallInput::Transcript(EventBody::TranscriptFinal(_)) => "final",
+            CallInput::Transcript(_) => "partial",
+            CallInput::Voice(..) => "voice",
+            CallInput::Ended(_) => "ended",
+        }
+    }
+}
+
+/// The owner's state; lives in its task.
+struct CallOwner {
+    app: Arc<AppState>,
+    sequencer: EventSequencer,
+    started_at: DateTime<Utc>,
+    tenant: String,
+    call_id: CallId,
+    redact_live: bool,
+    redactor: Arc<Redactor>,
+    coach: Coach,
+    out: Vec<CoachOutput>,
+    hints: Vec<Arc<Event>>,
+    /// Set at `call.ended`.
+    duration_ms: Option<u64>,
+    seal: Option<Seal>,
+}
+
+/// Starts a call's owner: publishes `call.started` (seq 1) before returning, then
+/// runs the owner task. The handle returned is the ingest side's part of the call.
+pub fn spawn(app: Arc<AppState>, info: &CallInfo, playbook: Arc<Playbook>, started: EventBody) -> CallHandle {
+    let tenant_cfg = app.config.tenant(&info.tenant);
+    let redactor = app.redactor(&info.tenant);
+    let seal = Some(app.uploader.seal(&info.tenant, info.call_id));
+    let fixed = Arc::new(Fixed {
+        app: app.clone(),
+        call_id: info.call_id,
+        redactor: redactor.clone(),
+        redact_audio: tenant_cfg.is_some_and(|t| t.redact_audio),
+        seal: seal.clone(),
+    });
+    let mut owner = CallOwner {
+        app: app.clone(),
+        sequencer: EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at),
+        started_at: info.started_at,
+        tenant: info.tenant.clone(),
+        call_id: info.call_id,
+        redact_live: tenant_cfg.is_none_or(|t| t.redact_live),
+        redactor,
+        coach: Coach::new(playbook),
+        out: Vec::new(),
+        hints: Vec::new(),
+        duration_ms: None,
+        seal,
+    };
+    owner.on_input(CallInput::Transcript(started));
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    let every = app.config.live.metrics_interval;
+    tokio::spawn(owner.run(rx, every));
+    CallHandle { tx, fixed }
+}
+
+impl CallOwner {
+    async fn run(mut self, mut rx: mpsc::Receiver<CallInput>, every: std::time::Duration) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.on_input(input),
+                    // Every part has let go.
+                    None => break,
+                },
+                _ = ticker.tick(), if self.duration_ms.is_none() => self.tick(),
+            }
+        }
+        if self.duration_ms.is_some() {
+            self.finish();
+        } else {
+            // The ingest task died without ending the call (the recorder marks it
+            // internal_error): no scorecard for a call that never ended.
+            tracing::warn!(call_id = %self.call_id, "call owner stopped without call.ended");
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.app.now() - self.started_at).num_milliseconds().max(0) as u64
+    }
+
+    fn on_input(&mut self, input: CallInput) {
+        match input {
+            CallInput::Transcript(body) => self.transcript(body),
+            CallInput::Voice(role, edge) => {
+                self.coach.on_voice(role, edge, &mut self.out);
+                self.flush();
+            }
+            CallInput::Ended(payload) => {
+                self.duration_ms = Some(payload.duration_ms);
+                let event = self.emit(EventBody::CallEnded(payload));
+                self.webhook(event);
+            }
+        }
+    }
+
+    fn transcript(&mut self, mut body: EventBody) {
+        let partial = matches!(body, EventBody::TranscriptPartial(_));
+        if let EventBody::TranscriptPartial(p) | EventBody::TranscriptFinal(p) = &mut body {
+            if self.redact_live {
+                for s in [&mut p.text, &mut p.stable, &mut p.unstable] {
+                    // A partial may hold a card number half spoken: masked earlier.
+                    let masked = if partial { self.redactor.apply_partial(s) } else { self.redactor.apply(s) };
+                    if let std::borrow::Cow::Owned(m) = masked {
+                        *s = m;
+                    }
+                }
+            }
+        }
+        let now = self.now_ms();
+        let transcript = match &body {
+            EventBody::TranscriptPartial(p) => Some((p.clone(), false)),
+            EventBody::TranscriptFinal(p) => Some((p.clone(), true)),
+            _ => None,
+        };
+        self.emit(body);
+        if let Some((p, is_final)) = transcript {
+            self.coach.on_transcript(&p, is_final, now, &mut self.out);
+            self.flush();
+        }
+    }
+
+    /// Time-based hints and a `metrics` event.
+    fn tick(&mut self) {
+        let now = self.now_ms();
+        self.coach.tick(now, &mut self.out);
+        self.flush();
+        let m = self.coach.metrics(now);
+        self.emit(EventBody::Metrics(m));
+    }
+
+    /// Every part is done: the scorecard, then the files and webhooks after the call.
+    fn finish(&mut self) {
+        let end = self.duration_ms.unwrap_or_else(|| self.now_ms());
+        let card = self.coach.finish(end, &mut self.out);
+        self.flush();
+        let scorecard = self.emit(EventBody::Scorecard(Box::new(card)));
+        let dir = self.app.layout.call_dir(&self.tenant, self.call_id);
+        let seal = self.seal.take();
+        let redactor = self.redactor.clone();
+        self.app.postcall.submit(PostCall::Files {
+            dir,
+            hints: std::mem::take(&mut self.hints),
+            scorecard: scorecard.clone(),
+            seal,
+            redactor,
+        });
+        self.webhook(scorecard);
+    }
+
+    fn webhook(&self, event: Arc<Event>) {
+        if let Some(t) = self.app.config.tenant(&self.tenant) {
+            if let (Some(url), Some(secret)) = (&t.webhook_url, &t.webhook_secret) {
+                self.app.postcall.submit(PostCall::Webhook { url: url.clone(), secret: secret.clone(), event });
+            }
+        }
+    }
+
+    fn emit(&mut self, body: EventBody) -> Arc<Event> {
+        let event = self.sequencer.stamp(self.app.now(), body);
+        self.app.publish(event)
+    }
+
+    /// Publishes what the coach produced.
+    fn flush(&mut self) {
+        for o in std::mem::take(&mut self.out) {
+            match o {
+                CoachOutput::Hint(h) => {
+                    self.app.metrics.coach_hints.with_label_values(&[severity_label(h.severity)]).inc();
+                    tracing::debug!(call_id = %self.call_id, kind = %h.kind, reason = %h.reason, "hint");
+                    let e = self.emit(EventBody::Hint(h));
+                    if self.hints.len() < MAX_SAVED_HINTS {
+                        self.hints.push(e);
+                    }
+                }
+                CoachOutput::Checklist(c) => {
+                    self.emit(EventBody::Checklist(c));
+                }
+            }
+        }
+    }
+}
+
+fn severity_label(s: crate::coach::Severity) -> &'static str {
+    match s {
+        crate::coach::Severity::Info => "info",
+        crate::coach::Severity::Warning => "warning",
+        crate::coach::Severity::Critical => "critical",
+    }
+}

@@ -1,0 +1,18 @@
+//! SIP and SIPREC ingest cores (pure): what Earshot accepts, how bodies are read,
+//! and how offered streams map to channels. The transport, transaction and dialog
+//! layers come from `rsipstack`; `listener` and `call` are the IO shell.
+
+pub mod digest;
+pub mod invite;
+pub mod multipart;
+#[cfg(feature = "sip-msg")]
+pub mod request;
+pub mod rsmeta;
+pub mod sdp;
+
+#[cfg(feature = "server")]
+pub mod call;
+#[cfg(feature = "server")]
+pub mod dialog;
+#[cfg(feature = "server")]
+pub mod listener;
