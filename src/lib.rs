@@ -32,8 +32,11 @@
 
 #[cfg(feature = "server")]
 pub mod admin;
+#[cfg(feature = "server")]
+pub mod app;
 pub mod asr;
 pub mod call;
+pub mod clock;
 pub mod cluster;
 pub mod coach;
 pub mod config;

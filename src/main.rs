@@ -841,7 +841,7 @@ fn hold(config: Option<PathBuf>, call_id: String, reason: Option<String>, releas
             Ok(format!("released (was held: {was}){}", if erased.is_some() { "; its pending erasure ran" } else { "" }))
         } else {
             let reason = reason.unwrap_or_default();
-            store.hold(&call, &reason).await?;
+            store.hold(&call, &reason, chrono::Utc::now()).await?;
             operator_audit(&store, &call.tenant, "hold.set", target, serde_json::json!({ "reason": reason })).await?;
             Ok("on legal hold".to_string())
         }
@@ -1027,7 +1027,7 @@ fn calls(cmd: CallsCommand) -> anyhow::Result<()> {
             let r = storage(config)?;
             let id = parse_id(&call_id)?;
             let s = r.store().clone();
-            run_async(async move { s.hold(&s.find_call(id).await?, &reason).await })?;
+            run_async(async move { s.hold(&s.find_call(id).await?, &reason, chrono::Utc::now()).await })?;
             println!(
                 "call {call_id}: on legal hold (nothing of it is deleted until `earshot calls release {call_id}`)"
             );

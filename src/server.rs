@@ -6,19 +6,19 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use thiserror::Error;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::config_redactors;
+use crate::app::AppState;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::events::Event;
-use crate::ingest::MAX_FRAME_BYTES;
 use crate::metrics::Metrics;
 use crate::store::recorder::RecorderPool;
 use crate::store::recorder::RecorderSettings;
@@ -46,124 +46,6 @@ pub enum ServerError {
     Sip(String),
     #[error("redis: {0}")]
     Redis(String),
-}
-
-/// Shared by every connection. Hot-path state lives in the call tasks, not here.
-pub struct AppState {
-    pub config: Config,
-    pub metrics: Metrics,
-    pub bus: broadcast::Sender<Arc<Event>>,
-    pub recorder: RecorderPool,
-    /// The spool: where calls are written until uploaded.
-    pub layout: StoreLayout,
-    /// Finished calls, encrypted: local or S3-compatible.
-    pub store: crate::store::objects::Store,
-    pub uploader: crate::store::uploader::Uploader,
-    /// Wall clock (tests inject one to cross 24-hour links and 7-day grace periods).
-    pub clock: Clock,
-    /// Tenants deleted for good: ingest refused while they are still configured.
-    pub deleted_tenants: std::sync::RwLock<std::collections::BTreeSet<String>>,
-    /// Per tenant: what is masked in transcripts, hints and keyed digits.
-    pub redactors: std::collections::HashMap<String, Arc<crate::call::redact::Redactor>>,
-    /// Exports being built: id → (done, total).
-    pub exports: std::sync::Mutex<std::collections::HashMap<String, (usize, usize)>>,
-    pub config_path: Option<std::path::PathBuf>,
-    pub active_calls: AtomicUsize,
-    draining: AtomicBool,
-    /// Cancelled when the drain timeout expires: calls still open close as `shutdown`.
-    pub force_close: CancellationToken,
-    /// Tracks connection tasks so shutdown can wait for their recordings.
-    pub tracker: TaskTracker,
-    /// Where live audio goes for transcription; `None` in media-only deployments.
-    pub recogniser: Option<(Arc<dyn crate::media::recogniser::RecogniserHub>, crate::media::recogniser::FeedSettings)>,
-    /// Live clients (`/live`): replay buffers, snapshots, fan-out.
-    pub live: Arc<crate::live::hub::LiveHub>,
-    pub playbooks: crate::coach::playbooks::Playbooks,
-    pub postcall: crate::call::postcall::PostCallQueue,
-    /// WHIP sessions and the calls they publish into.
-    pub whip: crate::ingest::whip::registry::WhipState,
-    /// Redis: other nodes' events, the call registry, job locks (`[redis]`).
-    pub cluster: Option<Arc<crate::cluster::node::Cluster>>,
-}
-
-fn config_redactors(config: &Config) -> std::collections::HashMap<String, Arc<crate::call::redact::Redactor>> {
-    config
-        .tenants
-        .iter()
-        .map(|t| (t.id.clone(), Arc::new(crate::call::redact::Redactor::new(&t.redact_patterns).unwrap_or_default())))
-        .collect()
-}
-
-/// A source of the current time.
-pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
-
-impl AppState {
-    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        (self.clock)()
-    }
-
-    /// The tenant's redactor (card numbers at least).
-    pub fn redactor(&self, tenant: &str) -> Arc<crate::call::redact::Redactor> {
-        self.redactors.get(tenant).cloned().unwrap_or_default()
-    }
-
-    /// A configured tenant that may send calls (not deleted).
-    pub fn ingest_tenant(&self, id: &str) -> Option<&crate::config::TenantConfig> {
-        if self.deleted_tenants.read().unwrap_or_else(|e| e.into_inner()).contains(id) {
-            return None;
-        }
-        self.config.tenant(id)
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    pub fn begin_drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        self.metrics.draining.set(1);
-    }
-
-    /// Puts an event on the in-process bus. Never waits: the bus is a bounded broadcast
-    /// ring; a subscriber that falls behind is told by its receiver that it lagged.
-    pub fn publish(&self, event: Event) -> Arc<Event> {
-        self.metrics.events_published.with_label_values(&[event.type_name()]).inc();
-        let json = self.live.publish(&event);
-        if let (Some(c), Some(json)) = (&self.cluster, json) {
-            c.offer(&event, json);
-        }
-        let event = Arc::new(event);
-        let _ = self.bus.send(event.clone());
-        event
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.bus.subscribe()
-    }
-
-    /// URLs a Twilio signature may have been computed over for `path`.
-    pub fn signature_urls(&self, headers: &HeaderMap, path: &str) -> Vec<String> {
-        let mut urls = Vec::new();
-        if let Some(base) = &self.config.http.public_url {
-            urls.push(format!("{}{}", base.trim_end_matches('/'), path));
-        }
-        if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-            for scheme in ["wss", "https", "ws", "http"] {
-                urls.push(format!("{scheme}://{host}{path}"));
-            }
-        }
-        urls
-    }
-}
-
-/// Websocket settings for forks: small buffers (memory per call matters at 1000s of
-/// calls) and a frame limit just above what a fork may legitimately send.
-pub(crate) fn configure_ws(ws: WebSocketUpgrade) -> WebSocketUpgrade {
-    ws.read_buffer_size(8 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(256 * 1024)
-        .max_message_size(MAX_FRAME_BYTES * 4)
-        .max_frame_size(MAX_FRAME_BYTES * 4)
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -272,6 +154,7 @@ impl Server {
                 Err(e) => tracing::error!(error = %e, "could not recover a call left open by a crash"),
             }
         }
+        let clock: Clock = opts.clock.clone().unwrap_or_else(crate::clock::system);
         let recorder = RecorderPool::start(
             layout.clone(),
             RecorderSettings {
@@ -281,18 +164,17 @@ impl Server {
                 fsync: config.recorder.fsync,
             },
             metrics.clone(),
+            clock.clone(),
         )
         .map_err(ServerError::Recorder)?;
         let uploader =
             crate::store::uploader::Uploader::start(store.clone(), metrics.clone(), config.storage.upload_backoff_max);
-        let clock: Clock = opts.clock.clone().unwrap_or_else(|| Arc::new(chrono::Utc::now));
         let deleted = crate::store::privacy::deleted_tenants(&store).await.map_err(ServerError::Store)?;
         if !deleted.is_empty() {
             tracing::warn!(tenants = ?deleted, "deleted tenants are still configured: their calls are refused");
         }
-        let (bus, _) = broadcast::channel(config.events.bus_capacity);
         let playbooks = crate::coach::playbooks::Playbooks::preload(&config)?;
-        let live = crate::live::hub::LiveHub::new(config.live.clone(), metrics.clone());
+        let live = crate::live::hub::LiveHub::new(config.live.clone(), metrics.clone(), clock.clone());
         let webhooks = crate::call::webhooks::Webhooks::start(config.webhooks.clone(), metrics.clone());
         let postcall = crate::call::postcall::PostCallQueue::start(webhooks, metrics.clone());
         {
@@ -326,16 +208,22 @@ impl Server {
                     tracing::warn!(url = %url, "redis.advertise_url is not set and the listener is on every address: other nodes cannot redirect WHIP clients here; set redis.advertise_url");
                 }
                 Some(
-                    crate::cluster::node::Cluster::start(rc, url, live.clone(), metrics.clone())
+                    crate::cluster::node::Cluster::start(rc, url, live.clone(), metrics.clone(), clock.clone())
                         .map_err(|e| ServerError::Redis(e.to_string()))?,
                 )
             }
             None => None,
         };
+        let events = Arc::new(crate::live::outlet::EventOutlet::new(
+            metrics.clone(),
+            live.clone(),
+            cluster.clone(),
+            config.events.bus_capacity,
+        ));
         let app = Arc::new(AppState {
             config,
             metrics,
-            bus,
+            events,
             recorder,
             layout,
             store,

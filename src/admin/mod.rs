@@ -9,6 +9,9 @@
 //! Errors are RFC 9457 problem details. The route table [`API`] builds both the router
 //! and the OpenAPI document (`/v1/openapi.json`), so the two cannot drift apart.
 
+pub mod problem;
+pub use problem::Problem;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,11 +24,11 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::app::AppState;
 use crate::call::CallId;
 use crate::live::token;
 use crate::live::token::Principal;
 use crate::live::token::TokenRole;
-use crate::server::AppState;
 use crate::store::objects::CallRef;
 use crate::store::objects::StorageError;
 use crate::store::privacy;
@@ -185,46 +188,6 @@ pub const API: &[Route] = &[
     },
     Route { method: "GET", path: "/v1/openapi.json", summary: "This document", roles: &[], ok: 200 },
 ];
-
-/// An RFC 9457 problem.
-#[derive(Debug)]
-pub struct Problem {
-    pub status: StatusCode,
-    pub title: &'static str,
-    pub detail: String,
-}
-
-impl Problem {
-    pub(crate) fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
-        Problem { status, title, detail: detail.into() }
-    }
-    fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "Not found", "no such resource")
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = json!({ "type": "about:blank", "title": self.title, "status": self.status.as_u16(), "detail": self.detail });
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
-    }
-}
-
-impl From<StorageError> for Problem {
-    fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::NotFound(_) | StorageError::NoObject(..) | StorageError::Erased(_) => Problem::not_found(),
-            e => {
-                tracing::error!(error = %e, "admin API: storage");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Storage unavailable",
-                    "the store could not be read or written; retry later",
-                )
-            }
-        }
-    }
-}
 
 type ApiResult = Result<Response, Problem>;
 
@@ -621,7 +584,7 @@ async fn put_hold(
     let p = authorise(&app, &headers, "PUT", "/v1/calls/{id}/hold")?;
     let b: HoldBody = body(&bytes)?;
     let (call, _) = visible_call(&app, &p, &id).await?;
-    app.store.hold(&call, &b.reason).await?;
+    app.store.hold(&call, &b.reason, app.now()).await?;
     audit(&app, &p, addr, "hold.set", call_target(&app, &p.tenant, call.call_id), json!({ "reason": b.reason })).await;
     Ok(json_ok(StatusCode::OK, json!({ "held": true })))
 }
@@ -650,7 +613,7 @@ async fn tenant_hold(
     on: bool,
 ) -> ApiResult {
     let p = authorise(&app, &headers, if on { "PUT" } else { "DELETE" }, "/v1/tenant/hold")?;
-    app.store.set_tenant_hold(&p.tenant, on, "admin API").await?;
+    app.store.set_tenant_hold(&p.tenant, on, "admin API", app.now()).await?;
     let erased = if on { Vec::new() } else { privacy::run_pending_erasures(&app.store, &p.tenant).await? };
     audit(
         &app,

@@ -225,6 +225,7 @@ impl AsrHub {
             overload: Overload::new(settings.overload),
             max_lag: settings.overload.max_lag_ms * RATE / 1000,
             started: Instant::now(),
+            now: Instant::now(),
             layout,
             metrics,
         };
@@ -303,8 +304,8 @@ struct Stream {
 impl Stream {
     /// Samples of wall time since the channel's audio ended (0 while it is live): the
     /// audio clock stops at the end of a call, the people waiting for its transcript don't.
-    fn idle(&self) -> u64 {
-        self.ended_at.map_or(0, |t| (t.elapsed().as_secs_f64() * RATE as f64) as u64)
+    fn idle(&self, now: Instant) -> u64 {
+        self.ended_at.map_or(0, |t| (now.saturating_duration_since(t).as_secs_f64() * RATE as f64) as u64)
     }
 }
 
@@ -332,6 +333,9 @@ struct Scheduler {
     /// Shedding horizon, in samples.
     max_lag: u64,
     started: Instant,
+    /// The time of the current step: read once per loop turn by `run`, the only place
+    /// the scheduler reads the clock; every timing decision below takes it from here.
+    now: Instant,
     layout: StoreLayout,
     metrics: Metrics,
 }
@@ -340,10 +344,12 @@ impl Scheduler {
     /// Watches the worst backlog over all streams and moves the load level; sheds old
     /// queued audio while at the top level.
     fn regulate(&mut self) {
+        let now = self.now;
         let worst =
-            self.streams.values().filter(|s| !s.done).map(|s| s.policy.backlog_lag() + s.idle()).max().unwrap_or(0);
+            self.streams.values().filter(|s| !s.done).map(|s| s.policy.backlog_lag() + s.idle(now)).max().unwrap_or(0);
         let before = self.overload.level();
-        let level = self.overload.observe(self.started.elapsed().as_millis() as u64, worst * 1000 / RATE);
+        let level =
+            self.overload.observe(now.saturating_duration_since(self.started).as_millis() as u64, worst * 1000 / RATE);
         if level != before {
             tracing::warn!(
                 from = before as u8,
@@ -366,7 +372,7 @@ impl Scheduler {
         for job in self.backlog.drain(..) {
             let Some(s) = self.streams.get(&job.stream) else { continue };
             let speculative = !job.req.is_final || s.policy.is_speculative(&job.req);
-            let stale = level == Degrade::Shed && job.req.end + self.max_lag < s.policy.position() + s.idle();
+            let stale = level == Degrade::Shed && job.req.end + self.max_lag < s.policy.position() + s.idle(now);
             if speculative || stale {
                 dropped.push(job);
             } else {
@@ -388,7 +394,7 @@ impl Scheduler {
         }
         if level == Degrade::Shed {
             for (id, s) in self.streams.iter_mut() {
-                let horizon = self.max_lag.saturating_sub(s.idle());
+                let horizon = self.max_lag.saturating_sub(s.idle(now));
                 gaps.extend(s.policy.shed(horizon).into_iter().map(|g| (*id, g)));
             }
         }
@@ -414,6 +420,8 @@ impl Scheduler {
         let mut buf = Vec::new();
         let mut drain_waiters: Vec<SyncSender<()>> = Vec::new();
         loop {
+            self.now = Instant::now();
+            let now = self.now;
             let mut hub_gone = false;
             loop {
                 let cmd = match self.rx.try_recv() {
@@ -486,7 +494,7 @@ impl Scheduler {
                 reqs.extend(s.policy.push_audio(&buf));
                 if s.tap.is_finished() && !s.flushed {
                     s.flushed = true;
-                    s.ended_at = Some(Instant::now());
+                    s.ended_at = Some(now);
                     reqs.extend(s.policy.flush());
                 }
                 if s.policy.final_waiting() {
@@ -527,6 +535,7 @@ impl Scheduler {
             }
             match self.results.recv_timeout(Duration::from_millis(20)) {
                 Ok(r) => {
+                    self.now = Instant::now();
                     self.on_result(r);
                     while let Ok(r) = self.results.try_recv() {
                         self.on_result(r);
@@ -556,7 +565,7 @@ impl Scheduler {
                 language,
                 req,
                 audio,
-                queued_at: Instant::now(),
+                queued_at: self.now,
                 refine: None,
             });
         }
@@ -593,7 +602,7 @@ impl Scheduler {
             language: task.language.as_str().into(),
             req,
             audio: Vec::new(),
-            queued_at: Instant::now(),
+            queued_at: self.now,
             refine: Some((task, self.refine_beam)),
         };
         match self.jobs.try_send(job) {

@@ -16,11 +16,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::call::postcall::PostCall;
+use crate::call::postcall::PostCallQueue;
 use crate::call::redact::Redactor;
 use crate::call::{CallId, CallInfo, Role};
+use crate::clock::Clock;
 use crate::coach::{Coach, CoachOutput, Playbook, Voice};
 use crate::events::{CallEndedPayload, Event, EventBody, EventSequencer};
-use crate::server::AppState;
+use crate::live::outlet::EventOutlet;
+use crate::metrics::Metrics;
 use crate::store::uploader::Seal;
 
 /// Room for inputs between the ASR thread and the owner. A call makes a few events a
@@ -48,9 +51,31 @@ pub struct CallHandle {
     fixed: Arc<Fixed>,
 }
 
+/// What the owner needs from the rest of the server (and nothing more: it never sees
+/// the connection-level state).
+pub struct OwnerEnv {
+    pub clock: Clock,
+    pub metrics: Metrics,
+    pub events: Arc<EventOutlet>,
+    pub postcall: PostCallQueue,
+    /// How often a `metrics` event and time-based hints are made.
+    pub metrics_interval: std::time::Duration,
+    /// The call's spool folder (hints and scorecard files go there).
+    pub call_dir: std::path::PathBuf,
+    pub redactor: Arc<Redactor>,
+    /// Whether live text is masked (the tenant's `redact_live`).
+    pub redact_live: bool,
+    /// Whether masked utterances are silenced in the stored audio too.
+    pub redact_audio: bool,
+    /// The tenant's webhook: URL and signing secret.
+    pub webhook: Option<(String, String)>,
+    /// Keeps the call's spool folder from upload until hints and scorecard are written.
+    pub seal: Option<Seal>,
+}
+
 /// What never changes during a call, readable without asking the owner.
 struct Fixed {
-    app: Arc<AppState>,
+    metrics: Metrics,
     call_id: CallId,
     redactor: Arc<Redactor>,
     redact_audio: bool,
@@ -70,7 +95,7 @@ impl CallHandle {
                     mpsc::error::TrySendError::Full(_) => "full",
                     mpsc::error::TrySendError::Closed(_) => "closed",
                 };
-                self.fixed.app.metrics.call_inputs_dropped.with_label_values(&[kind, reason]).inc();
+                self.fixed.metrics.call_inputs_dropped.with_label_values(&[kind, reason]).inc();
                 false
             }
         }
@@ -124,51 +149,40 @@ impl CallInput {
 
 /// The owner's state; lives in its task.
 struct CallOwner {
-    app: Arc<AppState>,
+    env: OwnerEnv,
     sequencer: EventSequencer,
     started_at: DateTime<Utc>,
-    tenant: String,
     call_id: CallId,
-    redact_live: bool,
-    redactor: Arc<Redactor>,
     coach: Coach,
     out: Vec<CoachOutput>,
     hints: Vec<Arc<Event>>,
     /// Set at `call.ended`.
     duration_ms: Option<u64>,
-    seal: Option<Seal>,
 }
 
 /// Starts a call's owner: publishes `call.started` (seq 1) before returning, then
 /// runs the owner task. The handle returned is the ingest side's part of the call.
-pub fn spawn(app: Arc<AppState>, info: &CallInfo, playbook: Arc<Playbook>, started: EventBody) -> CallHandle {
-    let tenant_cfg = app.config.tenant(&info.tenant);
-    let redactor = app.redactor(&info.tenant);
-    let seal = Some(app.uploader.seal(&info.tenant, info.call_id));
+pub fn spawn(env: OwnerEnv, info: &CallInfo, playbook: Arc<Playbook>, started: EventBody) -> CallHandle {
     let fixed = Arc::new(Fixed {
-        app: app.clone(),
+        metrics: env.metrics.clone(),
         call_id: info.call_id,
-        redactor: redactor.clone(),
-        redact_audio: tenant_cfg.is_some_and(|t| t.redact_audio),
-        seal: seal.clone(),
+        redactor: env.redactor.clone(),
+        redact_audio: env.redact_audio,
+        seal: env.seal.clone(),
     });
+    let every = env.metrics_interval;
     let mut owner = CallOwner {
-        app: app.clone(),
+        env,
         sequencer: EventSequencer::new(info.tenant.clone(), info.call_id, info.started_at),
         started_at: info.started_at,
-        tenant: info.tenant.clone(),
         call_id: info.call_id,
-        redact_live: tenant_cfg.is_none_or(|t| t.redact_live),
-        redactor,
         coach: Coach::new(playbook),
         out: Vec::new(),
         hints: Vec::new(),
         duration_ms: None,
-        seal,
     };
     owner.on_input(CallInput::Transcript(started));
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    let every = app.config.live.metrics_interval;
     tokio::spawn(owner.run(rx, every));
     CallHandle { tx, fixed }
 }
@@ -198,7 +212,7 @@ impl CallOwner {
     }
 
     fn now_ms(&self) -> u64 {
-        (self.app.now() - self.started_at).num_milliseconds().max(0) as u64
+        ((self.env.clock)() - self.started_at).num_milliseconds().max(0) as u64
     }
 
     fn on_input(&mut self, input: CallInput) {
@@ -219,10 +233,10 @@ impl CallOwner {
     fn transcript(&mut self, mut body: EventBody) {
         let partial = matches!(body, EventBody::TranscriptPartial(_));
         if let EventBody::TranscriptPartial(p) | EventBody::TranscriptFinal(p) = &mut body {
-            if self.redact_live {
+            if self.env.redact_live {
                 for s in [&mut p.text, &mut p.stable, &mut p.unstable] {
                     // A partial may hold a card number half spoken: masked earlier.
-                    let masked = if partial { self.redactor.apply_partial(s) } else { self.redactor.apply(s) };
+                    let masked = if partial { self.env.redactor.apply_partial(s) } else { self.env.redactor.apply(s) };
                     if let std::borrow::Cow::Owned(m) = masked {
                         *s = m;
                     }
@@ -257,30 +271,26 @@ impl CallOwner {
         let card = self.coach.finish(end, &mut self.out);
         self.flush();
         let scorecard = self.emit(EventBody::Scorecard(Box::new(card)));
-        let dir = self.app.layout.call_dir(&self.tenant, self.call_id);
-        let seal = self.seal.take();
-        let redactor = self.redactor.clone();
-        self.app.postcall.submit(PostCall::Files {
-            dir,
+        let seal = self.env.seal.take();
+        self.env.postcall.submit(PostCall::Files {
+            dir: self.env.call_dir.clone(),
             hints: std::mem::take(&mut self.hints),
             scorecard: scorecard.clone(),
             seal,
-            redactor,
+            redactor: self.env.redactor.clone(),
         });
         self.webhook(scorecard);
     }
 
     fn webhook(&self, event: Arc<Event>) {
-        if let Some(t) = self.app.config.tenant(&self.tenant) {
-            if let (Some(url), Some(secret)) = (&t.webhook_url, &t.webhook_secret) {
-                self.app.postcall.submit(PostCall::Webhook { url: url.clone(), secret: secret.clone(), event });
-            }
+        if let Some((url, secret)) = &self.env.webhook {
+            self.env.postcall.submit(PostCall::Webhook { url: url.clone(), secret: secret.clone(), event });
         }
     }
 
     fn emit(&mut self, body: EventBody) -> Arc<Event> {
-        let event = self.sequencer.stamp(self.app.now(), body);
-        self.app.publish(event)
+        let event = self.sequencer.stamp((self.env.clock)(), body);
+        self.env.events.publish(event)
     }
 
     /// Publishes what the coach produced.
@@ -288,7 +298,7 @@ impl CallOwner {
         for o in std::mem::take(&mut self.out) {
             match o {
                 CoachOutput::Hint(h) => {
-                    self.app.metrics.coach_hints.with_label_values(&[severity_label(h.severity)]).inc();
+                    self.env.metrics.coach_hints.with_label_values(&[severity_label(h.severity)]).inc();
                     tracing::debug!(call_id = %self.call_id, kind = %h.kind, reason = %h.reason, "hint");
                     let e = self.emit(EventBody::Hint(h));
                     if self.hints.len() < MAX_SAVED_HINTS {

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::app::AppState;
 use crate::call::owner::CallHandle;
 use crate::call::CallInfo;
 use crate::call::Outcome;
@@ -16,7 +17,6 @@ use crate::media::recogniser_feed::DropObserver;
 use crate::media::recogniser_feed::DropReason;
 use crate::media::recogniser_feed::RecogniserFeed;
 use crate::media::recogniser_feed::RECOGNISER_RATE;
-use crate::server::AppState;
 use crate::store::manifest::DtmfEvent;
 use crate::store::manifest::Manifest;
 use crate::store::manifest::MediaStats;
@@ -132,7 +132,21 @@ impl CallSession {
             source_ids: info.source_ids.clone(),
             participants: info.participants.clone(),
         });
-        let owner = crate::call::owner::spawn(app.clone(), &info, playbook, started);
+        let tenant = app.config.tenant(&info.tenant);
+        let env = crate::call::owner::OwnerEnv {
+            clock: app.clock.clone(),
+            metrics: app.metrics.clone(),
+            events: app.events.clone(),
+            postcall: app.postcall.clone(),
+            metrics_interval: app.config.live.metrics_interval,
+            call_dir: app.layout.call_dir(&info.tenant, info.call_id),
+            redactor: app.redactor(&info.tenant),
+            redact_live: tenant.is_none_or(|t| t.redact_live),
+            redact_audio: tenant.is_some_and(|t| t.redact_audio),
+            webhook: tenant.and_then(|t| Some((t.webhook_url.clone()?, t.webhook_secret.clone()?))),
+            seal: Some(app.uploader.seal(&info.tenant, info.call_id)),
+        };
+        let owner = crate::call::owner::spawn(env, &info, playbook, started);
         let recogniser = app.recogniser.as_ref().and_then(|(hub, settings)| {
             let channels = info.layout.channels();
             let counters = [

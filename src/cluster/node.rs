@@ -16,7 +16,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use redis::aio::MultiplexedConnection;
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::call::CallId;
+use crate::clock::Clock;
 use crate::cluster::record::Entry;
 use crate::cluster::record::Keys;
 use crate::cluster::record::Record;
@@ -86,6 +89,7 @@ pub struct Cluster {
     keys: Keys,
     client: redis::Client,
     metrics: Metrics,
+    clock: Clock,
     live: Arc<LiveHub>,
     tx: mpsc::Sender<Out>,
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -116,6 +120,7 @@ impl Cluster {
         url: String,
         live: Arc<LiveHub>,
         metrics: Metrics,
+        clock: Clock,
     ) -> Result<Arc<Cluster>, redis::RedisError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let (tx, rx) = mpsc::channel(cfg.publish_queue);
@@ -125,6 +130,7 @@ impl Cluster {
             keys: Keys::new(&cfg.key_prefix),
             client,
             metrics,
+            clock,
             live,
             tx,
             conn: tokio::sync::Mutex::new(None),
@@ -414,7 +420,7 @@ impl Cluster {
         match record {
             Record::Event { node, event } => match serde_json::from_str::<Event>(&event) {
                 Ok(ev) => {
-                    let delay = (chrono::Utc::now() - ev.wall_ts).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    let delay = ((self.clock)() - ev.wall_ts).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     if self.live.publish_remote(&ev, &node) {
                         self.metrics.cluster_events.with_label_values(&["received"]).inc();
                         self.metrics.cluster_event_delay_seconds.observe(delay);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::WebSocketUpgrade;
 
 use crate::call::Source;
 use crate::ingest::twilio::tracks::TwilioMedia;
@@ -101,4 +102,14 @@ impl StatsReporter {
         self.last = now;
         self.last_drops = drops;
     }
+}
+
+/// Websocket settings for forks: small buffers (memory per call matters at 1000s of
+/// calls) and a frame limit just above what a fork may legitimately send.
+pub(crate) fn configure_ws(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(MAX_FRAME_BYTES * 4)
+        .max_frame_size(MAX_FRAME_BYTES * 4)
 }

@@ -16,6 +16,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
 use crate::call::CallId;
+use crate::clock::Clock;
 use crate::config::LiveConfig;
 use crate::events::Event;
 use crate::events::EventBody;
@@ -142,6 +143,8 @@ struct TenantLive {
 pub struct LiveHub {
     cfg: LiveConfig,
     metrics: Metrics,
+    /// The wall clock (`call.ended` for a call whose node was lost).
+    clock: Clock,
     tenants: Mutex<HashMap<String, Arc<Mutex<TenantLive>>>>,
     connections: Mutex<HashMap<String, usize>>,
     next_client: AtomicU64,
@@ -175,10 +178,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LiveHub {
-    pub fn new(cfg: LiveConfig, metrics: Metrics) -> Arc<Self> {
+    pub fn new(cfg: LiveConfig, metrics: Metrics, clock: Clock) -> Arc<Self> {
         Arc::new(Self {
             cfg,
             metrics,
+            clock,
             tenants: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
             next_client: AtomicU64::new(1),
@@ -344,7 +348,7 @@ impl LiveHub {
                 _ => return false,
             }
         };
-        let now = chrono::Utc::now();
+        let now = (self.clock)();
         let offset = started.map_or(0, |s| (now - s).num_milliseconds().max(0) as u64);
         let event = Event {
             v: crate::events::ENVELOPE_VERSION,
@@ -472,7 +476,11 @@ mod tests {
     }
 
     fn hub(queue: usize, replay: usize) -> Arc<LiveHub> {
-        LiveHub::new(LiveConfig { client_queue: queue, replay_events: replay, ..LiveConfig::default() }, Metrics::new())
+        LiveHub::new(
+            LiveConfig { client_queue: queue, replay_events: replay, ..LiveConfig::default() },
+            Metrics::new(),
+            crate::clock::system(),
+        )
     }
 
     fn started(rep: &str) -> EventBody {
@@ -625,7 +633,11 @@ mod tests {
 
     #[test]
     fn ended_calls_linger_then_go() {
-        let h = LiveHub::new(LiveConfig { linger: Duration::from_millis(0), ..LiveConfig::default() }, Metrics::new());
+        let h = LiveHub::new(
+            LiveConfig { linger: Duration::from_millis(0), ..LiveConfig::default() },
+            Metrics::new(),
+            crate::clock::system(),
+        );
         let now = chrono::Utc::now();
         let id = CallId::new_at(now);
         let mut s = EventSequencer::new("acme".into(), id, now);

@@ -7,6 +7,8 @@ pub mod protocol;
 #[cfg(feature = "server")]
 pub mod hub;
 #[cfg(feature = "server")]
+pub mod outlet;
+#[cfg(feature = "server")]
 pub mod overlay;
 #[cfg(feature = "server")]
 pub mod socket;

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
+use crate::app::AppState;
 use crate::call::CallId;
 use crate::ingest::fork_auth;
 use crate::live::hub::Connected;
@@ -32,7 +33,6 @@ use crate::live::protocol::ClientMessage;
 use crate::live::token;
 use crate::live::token::Principal;
 use crate::live::token::TokenRole;
-use crate::server::AppState;
 
 pub async fn handler(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

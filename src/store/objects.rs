@@ -602,10 +602,16 @@ impl Store {
 
     /// Legal hold on every call of a tenant (set through the admin API), besides the
     /// config's `legal_hold`.
-    pub async fn set_tenant_hold(&self, tenant: &str, on: bool, reason: &str) -> Result<(), StorageError> {
+    pub async fn set_tenant_hold(
+        &self,
+        tenant: &str,
+        on: bool,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StorageError> {
         let rel = format!("holds/{tenant}/tenant");
         if on {
-            let body = serde_json::json!({ "reason": reason, "at": chrono::Utc::now() });
+            let body = serde_json::json!({ "reason": reason, "at": at });
             self.put_meta(tenant, &rel, body.to_string().as_bytes()).await
         } else {
             self.delete_meta(&rel).await
@@ -641,8 +647,13 @@ impl Store {
     }
 
     /// Puts a call under legal hold (nothing of it is deleted until released).
-    pub async fn hold(&self, call: &CallRef, reason: &str) -> Result<(), StorageError> {
-        let body = serde_json::json!({ "reason": reason, "at": chrono::Utc::now() });
+    pub async fn hold(
+        &self,
+        call: &CallRef,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StorageError> {
+        let body = serde_json::json!({ "reason": reason, "at": at });
         self.put_encrypted(&call.tenant, &Self::hold_path(call), body.to_string().as_bytes()).await?;
         Ok(())
     }

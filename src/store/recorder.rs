@@ -23,6 +23,7 @@ use crate::call::CallId;
 use crate::call::CallInfo;
 use crate::call::Outcome;
 use crate::call::SampleEncoding;
+use crate::clock::Clock;
 use crate::media::g711;
 use crate::metrics::Metrics;
 use crate::store::manifest::AudioInfo;
@@ -111,6 +112,7 @@ pub struct RecorderHandle {
     prod: Option<HeapProd<u8>>,
     shared: Arc<JobShared>,
     worker: SyncSender<Command>,
+    clock: Clock,
 }
 
 impl RecorderHandle {
@@ -161,10 +163,16 @@ pub struct RecorderPool {
     layout: StoreLayout,
     settings: RecorderSettings,
     active: Arc<AtomicU64>,
+    clock: Clock,
 }
 
 impl RecorderPool {
-    pub fn start(layout: StoreLayout, settings: RecorderSettings, metrics: Metrics) -> std::io::Result<Self> {
+    pub fn start(
+        layout: StoreLayout,
+        settings: RecorderSettings,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> std::io::Result<Self> {
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         let active = Arc::new(AtomicU64::new(0));
@@ -177,6 +185,7 @@ impl RecorderPool {
                 metrics: metrics.clone(),
                 scratch: Vec::new(),
                 active: active.clone(),
+                clock: clock.clone(),
             };
             let handle =
                 std::thread::Builder::new().name(format!("earshot-recorder-{i}")).spawn(move || worker.run())?;
@@ -190,6 +199,7 @@ impl RecorderPool {
             layout,
             settings,
             active,
+            clock,
         })
     }
 
@@ -239,7 +249,7 @@ impl RecorderPool {
         let worker = self.workers[idx].clone();
         worker.send(Command::Start(Box::new(job))).map_err(|_| RecorderError::Closed)?;
         self.active.fetch_add(1, Ordering::Relaxed);
-        Ok(RecorderHandle { call_id: info.call_id, finished: false, prod, shared, worker })
+        Ok(RecorderHandle { call_id: info.call_id, finished: false, prod, shared, worker, clock: self.clock.clone() })
     }
 
     /// Stops the threads once every open recording has been finalised (their handles
@@ -269,7 +279,7 @@ impl Drop for RecorderHandle {
                 call_id: self.call_id,
                 end: CallEnd {
                     outcome: Outcome::InternalError,
-                    ended_at: Utc::now(),
+                    ended_at: (self.clock)(),
                     stats: MediaStats::default(),
                     dtmf: Vec::new(),
                 },
@@ -286,6 +296,7 @@ struct Worker {
     metrics: Metrics,
     scratch: Vec<i16>,
     active: Arc<AtomicU64>,
+    clock: Clock,
 }
 
 impl Worker {
@@ -301,7 +312,7 @@ impl Worker {
                     job.finish = Some((
                         CallEnd {
                             outcome: Outcome::Shutdown,
-                            ended_at: Utc::now(),
+                            ended_at: (self.clock)(),
                             stats: MediaStats::default(),
                             dtmf: Vec::new(),
                         },

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::app::AppState;
 use crate::config::Config;
-use crate::server::AppState;
 
 /// Runs retention every `storage.sweep_interval`. Policies are re-read from the config
 /// file before each sweep (an invalid edit is logged and the last good policies stay).

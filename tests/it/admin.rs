@@ -61,7 +61,7 @@ fn start(s3: bool) -> Env {
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
     let offset = Arc::new(AtomicI64::new(0));
     let o = offset.clone();
-    let clock: earshot::server::Clock =
+    let clock: earshot::clock::Clock =
         Arc::new(move || chrono::Utc::now() + chrono::Duration::seconds(o.load(Ordering::Relaxed)));
     let rt = rt();
     let server =

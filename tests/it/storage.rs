@@ -375,7 +375,7 @@ fn holds_crashes_and_tombstones(backend: Backend) {
         let late = t0() + chrono::Duration::days(100);
         // A held call survives until released, then goes at the next sweep.
         let held = put_call(store, "held", t0(), None).await;
-        store.hold(&held, "litigation 2026-17").await.unwrap();
+        store.hold(&held, "litigation 2026-17", chrono::Utc::now()).await.unwrap();
         let (_, r) = sweep(store, &policies, late, &opts, &mut cache).await.unwrap();
         assert_eq!(r.held, 1);
         assert_eq!(present(store, &held).await.len(), 4);

@@ -11,9 +11,9 @@ use axum::extract::ws::WebSocket;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde::Deserialize;
 
+use crate::app::AppState;
 use crate::call::session::CallSession;
 use crate::call::session::CallSlot;
 use crate::call::CallId;
@@ -35,7 +35,6 @@ use crate::ingest::pcm::protocol::parse_metadata;
 use crate::ingest::pcm::protocol::PcmFramer;
 use crate::ingest::pcm::protocol::JAMBONZ_SUBPROTOCOL;
 use crate::ingest::IngestError;
-use crate::server::AppState;
 use crate::store::manifest::MediaStats;
 
 pub async fn handler_with_tenant(
@@ -57,7 +56,7 @@ fn upgrade(ws: WebSocketUpgrade, path_tenant: Option<String>, headers: HeaderMap
     }
     let creds = fork_auth::from_headers(&headers);
     let token = app.tracker.token();
-    crate::server::configure_ws(ws).protocols([JAMBONZ_SUBPROTOCOL]).on_upgrade(move |socket| async move {
+    crate::ingest::fork::configure_ws(ws).protocols([JAMBONZ_SUBPROTOCOL]).on_upgrade(move |socket| async move {
         run(app, socket, path_tenant, creds).await;
         drop(token);
     })
@@ -199,7 +198,7 @@ async fn start_call(
         participants
             .insert(0, crate::call::Participant { role: Some(Role::Rep), id: Some(rep.clone()), ..Default::default() });
     }
-    let now = Utc::now();
+    let now = app.now();
     let info = CallInfo {
         call_id: CallId::new_at(now),
         tenant: tenant.id.clone(),

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
+use tokio::time::Instant;
+
 use prometheus::IntCounter;
 use rsipstack::sip::Header;
 use rsipstack::transaction::transaction::Transaction;
@@ -133,7 +134,7 @@ fn refuse_headers(r: &Refusal) -> Vec<Header> {
 pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
     let app = state.app.clone();
     let started = Instant::now();
-    let now = Utc::now();
+    let now = app.now();
     let facts = request::invite_facts(&tx.original, &state.cfg.tenant_header);
     let Some(source) = facts.source else {
         respond(&state, &mut tx, 400, vec![], None).await;

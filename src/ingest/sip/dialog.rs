@@ -2,8 +2,8 @@
 //! (live calls, RTP ports, nonce key), the messages it sends a call, responses, the
 //! dialog's identity and the BYE Earshot sends when it ends a call itself.
 
+use crate::app::AppState;
 use crate::config::SipConfig;
-use crate::server::AppState;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::connection::SipConnection;

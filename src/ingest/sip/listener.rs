@@ -17,10 +17,10 @@ use rsipstack::EndpointBuilder;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppState;
 use crate::config::SipConfig;
 use crate::config::SipTransport;
 use crate::ingest::sip::dialog::{respond, warning, CallMsg, SipState};
-use crate::server::AppState;
 
 /// A running listener; dropping it does not stop it: call [`SipListener::stop`].
 pub struct SipListener {

@@ -11,8 +11,8 @@ use axum::extract::ws::WebSocket;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 
+use crate::app::AppState;
 use crate::call::session::CallSession;
 use crate::call::session::CallSlot;
 use crate::call::CallId;
@@ -37,7 +37,6 @@ use crate::ingest::twilio::protocol::TwilioStream;
 use crate::ingest::twilio::tracks::TwilioMedia;
 use crate::ingest::twilio::tracks::TwilioMediaSettings;
 use crate::ingest::IngestError;
-use crate::server::AppState;
 
 pub async fn handler(
     ws: WebSocketUpgrade,
@@ -50,7 +49,7 @@ pub async fn handler(
     }
     let pre_auth = pre_authenticate(&app, &tenant_id, &headers);
     let token = app.tracker.token();
-    crate::server::configure_ws(ws).on_upgrade(move |socket| async move {
+    crate::ingest::fork::configure_ws(ws).on_upgrade(move |socket| async move {
         run(app, socket, tenant_id, pre_auth).await;
         drop(token);
     })
@@ -210,7 +209,7 @@ async fn handle_text(
                 }
             }
             let slot = CallSlot::try_acquire(app).ok_or(IngestError::Overloaded)?;
-            let (info, rep) = call_info(tenant, &start)?;
+            let (info, rep) = call_info(tenant, &start, app.now())?;
             let media = TwilioMedia::new(&start.tracks, rep, start.encoding, app.twilio_media_settings());
             let recording = tenant.recording_for(info.campaign.as_deref());
             let session = CallSession::start(app.clone(), slot, info, recording)
@@ -246,7 +245,11 @@ async fn handle_text(
 }
 
 /// Builds the call description from `start`; returns it with the rep's track.
-fn call_info(tenant: &TenantConfig, start: &StartInfo) -> Result<(CallInfo, Track), IngestError> {
+fn call_info(
+    tenant: &TenantConfig,
+    start: &StartInfo,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(CallInfo, Track), IngestError> {
     let params = &start.custom_parameters;
     let rep = match params.get("rep_track").map(String::as_str) {
         Some("inbound") => Track::Inbound,
@@ -285,7 +288,6 @@ fn call_info(tenant: &TenantConfig, start: &StartInfo) -> Result<(CallInfo, Trac
             });
         }
     }
-    let now = Utc::now();
     let info = CallInfo {
         call_id: CallId::new_at(now),
         tenant: tenant.id.clone(),

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::AppState;
 use crate::call::session::CallSession;
 use crate::call::session::CallSlot;
 use crate::call::CallId;
@@ -23,7 +23,6 @@ use crate::ingest::whip::registry::{CallMsg, LegEnd, RATE};
 use crate::media::jitter::JitterBuffer;
 use crate::media::jitter::JitterConfig;
 use crate::media::jitter::Pushed;
-use crate::server::AppState;
 use crate::store::manifest::MediaStats;
 
 pub struct CallFacts {
@@ -202,7 +201,7 @@ async fn start(
     delay_ms: u32,
 ) -> Option<Recording> {
     let slot = slot.take()?;
-    let now = Utc::now();
+    let now = app.now();
     let mut source_ids = BTreeMap::new();
     source_ids.insert("external_call_id".to_string(), facts.key.clone());
     let info = CallInfo {

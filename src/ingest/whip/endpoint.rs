@@ -29,7 +29,8 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
-use crate::admin::Problem;
+use crate::admin::problem::Problem;
+use crate::app::AppState;
 use crate::call::session::CallSlot;
 use crate::config::WhipConfig;
 use crate::ingest::whip::registry::CallMsg;
@@ -42,7 +43,6 @@ use crate::ingest::whip::request::WhipParams;
 use crate::live::token;
 use crate::live::token::TokenRole;
 use crate::media::rtp::RtpHeader;
-use crate::server::AppState;
 
 /// Frames queued from a session's track readers to the call task (about 2.5 s of
 /// 20 ms frames per channel); beyond, frames are dropped and counted.
