@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Habits: one format (rustfmt.toml) and no clippy warnings, checked before the suite.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The pure cores must build without the IO edge (fuzz targets depend on that).
 cargo check -p earshot --no-default-features --lib --locked
 # nextest builds every test target and the `earshot` binary the integration tests run,

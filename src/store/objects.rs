@@ -72,11 +72,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |source| StorageError::Io { path: path.to_path_buf(), source }
 }
 
+/// When a file was last changed, and its size.
+type FileStamp = (SystemTime, u64);
+
 /// The keyring file, re-read when it changes (so `earshot keys rotate` takes effect in
 /// a running server).
 pub struct KeyringHandle {
     path: PathBuf,
-    cached: Mutex<(Option<(SystemTime, u64)>, Arc<Keyring>)>,
+    cached: Mutex<(Option<FileStamp>, Arc<Keyring>)>,
     /// A keyring given in the environment (`EARSHOT_KEYRING`, the TOML text): read-only.
     fixed: Option<Arc<Keyring>>,
 }

@@ -275,7 +275,7 @@ mod tests {
         assert!(p.actions.is_empty());
         assert_eq!((p.held, p.no_policy), (1, 1));
         // released: goes at the next sweep
-        assert_eq!(plan(late, &[c.clone()], &policies, &HashSet::new()).actions.len(), 1);
+        assert_eq!(plan(late, std::slice::from_ref(&c), &policies, &HashSet::new()).actions.len(), 1);
         policies.get_mut("t").unwrap().hold = true;
         assert_eq!(plan(late, &[c], &policies, &HashSet::new()).held, 1);
     }

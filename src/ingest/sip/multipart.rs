@@ -94,11 +94,8 @@ fn parse_part(content: &[u8]) -> Part<'_> {
     let mut content_type = None;
     let mut pos = 0;
     let mut body_start = 0;
-    loop {
-        let Some(eol) = content[pos..].iter().position(|&b| b == b'\n') else {
-            // No line end: no headers, all body (unless it is a lone header).
-            break;
-        };
+    // No line end: no headers, all body (unless it is a lone header).
+    while let Some(eol) = content[pos..].iter().position(|&b| b == b'\n') {
         let line = &content[pos..pos + eol];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {

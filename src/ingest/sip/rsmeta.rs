@@ -86,11 +86,8 @@ impl RecordingMetadata {
         for s in update.streams {
             let full = self.streams.len() >= MAX_ITEMS;
             match self.streams.iter_mut().find(|t| t.id == s.id) {
-                Some(t) => {
-                    if s.label.is_some() {
-                        t.label = s.label;
-                    }
-                }
+                Some(t) if s.label.is_some() => t.label = s.label,
+                Some(_) => {}
                 None if !full => self.streams.push(s),
                 None => {}
             }
@@ -170,11 +167,8 @@ pub fn parse(xml: &[u8]) -> Result<RecordingMetadata, MetadataError> {
                     }
                 }
             }
-            Event::CData(t) => {
-                if text.len() + t.len() <= MAX_TEXT {
-                    text.push_str(&String::from_utf8_lossy(&t));
-                }
-            }
+            Event::CData(t) if text.len() + t.len() <= MAX_TEXT => text.push_str(&String::from_utf8_lossy(&t)),
+            Event::CData(_) => {}
             Event::GeneralRef(r) => {
                 let ch = match &*r {
                     b"amp" => "&",
