@@ -14,13 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use earshot::asr::engine::Model;
-use earshot::asr::hub::AsrHub;
-use earshot::asr::hub::AsrSettings;
+use earshot::asr::hub::{AsrHub, AsrSettings};
 use earshot::config::Config;
 use earshot::live::token;
 use earshot::live::token::TokenRole;
-use earshot::server::ServeOptions;
-use earshot::server::Server;
+use earshot::server::{ServeOptions, Server};
 use earshot::store::spool::StoreLayout;
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
@@ -180,14 +178,9 @@ async fn hint_latency() {
 }
 
 async fn fanout() {
-    use earshot::call::CallId;
-    use earshot::call::Layout;
-    use earshot::call::Role;
-    use earshot::call::Source;
+    use earshot::call::{CallId, Layout, Role, Source};
     use earshot::coach::MetricsPayload;
-    use earshot::events::CallStartedPayload;
-    use earshot::events::EventBody;
-    use earshot::events::EventSequencer;
+    use earshot::events::{CallStartedPayload, EventBody, EventSequencer};
     let clients = arg("--clients", 100);
     let events = arg("--events", 20_000) as u64;
     let rate = arg("--rate", 2_000) as f64;

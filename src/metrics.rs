@@ -7,8 +7,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::call::Outcome;
-use crate::call::Source;
+use crate::call::{Outcome, Source};
 use crate::events::EventBody;
 use crate::ingest::IngestError;
 

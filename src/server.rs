@@ -15,15 +15,12 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::config_redactors;
-use crate::app::AppState;
+use crate::app::{config_redactors, AppState};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::recorder::RecorderPool;
-use crate::store::recorder::RecorderSettings;
-use crate::store::spool::recover_inflight;
-use crate::store::spool::StoreLayout;
+use crate::store::recorder::{RecorderPool, RecorderSettings};
+use crate::store::spool::{recover_inflight, StoreLayout};
 
 #[derive(Debug, Error)]
 #[non_exhaustive]

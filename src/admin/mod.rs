@@ -27,14 +27,10 @@ use serde_json::{json, Value};
 use crate::app::AppState;
 use crate::call::CallId;
 use crate::live::token;
-use crate::live::token::Principal;
-use crate::live::token::TokenRole;
-use crate::store::objects::CallRef;
-use crate::store::objects::StorageError;
+use crate::live::token::{Principal, TokenRole};
+use crate::store::objects::{CallRef, StorageError};
 use crate::store::privacy;
-use crate::store::privacy::AuditEntry;
-use crate::store::privacy::ExportRecord;
-use crate::store::privacy::LinkCheck;
+use crate::store::privacy::{AuditEntry, ExportRecord, LinkCheck};
 
 /// One operation of the API.
 pub struct Route {

@@ -8,8 +8,7 @@ use std::sync::Once;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
 
-use crate::asr::check_model_file;
-use crate::asr::ModelError;
+use crate::asr::{check_model_file, ModelError};
 
 static LOGGING: Once = Once::new();
 

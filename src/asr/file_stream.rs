@@ -8,8 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::asr::engine::Model;
-use crate::asr::stream_policy::PolicySettings;
-use crate::asr::stream_policy::StreamPolicy;
+use crate::asr::stream_policy::{PolicySettings, StreamPolicy};
 use crate::asr::ModelError;
 use crate::call::Role;
 use crate::events::TranscriptPayload;

@@ -18,23 +18,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::asr::engine::Model;
-use crate::asr::overload::Overload;
-use crate::asr::overload::OverloadSettings;
+use crate::asr::overload::{Overload, OverloadSettings};
 use crate::asr::refine::RefineTask;
-use crate::asr::stream_policy::DecodeRequest;
-use crate::asr::stream_policy::Degrade;
-use crate::asr::stream_policy::PolicySettings;
-use crate::asr::stream_policy::StreamPolicy;
-use crate::asr::stream_policy::TranscriptUpdate;
-use crate::asr::stream_policy::RATE;
+use crate::asr::stream_policy::{DecodeRequest, Degrade, PolicySettings, StreamPolicy, TranscriptUpdate, RATE};
 use crate::call::owner::CallHandle;
-use crate::call::CallId;
-use crate::call::CallInfo;
-use crate::call::Role;
+use crate::call::{CallId, CallInfo, Role};
 use crate::coach::Voice;
 use crate::media::recogniser::RecogniserHub;
-use crate::media::recogniser_feed::FeedDrops;
-use crate::media::recogniser_feed::RecogniserTap;
+use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
 use crate::metrics::Metrics;
 use crate::store::spool::StoreLayout;
 

@@ -17,14 +17,12 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::asr::engine::Model;
-use crate::asr::hub::AsrHub;
-use crate::asr::hub::AsrSettings;
+use crate::asr::hub::{AsrHub, AsrSettings};
 use crate::asr::stream_policy::PolicySettings;
 use crate::call::CallId;
 use crate::config::Config;
 use crate::events::EventBody;
-use crate::server::ServeOptions;
-use crate::server::Server;
+use crate::server::{ServeOptions, Server};
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, twilio, ws};
 

@@ -10,10 +10,8 @@ use std::sync::atomic::AtomicBool;
 use serde::Serialize;
 
 use crate::asr::engine::Model;
-use crate::asr::guard;
-use crate::asr::ModelError;
-use crate::call::CallId;
-use crate::call::Role;
+use crate::asr::{guard, ModelError};
+use crate::call::{CallId, Role};
 
 #[derive(Debug, Clone)]
 pub struct RefineTask {

@@ -8,13 +8,9 @@
 //! `max_utterance`, one last decode makes the `Final`.
 
 use crate::asr::local_agreement::LocalAgreement;
-use crate::asr::vad::Vad;
-use crate::asr::vad::VadEvent;
-use crate::asr::vad::VadSettings;
-use crate::asr::vad::FRAME;
+use crate::asr::vad::{Vad, VadEvent, VadSettings, FRAME};
 use crate::call::Role;
-use crate::events::EventBody;
-use crate::events::TranscriptPayload;
+use crate::events::{EventBody, TranscriptPayload};
 
 pub const RATE: u64 = 16_000;
 

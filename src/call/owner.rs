@@ -15,8 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::call::postcall::PostCall;
-use crate::call::postcall::PostCallQueue;
+use crate::call::postcall::{PostCall, PostCallQueue};
 use crate::call::redact::Redactor;
 use crate::call::{CallId, CallInfo, Role};
 use crate::clock::Clock;

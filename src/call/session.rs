@@ -1,28 +1,18 @@
-//! The IO side of one call, owned by the call's task: admission, the recorder handle,
-//! event numbering, and the end-of-call bookkeeping shared by every ingest.
+//! The ingest side of one call, held by the connection task: admission, the recorder
+//! handle, the recogniser feed, and the end-of-call bookkeeping shared by every ingest
+//! (events are numbered and published by the call's owner, `call::owner`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::app::AppState;
 use crate::call::owner::CallHandle;
-use crate::call::CallInfo;
-use crate::call::Outcome;
-use crate::call::SampleEncoding;
-use crate::events::CallEndedPayload;
-use crate::events::CallStartedPayload;
-use crate::events::EventBody;
+use crate::call::{CallInfo, Outcome, SampleEncoding};
+use crate::events::{CallEndedPayload, CallStartedPayload, EventBody};
 use crate::media::g711;
-use crate::media::recogniser_feed::DropObserver;
-use crate::media::recogniser_feed::DropReason;
-use crate::media::recogniser_feed::RecogniserFeed;
-use crate::media::recogniser_feed::RECOGNISER_RATE;
-use crate::store::manifest::DtmfEvent;
-use crate::store::manifest::Manifest;
-use crate::store::manifest::MediaStats;
-use crate::store::recorder::CallEnd;
-use crate::store::recorder::RecorderError;
-use crate::store::recorder::RecorderHandle;
+use crate::media::recogniser_feed::{DropObserver, DropReason, RecogniserFeed, RECOGNISER_RATE};
+use crate::store::manifest::{DtmfEvent, Manifest, MediaStats};
+use crate::store::recorder::{CallEnd, RecorderError, RecorderHandle};
 
 /// A reserved place among `limits.max_calls`; released on drop.
 pub struct CallSlot {

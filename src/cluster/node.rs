@@ -28,16 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::CallId;
 use crate::clock::Clock;
-use crate::cluster::record::Entry;
-use crate::cluster::record::Keys;
-use crate::cluster::record::Record;
-use crate::cluster::record::Snapshot;
-use crate::cluster::record::StreamId;
-use crate::cluster::record::RELEASE_LOCK;
-use crate::cluster::record::RENEW_LOCK;
+use crate::cluster::record::{Entry, Keys, Record, Snapshot, StreamId, RELEASE_LOCK, RENEW_LOCK};
 use crate::config::RedisConfig;
-use crate::events::Event;
-use crate::events::EventBody;
+use crate::events::{Event, EventBody};
 use crate::live::hub::LiveHub;
 use crate::metrics::Metrics;
 

@@ -6,11 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::coach::Playbook;
-use crate::coach::PlaybookError;
-use crate::coach::PlaybookFile;
-use crate::config::Config;
-use crate::config::TenantConfig;
+use crate::coach::{Playbook, PlaybookError, PlaybookFile};
+use crate::config::{Config, TenantConfig};
 
 #[derive(Debug, thiserror::Error)]
 #[error("playbook {path}: {detail}")]

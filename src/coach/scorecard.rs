@@ -1,11 +1,7 @@
 //! The end-of-call scorecard: a weighted mean of the parts that apply to the call
 //! (checklist, compliance, talk ratio, monologue, patience), each with its reason.
 
-use crate::coach::secs;
-use crate::coach::Coach;
-use crate::coach::ItemStatus;
-use crate::coach::ScorePart;
-use crate::coach::ScorecardPayload;
+use crate::coach::{secs, Coach, ItemStatus, ScorePart, ScorecardPayload};
 
 impl Coach {
     pub(super) fn scorecard(&self, now: u64) -> ScorecardPayload {

@@ -591,9 +591,7 @@ impl TenantConfig {
 
     /// The tenant's retention policy, if it has a plan.
     pub fn retention_policy(&self) -> Option<crate::store::retention::TenantPolicy> {
-        use crate::store::retention::CampaignPolicy;
-        use crate::store::retention::KindDays;
-        use crate::store::retention::TenantPolicy;
+        use crate::store::retention::{CampaignPolicy, KindDays, TenantPolicy};
         Some(TenantPolicy {
             days: self.retention_days?,
             kinds: KindDays { transcript: self.retention_transcript_days, coaching: self.retention_coaching_days },

@@ -9,11 +9,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub mod coaching;
 
-use crate::call::CallId;
-use crate::call::Layout;
-use crate::call::Participant;
-use crate::call::Role;
-use crate::call::Source;
+use crate::call::{CallId, Layout, Participant, Role, Source};
 use crate::store::manifest::MediaStats;
 use coaching::{ChecklistPayload, HintPayload, MetricsPayload, ScorecardPayload};
 

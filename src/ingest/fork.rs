@@ -9,8 +9,7 @@ use axum::extract::WebSocketUpgrade;
 
 use crate::call::Source;
 use crate::ingest::twilio::tracks::TwilioMedia;
-use crate::ingest::IngestError;
-use crate::ingest::MAX_FRAME_BYTES;
+use crate::ingest::{IngestError, MAX_FRAME_BYTES};
 use crate::metrics::Metrics;
 use crate::store::manifest::MediaStats;
 use prometheus::IntCounter;

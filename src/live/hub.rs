@@ -18,8 +18,7 @@ use tokio::sync::mpsc;
 use crate::call::CallId;
 use crate::clock::Clock;
 use crate::config::LiveConfig;
-use crate::events::Event;
-use crate::events::EventBody;
+use crate::events::{Event, EventBody};
 use crate::live::token::Principal;
 use crate::metrics::Metrics;
 
@@ -463,13 +462,9 @@ impl LiveHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::Layout;
-    use crate::call::Role;
-    use crate::call::Source;
-    use crate::events::CallStartedPayload;
-    use crate::events::EventSequencer;
-    use crate::live::token::Claims;
-    use crate::live::token::TokenRole;
+    use crate::call::{Layout, Role, Source};
+    use crate::events::{CallStartedPayload, EventSequencer};
+    use crate::live::token::{Claims, TokenRole};
 
     fn principal(tenant: &str, sub: &str, role: TokenRole) -> Principal {
         Principal { tenant: tenant.into(), claims: Claims { sub: sub.into(), role, exp: u64::MAX, iat: 0, call: None } }

@@ -25,14 +25,10 @@ use futures_util::{SinkExt, StreamExt};
 use crate::app::AppState;
 use crate::call::CallId;
 use crate::ingest::fork_auth;
-use crate::live::hub::Connected;
-use crate::live::hub::LiveHub;
-use crate::live::protocol::parse_client_message;
-use crate::live::protocol::parse_resume;
-use crate::live::protocol::ClientMessage;
+use crate::live::hub::{Connected, LiveHub};
+use crate::live::protocol::{parse_client_message, parse_resume, ClientMessage};
 use crate::live::token;
-use crate::live::token::Principal;
-use crate::live::token::TokenRole;
+use crate::live::token::{Principal, TokenRole};
 
 pub async fn handler(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

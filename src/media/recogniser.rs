@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use crate::call::owner::CallHandle;
 use crate::call::CallInfo;
-use crate::media::recogniser_feed::FeedDrops;
-use crate::media::recogniser_feed::RecogniserTap;
+use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
 
 pub trait RecogniserHub: Send + Sync + 'static {
     /// A call started: `taps[i]` carries channel `i` of `call.layout` (rep, customer).

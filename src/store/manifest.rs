@@ -8,12 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::call::CallId;
-use crate::call::CallInfo;
-use crate::call::Layout;
-use crate::call::Participant;
-use crate::call::Role;
-use crate::call::Source;
+use crate::call::{CallId, CallInfo, Layout, Participant, Role, Source};
 
 pub const MANIFEST_VERSION: u32 = 1;
 

@@ -24,19 +24,11 @@ use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
 use crate::call::CallId;
-use crate::config::StorageBackend;
-use crate::config::StorageConfig;
+use crate::config::{StorageBackend, StorageConfig};
 use crate::store::crypt;
-use crate::store::crypt::CryptError;
-use crate::store::crypt::Encryptor;
-use crate::store::crypt::Header;
-use crate::store::crypt::Keyring;
-use crate::store::crypt::Layout;
-use crate::store::crypt::HEADER_LEN;
+use crate::store::crypt::{CryptError, Encryptor, Header, Keyring, Layout, HEADER_LEN};
 use crate::store::manifest::Manifest;
-use crate::store::spool::Recording;
-use crate::store::spool::StoreLayout;
-use crate::store::spool::AUDIO_FILE;
+use crate::store::spool::{Recording, StoreLayout, AUDIO_FILE};
 
 pub const META: &str = ".meta";
 pub const SEALED: &str = ".sealed";
@@ -894,8 +886,7 @@ pub async fn sweep(
     opts: &SweepOptions,
     cache: &mut SweepCache,
 ) -> Result<(crate::store::retention::Plan, SweepReport), StorageError> {
-    use crate::store::retention::plan;
-    use crate::store::retention::StoredCall;
+    use crate::store::retention::{plan, StoredCall};
     let mut report = SweepReport::default();
     let holds = store.holds().await?;
     // A tenant-wide hold set through the admin API counts like the config's `legal_hold`.

@@ -15,9 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::call::CallId;
 use crate::store::manifest::Manifest;
-use crate::store::objects::CallRef;
-use crate::store::objects::StorageError;
-use crate::store::objects::Store;
+use crate::store::objects::{CallRef, StorageError, Store};
 
 /// One identifier form per kind: phone numbers as `+` and digits, emails lower-case,
 /// anything else (participant ids) trimmed.

@@ -19,19 +19,12 @@ use ringbuf::{HeapCons, HeapProd, HeapRb};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::call::CallId;
-use crate::call::CallInfo;
-use crate::call::Outcome;
-use crate::call::SampleEncoding;
+use crate::call::{CallId, CallInfo, Outcome, SampleEncoding};
 use crate::clock::Clock;
 use crate::media::g711;
 use crate::metrics::Metrics;
-use crate::store::manifest::AudioInfo;
-use crate::store::manifest::DtmfEvent;
-use crate::store::manifest::Manifest;
-use crate::store::manifest::MediaStats;
-use crate::store::spool::StoreLayout;
-use crate::store::spool::AUDIO_FILE;
+use crate::store::manifest::{AudioInfo, DtmfEvent, Manifest, MediaStats};
+use crate::store::spool::{StoreLayout, AUDIO_FILE};
 use crate::store::wav;
 use crate::store::wav::WavWriter;
 

@@ -12,8 +12,7 @@ use chrono::{Datelike, Utc};
 use thiserror::Error;
 
 use crate::call::CallId;
-use crate::store::manifest::AudioInfo;
-use crate::store::manifest::Manifest;
+use crate::store::manifest::{AudioInfo, Manifest};
 use crate::store::wav;
 
 pub const AUDIO_FILE: &str = "audio.wav";

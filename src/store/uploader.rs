@@ -20,11 +20,7 @@ use tokio::sync::Notify;
 
 use crate::call::CallId;
 use crate::metrics::Metrics;
-use crate::store::objects::spool_calls;
-use crate::store::objects::CallRef;
-use crate::store::objects::StorageError;
-use crate::store::objects::Store;
-use crate::store::objects::SEALED;
+use crate::store::objects::{spool_calls, CallRef, StorageError, Store, SEALED};
 use crate::store::spool::StoreLayout;
 
 /// Held by each writer of a call's spool folder; see the module docs.

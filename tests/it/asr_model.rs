@@ -4,9 +4,8 @@
 
 use std::path::PathBuf;
 
-use earshot::asr::check_model_file;
 use earshot::asr::engine::Model;
-use earshot::asr::ModelError;
+use earshot::asr::{check_model_file, ModelError};
 use earshot::call::Role;
 use earshot_loadtest::audio::Audio;
 

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use earshot::call::CallId;
 use earshot::store::manifest::Manifest;
-use earshot::store::spool::Recording;
-use earshot::store::spool::StoreReader;
+use earshot::store::spool::{Recording, StoreReader};
 use earshot_loadtest::audio::Audio;
 
 pub const SECRET: &str = "it-secret-0123456789abcdef";

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use earshot::config::Config;
-use earshot::server::ServeOptions;
-use earshot::server::Server;
+use earshot::server::{ServeOptions, Server};
 use earshot_loadtest::{twilio, ws};
 
 use crate::common::*;

@@ -9,15 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use earshot::asr::engine::Model;
-use earshot::asr::hub::AsrHub;
-use earshot::asr::hub::AsrSettings;
+use earshot::asr::hub::{AsrHub, AsrSettings};
 use earshot::config::Config;
 use earshot::live::token;
 use earshot::live::token::TokenRole;
-use earshot::server::ServeOptions;
-use earshot::server::Server;
-use earshot::store::spool::StoreLayout;
-use earshot::store::spool::StoreReader;
+use earshot::server::{ServeOptions, Server};
+use earshot::store::spool::{StoreLayout, StoreReader};
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 use futures_util::StreamExt;
@@ -370,15 +367,9 @@ fn resume_gets_exactly_the_missed_events_or_a_snapshot_when_too_far_behind() {
 
 #[test]
 fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected() {
-    use earshot::call::CallId;
-    use earshot::call::Layout;
-    use earshot::call::Role;
-    use earshot::call::Source;
-    use earshot::coach::HintPayload;
-    use earshot::coach::Severity;
-    use earshot::events::CallStartedPayload;
-    use earshot::events::EventBody;
-    use earshot::events::EventSequencer;
+    use earshot::call::{CallId, Layout, Role, Source};
+    use earshot::coach::{HintPayload, Severity};
+    use earshot::events::{CallStartedPayload, EventBody, EventSequencer};
     let dir = tempfile::tempdir().unwrap();
     let config = live_config(dir.path(), "[live]\nclient_queue = 256\n");
     rt().block_on(async {

@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use earshot::asr::engine::Model;
-use earshot::asr::hub::AsrHub;
-use earshot::asr::hub::AsrSettings;
+use earshot::asr::hub::{AsrHub, AsrSettings};
 use earshot::config::Config;
 use earshot::events::EventBody;
-use earshot::server::ServeOptions;
-use earshot::server::Server;
+use earshot::server::{ServeOptions, Server};
 use earshot::store::spool::StoreLayout;
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};

@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use earshot::call::CallInfo;
 use earshot::config::Config;
-use earshot::media::recogniser::FeedSettings;
-use earshot::media::recogniser::RecogniserHub;
-use earshot::media::recogniser_feed::FeedDrops;
-use earshot::media::recogniser_feed::RecogniserTap;
-use earshot::server::ServeOptions;
-use earshot::server::Server;
+use earshot::media::recogniser::{FeedSettings, RecogniserHub};
+use earshot::media::recogniser_feed::{FeedDrops, RecogniserTap};
+use earshot::server::{ServeOptions, Server};
 use earshot_loadtest::{twilio, ws};
 
 use crate::common::*;

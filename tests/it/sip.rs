@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use earshot::call::Role;
-use earshot::call::Source;
-use earshot::media::g711;
-use earshot::media::rtp;
+use earshot::call::{Role, Source};
 use earshot::media::rtp::RtpHeader;
+use earshot::media::{g711, rtp};
 
 use crate::common::*;
 

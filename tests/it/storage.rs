@@ -8,18 +8,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use earshot::call::CallId;
-use earshot::config::StorageBackend;
-use earshot::config::StorageConfig;
-use earshot::store::objects::sweep;
-use earshot::store::objects::CallRef;
-use earshot::store::objects::StorageError;
-use earshot::store::objects::Store;
-use earshot::store::objects::SweepCache;
-use earshot::store::objects::SweepOptions;
-use earshot::store::retention::CampaignPolicy;
-use earshot::store::retention::KindDays;
-use earshot::store::retention::Policies;
-use earshot::store::retention::TenantPolicy;
+use earshot::config::{StorageBackend, StorageConfig};
+use earshot::store::objects::{sweep, CallRef, StorageError, Store, SweepCache, SweepOptions};
+use earshot::store::retention::{CampaignPolicy, KindDays, Policies, TenantPolicy};
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 

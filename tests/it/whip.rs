@@ -9,8 +9,7 @@ use earshot::config::Config;
 use earshot::events::EventBody;
 use earshot::live::token;
 use earshot::live::token::TokenRole;
-use earshot::server::ServeOptions;
-use earshot::server::Server;
+use earshot::server::{ServeOptions, Server};
 use earshot::store::spool::StoreReader;
 use serde_json::Value;
 

@@ -5,14 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::asr::mel;
-use crate::asr::model::ct2;
 use crate::asr::model::ct2::Ct2Model;
-use crate::asr::model::ggml;
-use crate::asr::model::ggml::HParams;
-use crate::asr::model::ggml::Quantization;
-use crate::asr::model::ggml::TensorType;
-use crate::asr::ModelError;
+use crate::asr::model::ggml::{HParams, Quantization, TensorType};
+use crate::asr::model::{ct2, ggml};
+use crate::asr::{mel, ModelError};
 
 #[derive(Debug, Clone)]
 pub struct ImportSummary {

@@ -14,27 +14,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::call::session::CallSession;
-use crate::call::session::CallSlot;
-use crate::call::CallId;
-use crate::call::CallInfo;
-use crate::call::Layout;
-use crate::call::Outcome;
-use crate::call::Role;
-use crate::call::SampleEncoding;
-use crate::call::Source;
+use crate::call::session::{CallSession, CallSlot};
+use crate::call::{CallId, CallInfo, Layout, Outcome, Role, SampleEncoding, Source};
 use crate::config::ChannelSide;
-use crate::ingest::close_code;
-use crate::ingest::fork::close;
-use crate::ingest::fork::recv_frame;
-use crate::ingest::fork::Frame;
-use crate::ingest::fork::StatsReporter;
-use crate::ingest::fork_auth;
+use crate::ingest::fork::{close, recv_frame, Frame, StatsReporter};
 use crate::ingest::fork_auth::Credentials;
-use crate::ingest::pcm::protocol::parse_metadata;
-use crate::ingest::pcm::protocol::PcmFramer;
-use crate::ingest::pcm::protocol::JAMBONZ_SUBPROTOCOL;
-use crate::ingest::IngestError;
+use crate::ingest::pcm::protocol::{parse_metadata, PcmFramer, JAMBONZ_SUBPROTOCOL};
+use crate::ingest::{close_code, fork_auth, IngestError};
 use crate::store::manifest::MediaStats;
 
 pub async fn handler_with_tenant(

@@ -6,18 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use thiserror::Error;
 
-use crate::call::Layout;
-use crate::call::Participant;
-use crate::call::Role;
-use crate::config::RepStream;
-use crate::config::TenantConfig;
-use crate::config::TenantSip;
-use crate::ingest::sip::multipart;
-use crate::ingest::sip::rsmeta;
+use crate::call::{Layout, Participant, Role};
+use crate::config::{RepStream, TenantConfig, TenantSip};
 use crate::ingest::sip::rsmeta::RecordingMetadata;
-use crate::ingest::sip::sdp;
-use crate::ingest::sip::sdp::Codec;
-use crate::ingest::sip::sdp::SessionDescription;
+use crate::ingest::sip::sdp::{Codec, SessionDescription};
+use crate::ingest::sip::{multipart, rsmeta, sdp};
 
 /// A refusal, with the SIP status it is answered with.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

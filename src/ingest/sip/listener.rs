@@ -18,8 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::SipConfig;
-use crate::config::SipTransport;
+use crate::config::{SipConfig, SipTransport};
 use crate::ingest::sip::dialog::{respond, warning, CallMsg, SipState};
 
 /// A running listener; dropping it does not stop it: call [`SipListener::stop`].

@@ -13,30 +13,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::call::session::CallSession;
-use crate::call::session::CallSlot;
-use crate::call::CallId;
-use crate::call::CallInfo;
-use crate::call::Outcome;
-use crate::call::Participant;
-use crate::call::Role;
-use crate::call::Source;
-use crate::config::RepTrack;
-use crate::config::TenantConfig;
-use crate::ingest::close_code;
-use crate::ingest::fork::close;
-use crate::ingest::fork::recv_frame;
-use crate::ingest::fork::Frame;
-use crate::ingest::fork::StatsReporter;
-use crate::ingest::fork_auth;
-use crate::ingest::twilio::protocol::decode_payload;
-use crate::ingest::twilio::protocol::StartInfo;
-use crate::ingest::twilio::protocol::Track;
-use crate::ingest::twilio::protocol::TwilioMessage;
-use crate::ingest::twilio::protocol::TwilioStream;
-use crate::ingest::twilio::tracks::TwilioMedia;
-use crate::ingest::twilio::tracks::TwilioMediaSettings;
-use crate::ingest::IngestError;
+use crate::call::session::{CallSession, CallSlot};
+use crate::call::{CallId, CallInfo, Outcome, Participant, Role, Source};
+use crate::config::{RepTrack, TenantConfig};
+use crate::ingest::fork::{close, recv_frame, Frame, StatsReporter};
+use crate::ingest::twilio::protocol::{decode_payload, StartInfo, Track, TwilioMessage, TwilioStream};
+use crate::ingest::twilio::tracks::{TwilioMedia, TwilioMediaSettings};
+use crate::ingest::{close_code, fork_auth, IngestError};
 
 pub async fn handler(
     ws: WebSocketUpgrade,

@@ -2,12 +2,9 @@
 //! µ-law (or A-law) stream: per-track reordering by `chunk`, gaps filled with silence,
 //! tracks placed by their `timestamp`. Pure.
 
-use crate::call::Layout;
-use crate::call::SampleEncoding;
+use crate::call::{Layout, SampleEncoding};
 use crate::media::channel_aligner::ChannelAligner;
-use crate::media::reorder_buffer::Frame;
-use crate::media::reorder_buffer::Released;
-use crate::media::reorder_buffer::ReorderBuffer;
+use crate::media::reorder_buffer::{Frame, Released, ReorderBuffer};
 use crate::store::manifest::MediaStats;
 
 use crate::ingest::twilio::protocol::Track;

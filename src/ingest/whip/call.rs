@@ -12,17 +12,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::call::session::CallSession;
-use crate::call::session::CallSlot;
-use crate::call::CallId;
-use crate::call::CallInfo;
-use crate::call::Layout;
-use crate::call::SampleEncoding;
-use crate::call::Source;
+use crate::call::session::{CallSession, CallSlot};
+use crate::call::{CallId, CallInfo, Layout, SampleEncoding, Source};
 use crate::ingest::whip::registry::{CallMsg, LegEnd, RATE};
-use crate::media::jitter::JitterBuffer;
-use crate::media::jitter::JitterConfig;
-use crate::media::jitter::Pushed;
+use crate::media::jitter::{JitterBuffer, JitterConfig, Pushed};
 use crate::store::manifest::MediaStats;
 
 pub struct CallFacts {
