@@ -49,4 +49,6 @@ pub mod media;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod shutdown;
 pub mod store;

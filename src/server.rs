@@ -39,10 +39,10 @@ pub enum ServerError {
     Playbook(#[from] crate::coach::playbooks::PlaybookLoadError),
     #[error("storage: {0}")]
     Store(crate::store::objects::StorageError),
-    #[error("{0}")]
-    Sip(String),
+    #[error(transparent)]
+    Sip(#[from] crate::ingest::sip::listener::SipStartError),
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[source] redis::RedisError),
 }
 
 pub fn router(app: Arc<AppState>) -> Router {
@@ -206,7 +206,7 @@ impl Server {
                 }
                 Some(
                     crate::cluster::node::Cluster::start(rc, url, live.clone(), metrics.clone(), clock.clone())
-                        .map_err(|e| ServerError::Redis(e.to_string()))?,
+                        .map_err(ServerError::Redis)?,
                 )
             }
             None => None,
@@ -243,11 +243,7 @@ impl Server {
         });
         crate::store::sweeper::spawn_sweeper(app.clone(), opts.config_path.clone());
         let sip = match app.config.sip.clone() {
-            Some(cfg) => Some(
-                crate::ingest::sip::listener::start(app.clone(), cfg)
-                    .await
-                    .map_err(|e| ServerError::Sip(e.to_string()))?,
-            ),
+            Some(cfg) => Some(crate::ingest::sip::listener::start(app.clone(), cfg).await?),
             None => None,
         };
         let handle = axum_server::Handle::new();

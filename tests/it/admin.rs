@@ -344,13 +344,17 @@ fn tenant_deletion_has_a_grace_period_then_shreds_everything() {
     let due = chrono::DateTime::parse_from_rfc3339(d["due_at"].as_str().unwrap()).unwrap();
     let requested = chrono::DateTime::parse_from_rfc3339(d["requested_at"].as_str().unwrap()).unwrap();
     assert_eq!((due - requested).num_days(), 7);
-    // Six days on: nothing happened (sweeps run every second).
+    // Six days on: nothing happened. Proven after two whole sweep rounds ran at that time
+    // (sweeps run every second; the counter moves at the end of each round).
     env.offset.store(6 * 86_400, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(2500));
+    let app = env.server.as_ref().unwrap().app.clone();
+    let sweeps = || app.metrics.retention_sweeps.with_label_values(&["ok"]).get();
+    let before = sweeps();
+    wait_for(Duration::from_secs(20), || sweeps() >= before + 2);
+    assert!(!app.deleted_tenants.read().unwrap().contains(TENANT));
     assert_eq!(env.json("GET", &format!("/v1/calls/{id}"), &admin, None).0, 200);
     // Past the grace period: gone, keys destroyed, ingest refused.
     env.offset.store(7 * 86_400 + 60, Ordering::Relaxed);
-    let app = env.server.as_ref().unwrap().app.clone();
     wait_for(Duration::from_secs(20), || app.deleted_tenants.read().unwrap().contains(TENANT));
     assert_eq!(env.json("GET", "/v1/calls", &admin, None).0, 401);
     let store = app.store.clone();

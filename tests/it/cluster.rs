@@ -440,8 +440,18 @@ fn with_two_sweepers_each_expired_call_is_deleted_exactly_once() {
         assert!(t0.elapsed() < Duration::from_secs(30), "{left} objects left; logs:\n{}\n{}", a.log(), b.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Let a few more rounds run on both nodes.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let two more whole rounds run on both nodes (their sweep counters say so), then
+    // nothing may have been deleted twice.
+    let rounds = |m: &str| {
+        metric(m, "earshot_retention_sweeps_total", &[])
+            + metric(m, "earshot_cluster_locks_total", &["result=\"busy\""])
+    };
+    let (ra, rb) = (rounds(&a.metrics()), rounds(&b.metrics()));
+    let t1 = Instant::now();
+    while rounds(&a.metrics()) < ra + 2.0 || rounds(&b.metrics()) < rb + 2.0 {
+        assert!(t1.elapsed() < Duration::from_secs(30), "sweeps stopped; logs:\n{}\n{}", a.log(), b.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (ma, mb) = (a.metrics(), b.metrics());
     let deleted = metric(&ma, "earshot_retention_deleted_objects_total", &[])
         + metric(&mb, "earshot_retention_deleted_objects_total", &[]);
@@ -591,8 +601,19 @@ fn an_export_whose_builder_died_is_finished_by_one_other_node_after_its_lease() 
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
         serde_json::from_slice::<Value>(&body).unwrap()
     };
-    std::thread::sleep(Duration::from_millis(1800));
-    assert_eq!(state(c.b.addr)["state"], "running", "not taken while its lease holds");
+    // A whole retention round (which resumes dead exports) ran while the lease held: the
+    // export must still be running. The sweep counter moves at the end of each round, ok
+    // or failed.
+    let sweeps =
+        || [&c.a, &c.b].iter().map(|n| metric(&n.metrics(), "earshot_retention_sweeps_total", &[])).sum::<f64>();
+    let before = sweeps();
+    while sweeps() < before + 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no retention round ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = state(c.b.addr)["state"].clone();
+    assert!(locked_at.elapsed() < Duration::from_secs(3), "the round came too late to prove anything; rerun");
+    assert_eq!(running, "running", "not taken while its lease holds");
     let done = loop {
         let v = state(c.b.addr);
         if v["state"] == "done" {

@@ -18,6 +18,8 @@ use crate::common::*;
 struct CollectingHub {
     poll: Duration,
     got: Arc<Mutex<Vec<Vec<f32>>>>,
+    /// Told when every tap has finished and been read to its end.
+    done: std::sync::mpsc::SyncSender<()>,
 }
 
 impl RecogniserHub for CollectingHub {
@@ -30,6 +32,7 @@ impl RecogniserHub for CollectingHub {
     ) {
         let poll = self.poll;
         let got = self.got.clone();
+        let done = self.done.clone();
         got.lock().unwrap().resize(taps.len(), Vec::new());
         std::thread::spawn(move || {
             let mut taps = taps;
@@ -41,6 +44,7 @@ impl RecogniserHub for CollectingHub {
                     got.lock().unwrap()[ch].extend(buf);
                 }
                 if taps.iter().all(|t| t.is_finished()) {
+                    let _ = done.send(());
                     return;
                 }
             }
@@ -59,7 +63,8 @@ fn run(
     );
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let hub: Arc<dyn RecogniserHub> = Arc::new(CollectingHub { poll, got: got.clone() });
+    let (done, finished) = std::sync::mpsc::sync_channel(1);
+    let hub: Arc<dyn RecogniserHub> = Arc::new(CollectingHub { poll, got: got.clone(), done });
     let (audio, marker) = two_party_call(8000, 2.0);
     let mut params = std::collections::BTreeMap::new();
     params.insert("token".to_string(), SECRET.to_string());
@@ -72,7 +77,16 @@ fn run(
             .unwrap();
         let mut c = ws::connect(&format!("ws://{}/fork/twilio/{TENANT}", server.local_addr), &[], None).await.unwrap();
         twilio::send(&mut c, &script, 4.0).await.unwrap();
-        tokio::time::sleep(poll * 3 + Duration::from_millis(300)).await;
+        // The call's end closes the taps; the collector says when it has read them out, and
+        // the recording is final once the call counts as ended.
+        tokio::task::spawn_blocking(move || finished.recv_timeout(Duration::from_secs(30)).expect("taps finished"))
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while crate::common::metric(&server.app.metrics.render(), "earshot_calls_ended_total", &[]) < 1.0 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "the call never ended");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let metrics = server.app.metrics.render();
         let store = earshot::store::spool::StoreReader::new(dir.path().join("data"));
         let id = store.list_calls(TENANT)[0];

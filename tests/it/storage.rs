@@ -537,7 +537,14 @@ fn the_server_sweeps_on_its_own_and_picks_up_retention_edits_without_a_restart()
     let store = server.store();
     let old = rt().block_on(put_call(store.store(), TENANT, Utc::now() - chrono::Duration::days(10), None));
     let young = rt().block_on(put_call(store.store(), TENANT, Utc::now() - chrono::Duration::days(2), None));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Two whole sweeps ran after the calls were stored (the counter moves at the end of
+    // each round), and the old call is still whole.
+    let sweeps = || metric(&server.metrics(), "earshot_retention_sweeps_total", &["outcome=\"ok\""]);
+    let (before, t) = (sweeps(), Instant::now());
+    while sweeps() < before + 2.0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no sweep ran; log:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(rt().block_on(present(store.store(), &old)).len(), 4);
     // The plan becomes 7 days: the next sweep deletes the old call.
     let edited = config_text.replacen("rep_track = \"inbound\"\n", "rep_track = \"inbound\"\nretention_days = 7\n", 1);

@@ -357,9 +357,11 @@ fn whip_bad_input_gets_a_clear_answer_and_stalled_sessions_are_reaped() {
     let r = post("/whip?party=rep", Some(&pubt), sdp, OFFER);
     assert_eq!(r.0, 201, "{}", r.2);
     let location = header(&r, "location").unwrap().to_string();
-    std::thread::sleep(Duration::from_millis(100));
-    let text = server.app.metrics.render();
-    assert_eq!(metric(&text, "earshot_whip_sessions_active", &[]), 1.0);
+    let t0 = Instant::now();
+    while metric(&server.app.metrics.render(), "earshot_whip_sessions_active", &[]) != 1.0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the session never counted as active");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(req(addr, "DELETE", &location, Some(&other), None, "").0, 200);
     let text = server.app.metrics.render();
     for (result, n) in [
