@@ -44,6 +44,8 @@ pub struct AppState {
     pub force_close: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for their recordings.
     pub tracker: TaskTracker,
+    /// Every other task the server starts (background loops, call owners, jobs).
+    pub tasks: crate::shutdown::Tasks,
     /// Where live audio goes for transcription; `None` in media-only deployments.
     pub recogniser: Option<(Arc<dyn crate::media::recogniser::RecogniserHub>, crate::media::recogniser::FeedSettings)>,
     /// Live clients (`/live`): replay buffers, snapshots, fan-out.

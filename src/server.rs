@@ -164,20 +164,25 @@ impl Server {
             clock.clone(),
         )
         .map_err(ServerError::Recorder)?;
-        let uploader =
-            crate::store::uploader::Uploader::start(store.clone(), metrics.clone(), config.storage.upload_backoff_max);
+        let tasks = crate::shutdown::Tasks::new();
+        let uploader = crate::store::uploader::Uploader::start(
+            store.clone(),
+            metrics.clone(),
+            config.storage.upload_backoff_max,
+            &tasks,
+        );
         let deleted = crate::store::privacy::deleted_tenants(&store).await.map_err(ServerError::Store)?;
         if !deleted.is_empty() {
             tracing::warn!(tenants = ?deleted, "deleted tenants are still configured: their calls are refused");
         }
         let playbooks = crate::coach::playbooks::Playbooks::preload(&config)?;
         let live = crate::live::hub::LiveHub::new(config.live.clone(), metrics.clone(), clock.clone());
-        let webhooks = crate::call::webhooks::Webhooks::start(config.webhooks.clone(), metrics.clone());
-        let postcall = crate::call::postcall::PostCallQueue::start(webhooks, metrics.clone());
+        let webhooks = crate::call::webhooks::Webhooks::start(config.webhooks.clone(), metrics.clone(), &tasks);
+        let postcall = crate::call::postcall::PostCallQueue::start(webhooks, metrics.clone(), &tasks);
         {
             // Ended calls stay resumable for `live.linger`, then go.
             let live = live.clone();
-            tokio::spawn(async move {
+            tasks.spawn_background(async move {
                 let mut iv = tokio::time::interval(Duration::from_secs(30));
                 loop {
                     iv.tick().await;
@@ -234,6 +239,7 @@ impl Server {
             draining: AtomicBool::new(false),
             force_close: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            tasks: tasks.clone(),
             recogniser: opts.recogniser,
             live,
             playbooks,
@@ -257,13 +263,13 @@ impl Server {
                 let server = axum_server::from_tcp_rustls(std_listener, cfg)
                     .map_err(|source| ServerError::Bind { addr: listen, source })?
                     .handle(handle.clone());
-                tokio::spawn(async move { server.serve(make).await })
+                tasks.spawn(async move { server.serve(make).await })
             }
             None => {
                 let server = axum_server::from_tcp(std_listener)
                     .map_err(|source| ServerError::Bind { addr: listen, source })?
                     .handle(handle.clone());
-                tokio::spawn(async move { server.serve(make).await })
+                tasks.spawn(async move { server.serve(make).await })
             }
         };
         let scheme = if app.config.http.tls.is_some() { "https" } else { "http" };
@@ -308,6 +314,10 @@ impl Server {
         if let Some(c) = &app.cluster {
             c.flush(Duration::from_secs(2)).await;
             c.shutdown();
+        }
+        // Last: stop the background loops and wait for the server's other tasks.
+        if !app.tasks.shutdown(Duration::from_secs(5)).await {
+            tracing::warn!(running = app.tasks.running(), "tasks still running at exit");
         }
         tracing::info!(open_recordings = app.recorder.open_recordings(), "stopped");
     }

@@ -70,6 +70,8 @@ pub struct OwnerEnv {
     pub webhook: Option<(String, String)>,
     /// Keeps the call's spool folder from upload until hints and scorecard are written.
     pub seal: Option<Seal>,
+    /// Where the owner task is started (tracked for shutdown).
+    pub tasks: crate::shutdown::Tasks,
 }
 
 /// What never changes during a call, readable without asking the owner.
@@ -182,7 +184,8 @@ pub fn spawn(env: OwnerEnv, info: &CallInfo, playbook: Arc<Playbook>, started: E
     };
     owner.on_input(CallInput::Transcript(started));
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
-    tokio::spawn(owner.run(rx, every));
+    let tasks = owner.env.tasks.clone();
+    tasks.spawn(owner.run(rx, every));
     CallHandle { tx, fixed }
 }
 

@@ -33,9 +33,9 @@ pub struct PostCallQueue {
 
 impl PostCallQueue {
     /// Starts the worker on the current tokio runtime.
-    pub fn start(webhooks: Webhooks, metrics: Metrics) -> PostCallQueue {
+    pub fn start(webhooks: Webhooks, metrics: Metrics, tasks: &crate::shutdown::Tasks) -> PostCallQueue {
         let (tx, mut rx) = mpsc::channel::<PostCall>(4096);
-        tokio::spawn(async move {
+        tasks.spawn_background(async move {
             while let Some(job) = rx.recv().await {
                 match job {
                     PostCall::Files { dir, hints, scorecard, seal, redactor } => {

@@ -135,6 +135,7 @@ impl CallSession {
             redact_audio: tenant.is_some_and(|t| t.redact_audio),
             webhook: tenant.and_then(|t| Some((t.webhook_url.clone()?, t.webhook_secret.clone()?))),
             seal: Some(app.uploader.seal(&info.tenant, info.call_id)),
+            tasks: app.tasks.clone(),
         };
         let owner = crate::call::owner::spawn(env, &info, playbook, started);
         let recogniser = app.recogniser.as_ref().and_then(|(hub, settings)| {

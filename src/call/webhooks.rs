@@ -71,7 +71,7 @@ fn unix_now() -> u64 {
 
 impl Webhooks {
     /// Starts the dispatcher on the current tokio runtime.
-    pub fn start(cfg: WebhooksConfig, metrics: Metrics) -> Webhooks {
+    pub fn start(cfg: WebhooksConfig, metrics: Metrics, tasks: &crate::shutdown::Tasks) -> Webhooks {
         let (tx, mut rx) = mpsc::channel::<Delivery>(cfg.queue);
         let m = metrics.clone();
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -83,11 +83,12 @@ impl Webhooks {
         // Deliveries in progress (incl. waiting to retry) are bounded by the queue size.
         let pending = Arc::new(Semaphore::new(cfg.queue));
         let requests = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
-        tokio::spawn(async move {
+        let jobs = tasks.clone();
+        tasks.spawn_background(async move {
             while let Some(d) = rx.recv().await {
                 let Ok(permit) = pending.clone().acquire_owned().await else { break };
                 let (agent, requests, m, cfg) = (agent.clone(), requests.clone(), m.clone(), cfg.clone());
-                tokio::spawn(async move {
+                jobs.spawn(async move {
                     deliver(agent, requests, m, cfg, d).await;
                     drop(permit);
                 });

@@ -15,7 +15,7 @@ pub fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
     let mut policies = app.config.retention_policies();
     let every = app.config.storage.sweep_interval;
     let tenants: Vec<String> = app.config.tenants.iter().map(|t| t.id.clone()).collect();
-    tokio::spawn(async move {
+    app.tasks.clone().spawn_background(async move {
         let mut cache = crate::store::objects::SweepCache::default();
         let mut iv = tokio::time::interval(every);
         iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -62,7 +62,7 @@ pub struct Uploader {
 impl Uploader {
     /// Seals every call folder in the spool (blocking; start-up only, after crash
     /// recovery) and starts the upload task.
-    pub fn start(store: Store, metrics: Metrics, backoff_max: Duration) -> Uploader {
+    pub fn start(store: Store, metrics: Metrics, backoff_max: Duration, tasks: &crate::shutdown::Tasks) -> Uploader {
         let sealed = seal_all(store.spool());
         if sealed > 0 {
             tracing::info!(calls = sealed, "spool: calls left from before the restart will be uploaded");
@@ -74,7 +74,7 @@ impl Uploader {
             passes: Default::default(),
             empty_pass: Arc::new(empty_pass),
         };
-        tokio::spawn(up.clone().run(metrics, backoff_max));
+        tasks.spawn_background(up.clone().run(metrics, backoff_max));
         up
     }
 

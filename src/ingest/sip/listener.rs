@@ -129,7 +129,7 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
     });
     {
         let cancel = cancel.clone();
-        tokio::spawn(async move {
+        state.app.tasks.clone().spawn(async move {
             tokio::select! {
                 _ = endpoint.serve() => tracing::info!("SIP endpoint stopped"),
                 _ = cancel.cancelled() => {}
@@ -139,7 +139,7 @@ pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, Si
     {
         let state = state.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
+        state.app.tasks.clone().spawn(async move {
             loop {
                 let tx = tokio::select! {
                     t = incoming.recv() => match t { Some(t) => t, None => break },
@@ -184,7 +184,7 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
     match method {
         Method::Invite if !in_dialog(&tx) => {
             let token = state.app.tracker.token();
-            tokio::spawn(async move {
+            state.app.tasks.clone().spawn(async move {
                 crate::ingest::sip::call::run(state, tx).await;
                 drop(token);
             });
@@ -192,7 +192,7 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
         Method::Invite | Method::Update => {
             let sender =
                 call_id(&tx).and_then(|id| state.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned());
-            tokio::spawn(async move {
+            state.app.tasks.clone().spawn(async move {
                 match sender {
                     Some(s) => {
                         if let Err(mpsc::error::SendError(CallMsg::Offer(mut tx))) =
@@ -223,7 +223,7 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
         Method::Bye | Method::Cancel => {
             let sender =
                 call_id(&tx).and_then(|id| state.calls.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned());
-            tokio::spawn(async move {
+            state.app.tasks.clone().spawn(async move {
                 match sender {
                     Some(s) => {
                         respond(&state, &mut tx, 200, vec![], None).await;
@@ -236,7 +236,7 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
             });
         }
         Method::Options => {
-            tokio::spawn(async move {
+            state.app.tasks.clone().spawn(async move {
                 let headers = vec![
                     Header::Other(
                         "Accept".into(),
@@ -249,11 +249,11 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
             });
         }
         Method::Info => {
-            tokio::spawn(async move { respond(&state, &mut tx, 200, vec![], None).await });
+            state.app.tasks.clone().spawn(async move { respond(&state, &mut tx, 200, vec![], None).await });
         }
         Method::Ack => {}
         _ => {
-            tokio::spawn(async move { respond(&state, &mut tx, 405, vec![], None).await });
+            state.app.tasks.clone().spawn(async move { respond(&state, &mut tx, 405, vec![], None).await });
         }
     }
 }
