@@ -21,6 +21,12 @@ pub mod hub;
 pub mod realtime;
 #[cfg(all(feature = "asr", feature = "server"))]
 pub mod refine;
+#[cfg(all(feature = "asr", feature = "server"))]
+mod scheduler;
+#[cfg(all(feature = "asr", feature = "server"))]
+mod transcript_file;
+#[cfg(all(feature = "asr", feature = "server"))]
+mod workers;
 
 use std::path::{Path, PathBuf};
 

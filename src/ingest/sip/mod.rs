@@ -1,6 +1,7 @@
 //! SIP and SIPREC ingest cores (pure): what Earshot accepts, how bodies are read,
 //! and how offered streams map to channels. The transport, transaction and dialog
-//! layers come from `rsipstack`; `listener` and `call` are the IO shell.
+//! layers come from `rsipstack`; `listener`, `call`, `media` and `rtp_receiver` are the
+//! IO shell.
 
 pub mod digest;
 pub mod invite;
@@ -16,3 +17,7 @@ pub mod call;
 pub mod dialog;
 #[cfg(feature = "server")]
 pub mod listener;
+#[cfg(feature = "server")]
+mod media;
+#[cfg(feature = "server")]
+mod rtp_receiver;
