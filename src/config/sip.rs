@@ -9,39 +9,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{invalid, ConfigError};
 
+/// A missing key takes its value from `SipConfig::default()`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SipConfig {
     /// Address of the UDP and TCP listeners.
-    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Transports to listen on.
-    #[serde(default = "default_transports")]
     pub transports: Vec<SipTransport>,
     /// Address put in SDP answers and Contact (default: the listen address; set it for 1:1 NAT).
-    #[serde(default)]
     pub advertised_ip: Option<IpAddr>,
     /// Local RTP ports, `[first, last]`; each stream takes an even port (RTCP on +1).
-    #[serde(default = "default_rtp_ports")]
     pub rtp_ports: [u16; 2],
     /// A call that gets no RTP on any stream for this long is ended (`timeout`).
-    #[serde(default = "default_rtp_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub rtp_timeout: Duration,
     /// Playout delay of the jitter buffer: how long a missing packet is waited for.
-    #[serde(default = "default_jitter_delay", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub jitter_delay: Duration,
     /// Which RTP sources a stream accepts: `sdp` (only the address the SDP offered)
     /// or `latch` (the first source that sends, for SBCs behind NAT).
-    #[serde(default)]
     pub rtp_source: RtpSource,
     /// Concurrent SIP calls (also bounded by `limits.max_calls`); beyond: `503`.
-    #[serde(default = "default_max_sip_calls")]
     pub max_calls: usize,
     /// A header naming the tenant (checked against that tenant's allow-list).
-    #[serde(default = "default_tenant_header")]
     pub tenant_header: String,
     /// SIP over TLS (`sips:`, RFC 3261 §26) on its own port, besides UDP/TCP.
-    #[serde(default)]
     pub tls: Option<SipTls>,
 }
 
@@ -75,40 +68,18 @@ pub enum RtpSource {
     Latch,
 }
 
-fn default_listen() -> SocketAddr {
-    "127.0.0.1:5060".parse().expect("literal")
-}
-fn default_transports() -> Vec<SipTransport> {
-    vec![SipTransport::Udp, SipTransport::Tcp]
-}
-fn default_rtp_ports() -> [u16; 2] {
-    [20000, 29999]
-}
-fn default_rtp_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_jitter_delay() -> Duration {
-    Duration::from_millis(80)
-}
-fn default_max_sip_calls() -> usize {
-    1000
-}
-fn default_tenant_header() -> String {
-    "X-Earshot-Tenant".into()
-}
-
 impl Default for SipConfig {
     fn default() -> Self {
         Self {
-            listen: default_listen(),
-            transports: default_transports(),
+            listen: "127.0.0.1:5060".parse().expect("literal"),
+            transports: vec![SipTransport::Udp, SipTransport::Tcp],
             advertised_ip: None,
-            rtp_ports: default_rtp_ports(),
-            rtp_timeout: default_rtp_timeout(),
-            jitter_delay: default_jitter_delay(),
+            rtp_ports: [20000, 29999],
+            rtp_timeout: Duration::from_secs(30),
+            jitter_delay: Duration::from_millis(80),
             rtp_source: RtpSource::default(),
-            max_calls: default_max_sip_calls(),
-            tenant_header: default_tenant_header(),
+            max_calls: 1000,
+            tenant_header: "X-Earshot-Tenant".into(),
             tls: None,
         }
     }

@@ -8,69 +8,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{invalid, ConfigError};
 
+/// A missing key takes its value from `WhipConfig::default()`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WhipConfig {
     /// Address the media sockets bind to. A specific address gives exactly one host
     /// candidate; `0.0.0.0` gives one per interface.
-    #[serde(default = "default_ice_ip")]
     pub ice_ip: IpAddr,
     /// UDP ports for media, `[first, last]`: one per session. `[0, 0]`: any free port.
-    #[serde(default = "default_ports")]
     pub ice_ports: [u16; 2],
     /// Public addresses advertised instead of the bound one (1:1 NAT, cloud VMs).
-    #[serde(default)]
     pub advertised_ips: Vec<IpAddr>,
     /// Concurrent WHIP sessions (also bounded by `limits.max_calls`); beyond: `503`.
-    #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
     /// A session whose ICE + DTLS do not complete within this is reaped (`ice_timeout`).
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// A session that sends no audio for this long is ended (`media_timeout`).
-    #[serde(default = "default_media_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub media_timeout: Duration,
     /// Playout delay of the jitter buffer.
-    #[serde(default = "default_jitter_delay", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub jitter_delay: Duration,
     /// `Access-Control-Allow-Origin` for browser pages calling `/whip` (`*` or one origin).
-    #[serde(default = "default_origin")]
     pub allow_origin: String,
-}
-
-fn default_ice_ip() -> IpAddr {
-    IpAddr::from([127, 0, 0, 1])
-}
-fn default_ports() -> [u16; 2] {
-    [0, 0]
-}
-fn default_max_sessions() -> usize {
-    500
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_media_timeout() -> Duration {
-    Duration::from_secs(20)
-}
-fn default_jitter_delay() -> Duration {
-    Duration::from_millis(80)
-}
-fn default_origin() -> String {
-    "*".into()
 }
 
 impl Default for WhipConfig {
     fn default() -> Self {
         Self {
-            ice_ip: default_ice_ip(),
-            ice_ports: default_ports(),
+            ice_ip: IpAddr::from([127, 0, 0, 1]),
+            ice_ports: [0, 0],
             advertised_ips: Vec::new(),
-            max_sessions: default_max_sessions(),
-            connect_timeout: default_connect_timeout(),
-            media_timeout: default_media_timeout(),
-            jitter_delay: default_jitter_delay(),
-            allow_origin: default_origin(),
+            max_sessions: 500,
+            connect_timeout: Duration::from_secs(15),
+            media_timeout: Duration::from_secs(20),
+            jitter_delay: Duration::from_millis(80),
+            allow_origin: "*".into(),
         }
     }
 }

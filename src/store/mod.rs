@@ -10,11 +10,19 @@ pub mod spool;
 pub mod wav;
 
 #[cfg(feature = "server")]
+pub mod holds;
+#[cfg(feature = "server")]
+pub mod keyring;
+#[cfg(feature = "server")]
 pub mod objects;
 #[cfg(feature = "server")]
 pub mod privacy;
 #[cfg(feature = "server")]
+pub mod reader;
+#[cfg(feature = "server")]
 pub mod recorder;
+#[cfg(feature = "server")]
+pub mod sweep;
 #[cfg(feature = "server")]
 pub mod sweeper;
 #[cfg(feature = "server")]

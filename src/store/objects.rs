@@ -1,6 +1,6 @@
 //! The object store: where finished calls live, encrypted, on the local filesystem or
-//! any S3-compatible server (through `object_store`), and the reader that gets them
-//! back.
+//! any S3-compatible server (through `object_store`): putting and getting objects
+//! (whole or by range), listing calls, `.meta` objects, and the spool scan.
 //!
 //! Calls are written to the spool (`store::StoreLayout`, plain files, crash-safe) while
 //! they run; the uploader (`store::uploader`) encrypts each file with the tenant's key
@@ -9,17 +9,19 @@
 //! (calls deleted for good: a keyed hash of the call id, so the id itself is not kept).
 //!
 //! Reading looks in the spool first (a call not yet uploaded), then in the store.
+//!
+//! Around it, each in its own file and re-exported here: the keyring
+//! (`store::keyring`), holds and tombstones (`store::holds`, more `impl Store`), the
+//! blocking reader (`store::reader`) and the retention sweep (`store::sweep`).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sha2::Sha256;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
@@ -29,6 +31,10 @@ use crate::store::crypt;
 use crate::store::crypt::{CryptError, Encryptor, Header, Keyring, Layout, HEADER_LEN};
 use crate::store::manifest::Manifest;
 use crate::store::spool::{Recording, StoreLayout, AUDIO_FILE};
+
+pub use crate::store::keyring::{KeyringHandle, KEYRING_ENV};
+pub use crate::store::reader::StoreReader;
+pub use crate::store::sweep::{sweep, SweepCache, SweepOptions, SweepReport};
 
 pub const META: &str = ".meta";
 pub const SEALED: &str = ".sealed";
@@ -60,128 +66,8 @@ pub enum StorageError {
     Config(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |source| StorageError::Io { path: path.to_path_buf(), source }
-}
-
-/// When a file was last changed, and its size.
-type FileStamp = (SystemTime, u64);
-
-/// The keyring file, re-read when it changes (so `earshot keys rotate` takes effect in
-/// a running server).
-pub struct KeyringHandle {
-    path: PathBuf,
-    cached: Mutex<(Option<FileStamp>, Arc<Keyring>)>,
-    /// A keyring given in the environment (`EARSHOT_KEYRING`, the TOML text): read-only.
-    fixed: Option<Arc<Keyring>>,
-}
-
-/// Environment variable that carries the whole keyring (TOML), instead of the file.
-pub const KEYRING_ENV: &str = "EARSHOT_KEYRING";
-
-impl KeyringHandle {
-    /// Opens the keyring, creating it (mode 0600) with a tombstone key if missing.
-    /// With `EARSHOT_KEYRING` set, that text is the keyring and the file is not used.
-    pub fn open(path: &Path, create: bool) -> Result<KeyringHandle, StorageError> {
-        if let Ok(text) = std::env::var(KEYRING_ENV) {
-            let k = Keyring::parse(&text)
-                .map_err(|e| StorageError::Keyring { path: KEYRING_ENV.into(), detail: e.to_string() })?;
-            return Ok(KeyringHandle {
-                path: KEYRING_ENV.into(),
-                cached: Mutex::new((None, Arc::new(Keyring::default()))),
-                fixed: Some(Arc::new(k)),
-            });
-        }
-        let h = KeyringHandle {
-            path: path.to_path_buf(),
-            cached: Mutex::new((None, Arc::new(Keyring::default()))),
-            fixed: None,
-        };
-        if !path.exists() {
-            if !create {
-                return Err(StorageError::Keyring { path: path.into(), detail: "not found".into() });
-            }
-            let mut k = Keyring::default();
-            k.ensure_tombstone_key();
-            h.write(&k)?;
-        }
-        h.current()?;
-        Ok(h)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
-        std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
-    }
-
-    /// The keyring as the file says now.
-    pub fn current(&self) -> Result<Arc<Keyring>, StorageError> {
-        if let Some(k) = &self.fixed {
-            return Ok(k.clone());
-        }
-        let stamp = self.stamp();
-        let mut c = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if c.0.is_some() && c.0 == stamp {
-            return Ok(c.1.clone());
-        }
-        let text = std::fs::read_to_string(&self.path).map_err(io_err(&self.path))?;
-        let k = Keyring::parse(&text)
-            .map_err(|e| StorageError::Keyring { path: self.path.clone(), detail: e.to_string() })?;
-        *c = (stamp, Arc::new(k));
-        Ok(c.1.clone())
-    }
-
-    fn write(&self, k: &Keyring) -> Result<(), StorageError> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        }
-        let tmp = self.path.with_extension("toml.tmp");
-        {
-            use std::io::Write;
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
-            f.write_all(k.to_toml().as_bytes()).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        Ok(())
-    }
-
-    /// Read-modify-write of the keyring file.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Keyring) -> R) -> Result<R, StorageError> {
-        if self.fixed.is_some() {
-            return Err(StorageError::Keyring {
-                path: self.path.clone(),
-                detail: "the keyring comes from the environment and is read-only here: change it where it is kept (missing tenant keys or a rotation need a new EARSHOT_KEYRING)".into(),
-            });
-        }
-        let mut k = (*self.current()?).clone();
-        let r = f(&mut k);
-        self.write(&k)?;
-        self.cached.lock().unwrap_or_else(|e| e.into_inner()).0 = None;
-        Ok(r)
-    }
-
-    /// Keys for tenants that have none yet.
-    pub fn ensure_tenants<'a>(&self, tenants: impl IntoIterator<Item = &'a str>) -> Result<(), StorageError> {
-        let cur = self.current()?;
-        let missing: Vec<&str> = tenants.into_iter().filter(|t| !cur.tenants.contains_key(*t)).collect();
-        if missing.is_empty() && cur.tombstone_key.is_some() {
-            return Ok(());
-        }
-        self.update(|k| {
-            k.ensure_tombstone_key();
-            for t in missing {
-                k.ensure_tenant(t);
-            }
-        })
-    }
 }
 
 /// A call's place in the store.
@@ -204,8 +90,8 @@ impl CallRef {
 /// Finished calls: the object store, the keyring and the spool.
 #[derive(Clone)]
 pub struct Store {
-    backend: Arc<dyn ObjectStore>,
-    keys: Arc<KeyringHandle>,
+    pub(super) backend: Arc<dyn ObjectStore>,
+    pub(super) keys: Arc<KeyringHandle>,
     spool: StoreLayout,
     describe: String,
 }
@@ -265,7 +151,7 @@ impl Store {
         &self.spool
     }
 
-    fn keyring(&self) -> Result<Arc<Keyring>, StorageError> {
+    pub(super) fn keyring(&self) -> Result<Arc<Keyring>, StorageError> {
         self.keys.current()
     }
 
@@ -332,7 +218,7 @@ impl Store {
         Ok(total)
     }
 
-    async fn get_object(&self, tenant: &str, path: &ObjPath) -> Result<Option<Vec<u8>>, StorageError> {
+    pub(super) async fn get_object(&self, tenant: &str, path: &ObjPath) -> Result<Option<Vec<u8>>, StorageError> {
         let stored = match self.backend.get(path).await {
             Ok(r) => r.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -443,7 +329,10 @@ impl Store {
     }
 
     /// Every object under a prefix (a missing prefix is empty, not an error).
-    async fn list_prefix(&self, prefix: Option<&ObjPath>) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
+    pub(super) async fn list_prefix(
+        &self,
+        prefix: Option<&ObjPath>,
+    ) -> Result<Vec<object_store::ObjectMeta>, StorageError> {
         let mut out = Vec::new();
         let mut stream = self.backend.list(prefix);
         while let Some(meta) = stream.next().await {
@@ -491,27 +380,6 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// A keyed hash (HMAC-SHA256 with the keyring's tombstone key) naming something
-    /// without revealing it: tombstones, the subject index, call references in the audit log.
-    pub fn keyed_hash(&self, purpose: &str, tenant: &str, value: &str) -> Result<String, StorageError> {
-        let key = self.keyring()?.tombstone_key().ok_or_else(|| StorageError::Keyring {
-            path: self.keys.path().into(),
-            detail: "no tombstone_key".into(),
-        })?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("any key length");
-        mac.update(purpose.as_bytes());
-        mac.update(b"\0");
-        mac.update(tenant.as_bytes());
-        mac.update(b"/");
-        mac.update(value.as_bytes());
-        Ok(mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    fn tombstone_path(&self, call: &CallRef) -> Result<ObjPath, StorageError> {
-        let hex = self.keyed_hash("tombstone", &call.tenant, &call.call_id.to_string())?;
-        Ok(ObjPath::from(format!("{META}/tombstones/{}/{hex}", call.tenant)))
     }
 
     /// Objects of one call (stored, not spooled): (file, stored bytes).
@@ -595,91 +463,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Legal hold on every call of a tenant (set through the admin API), besides the
-    /// config's `legal_hold`.
-    pub async fn set_tenant_hold(
-        &self,
-        tenant: &str,
-        on: bool,
-        reason: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StorageError> {
-        let rel = format!("holds/{tenant}/tenant");
-        if on {
-            let body = serde_json::json!({ "reason": reason, "at": at });
-            self.put_meta(tenant, &rel, body.to_string().as_bytes()).await
-        } else {
-            self.delete_meta(&rel).await
-        }
-    }
-
-    pub async fn tenant_hold(&self, tenant: &str) -> Result<bool, StorageError> {
-        self.exists_meta(&format!("holds/{tenant}/tenant")).await
-    }
-
-    pub async fn is_held(&self, call: &CallRef) -> Result<bool, StorageError> {
-        Ok(self.exists_meta(&format!("holds/{}/{}", call.tenant, call.call_id)).await?
-            || self.tenant_hold(&call.tenant).await?)
-    }
-
-    /// Marks a call deleted for good: uploads and jobs that come later drop it.
-    pub async fn tombstone(&self, call: &CallRef) -> Result<(), StorageError> {
-        let path = self.tombstone_path(call)?;
-        self.backend.put(&path, PutPayload::from_static(b"")).await?;
-        Ok(())
-    }
-
-    pub async fn is_tombstoned(&self, call: &CallRef) -> Result<bool, StorageError> {
-        match self.backend.head(&self.tombstone_path(call)?).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn hold_path(call: &CallRef) -> ObjPath {
-        ObjPath::from(format!("{META}/holds/{}/{}", call.tenant, call.call_id))
-    }
-
-    /// Puts a call under legal hold (nothing of it is deleted until released).
-    pub async fn hold(
-        &self,
-        call: &CallRef,
-        reason: &str,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StorageError> {
-        let body = serde_json::json!({ "reason": reason, "at": at });
-        self.put_encrypted(&call.tenant, &Self::hold_path(call), body.to_string().as_bytes()).await?;
-        Ok(())
-    }
-
-    pub async fn release(&self, call: &CallRef) -> Result<bool, StorageError> {
-        let path = Self::hold_path(call);
-        match self.backend.head(&path).await {
-            Ok(_) => {
-                self.backend.delete(&path).await?;
-                Ok(true)
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Every call under a per-call hold.
-    pub async fn holds(&self) -> Result<HashSet<(String, CallId)>, StorageError> {
-        let prefix = ObjPath::from(format!("{META}/holds"));
-        let mut out = HashSet::new();
-        for meta in self.list_prefix(Some(&prefix)).await? {
-            let parts: Vec<_> = meta.location.parts().collect();
-            if let [_, _, tenant, id] = parts.as_slice() {
-                if let Some(id) = CallId::parse(id.as_ref()) {
-                    out.insert((tenant.as_ref().to_string(), id));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Raw stored bytes (for tests that look at what is at rest, and for backups).
     pub async fn raw(&self, path: &ObjPath) -> Result<Vec<u8>, StorageError> {
         Ok(self.backend.get(path).await?.bytes().await?.to_vec())
@@ -751,231 +534,4 @@ pub fn spool_calls(spool: &StoreLayout, tenant: Option<&str>) -> Vec<(CallRef, P
     }
     out.sort_by_key(|(c, _)| c.call_id);
     out
-}
-
-/// A blocking face of [`Store`] for tools and tests: each call runs on its own
-/// short-lived runtime thread, so it works inside or outside an async context.
-#[derive(Clone)]
-pub struct StoreReader {
-    store: Store,
-}
-
-fn blocking<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
-    })
-    .join()
-    .expect("store reader thread")
-}
-
-impl StoreReader {
-    /// A reader of the configured store.
-    pub fn open(cfg: &StorageConfig) -> Result<StoreReader, StorageError> {
-        let cfg = cfg.clone();
-        blocking(async move { Store::open(&cfg) }).map(|store| StoreReader { store })
-    }
-
-    /// A reader of a local store at `dir` with the default spool and keyring there.
-    pub fn new(dir: impl Into<PathBuf>) -> StoreReader {
-        let cfg = StorageConfig { dir: dir.into(), ..StorageConfig::default() };
-        Self::open(&cfg).expect("local store")
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn find_call(&self, id: CallId) -> Result<CallRef, StorageError> {
-        let s = self.store.clone();
-        blocking(async move { s.find_call(id).await })
-    }
-
-    pub fn manifest(&self, id: CallId) -> Result<Manifest, StorageError> {
-        let s = self.store.clone();
-        blocking(async move { s.manifest(&s.find_call(id).await?).await })
-    }
-
-    pub fn file(&self, id: CallId, name: &str) -> Result<Vec<u8>, StorageError> {
-        let (s, name) = (self.store.clone(), name.to_string());
-        blocking(async move { s.get(&s.find_call(id).await?, &name).await })
-    }
-
-    /// A text file of a call (transcript, hints…).
-    pub fn text(&self, id: CallId, name: &str) -> Result<String, StorageError> {
-        let b = self.file(id, name)?;
-        String::from_utf8(b).map_err(|e| StorageError::Corrupt(name.into(), e.to_string()))
-    }
-
-    pub fn audio(&self, id: CallId) -> Result<Recording, StorageError> {
-        let s = self.store.clone();
-        blocking(async move { s.recording(&s.find_call(id).await?).await })
-    }
-
-    pub fn list_calls(&self, tenant: &str) -> Vec<CallId> {
-        let (s, t) = (self.store.clone(), tenant.to_string());
-        blocking(async move { s.list_calls(&t).await }).unwrap_or_default()
-    }
-
-    /// True once the call has left the spool for the store.
-    pub fn is_uploaded(&self, id: CallId) -> bool {
-        let s = self.store.clone();
-        blocking(async move {
-            let Ok(call) = s.find_call(id).await else { return false };
-            !s.spool().call_dir(&call.tenant, id).exists()
-                && s.backend.head(&call.object("manifest.json")).await.is_ok()
-        })
-    }
-}
-
-/// What one retention sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SweepReport {
-    pub calls_seen: usize,
-    pub calls_deleted: usize,
-    pub objects_deleted: usize,
-    pub bytes_deleted: u64,
-    pub held: usize,
-    /// Calls that were due more than `overdue_after` before this sweep.
-    pub overdue: usize,
-    /// Calls skipped because their manifest could not be read (upload in progress,
-    /// or keys destroyed).
-    pub unreadable: usize,
-    pub errors: usize,
-    /// Tenants something was deleted of.
-    pub tenants_touched: BTreeSet<String>,
-}
-
-/// Options of a sweep.
-#[derive(Debug, Clone)]
-pub struct SweepOptions {
-    /// Only plan (`earshot retention plan`): nothing is deleted.
-    pub dry_run: bool,
-    /// Stop after this many object deletions (tests: a sweep that crashes midway).
-    pub max_deletes: Option<usize>,
-    /// A call due longer ago than this counts as overdue.
-    pub overdue_after: chrono::Duration,
-}
-
-impl Default for SweepOptions {
-    fn default() -> Self {
-        SweepOptions { dry_run: false, max_deletes: None, overdue_after: chrono::Duration::days(1) }
-    }
-}
-
-/// What retention reads of a manifest.
-#[derive(serde::Deserialize)]
-struct CampaignOf {
-    #[serde(default)]
-    campaign: Option<String>,
-}
-
-/// Remembers calls' campaigns between sweeps, so a manifest is decrypted once.
-#[derive(Default)]
-pub struct SweepCache {
-    campaigns: std::collections::HashMap<CallId, Option<String>>,
-}
-
-/// Reads what the store holds, plans with [`crate::store::retention::plan`] and carries it
-/// out: tombstone first when a whole call goes, then its objects, the manifest last.
-/// Idempotent: a sweep cut short is finished by the next one, which plans again from
-/// what is left.
-pub async fn sweep(
-    store: &Store,
-    policies: &crate::store::retention::Policies,
-    now: chrono::DateTime<chrono::Utc>,
-    opts: &SweepOptions,
-    cache: &mut SweepCache,
-) -> Result<(crate::store::retention::Plan, SweepReport), StorageError> {
-    use crate::store::retention::{plan, StoredCall};
-    let mut report = SweepReport::default();
-    let holds = store.holds().await?;
-    // A tenant-wide hold set through the admin API counts like the config's `legal_hold`.
-    let mut policies = policies.clone();
-    for (tenant, p) in policies.iter_mut() {
-        if !p.hold && store.tenant_hold(tenant).await? {
-            p.hold = true;
-        }
-    }
-    let policies = &policies;
-    let mut calls = Vec::new();
-    for (tenant, policy) in policies {
-        let horizon = now - chrono::Duration::days(i64::from(policy.min_days()));
-        for (call_id, objects) in store.list_objects(tenant).await? {
-            report.calls_seen += 1;
-            let Some(started_at) = call_id.created_at() else { continue };
-            if started_at > horizon {
-                continue;
-            }
-            let call = CallRef { tenant: tenant.clone(), call_id };
-            let campaign = match cache.campaigns.get(&call_id) {
-                Some(c) => c.clone(),
-                None if !objects.iter().any(|(n, _)| n == "manifest.json") => {
-                    report.unreadable += 1;
-                    continue;
-                }
-                None => match store.get_object(tenant, &call.object("manifest.json")).await {
-                    Ok(Some(b)) => match serde_json::from_slice::<CampaignOf>(&b) {
-                        Ok(m) => {
-                            cache.campaigns.insert(call_id, m.campaign.clone());
-                            m.campaign
-                        }
-                        Err(_) => {
-                            report.unreadable += 1;
-                            continue;
-                        }
-                    },
-                    Ok(None) | Err(_) => {
-                        report.unreadable += 1;
-                        continue;
-                    }
-                },
-            };
-            calls.push(StoredCall { tenant: tenant.clone(), call_id, started_at, campaign, objects });
-        }
-    }
-    let planned = plan(now, &calls, policies, &holds);
-    report.held = planned.held;
-    report.overdue = planned.actions.iter().filter(|a| a.due_since + opts.overdue_after < now).count();
-    if opts.dry_run {
-        return Ok((planned, report));
-    }
-    let mut budget = opts.max_deletes.unwrap_or(usize::MAX);
-    'actions: for a in &planned.actions {
-        let call = CallRef { tenant: a.tenant.clone(), call_id: a.call_id };
-        if a.whole_call {
-            if let Err(e) = store.tombstone(&call).await {
-                tracing::error!(call_id = %a.call_id, error = %e, "retention: tombstone");
-                report.errors += 1;
-                continue;
-            }
-        }
-        let sizes: BTreeMap<&str, u64> = calls
-            .iter()
-            .find(|c| c.call_id == a.call_id)
-            .map(|c| c.objects.iter().map(|(n, b)| (n.as_str(), *b)).collect())
-            .unwrap_or_default();
-        for name in &a.delete {
-            if budget == 0 {
-                break 'actions;
-            }
-            budget -= 1;
-            match store.delete(&call, name).await {
-                Ok(()) => {
-                    report.objects_deleted += 1;
-                    report.tenants_touched.insert(a.tenant.clone());
-                    report.bytes_deleted += sizes.get(name.as_str()).copied().unwrap_or(0);
-                }
-                Err(e) => {
-                    tracing::error!(call_id = %a.call_id, file = %name, error = %e, "retention: delete");
-                    report.errors += 1;
-                    continue 'actions;
-                }
-            }
-        }
-        if a.whole_call {
-            report.calls_deleted += 1;
-            cache.campaigns.remove(&a.call_id);
-        }
-    }
-    Ok((planned, report))
 }
