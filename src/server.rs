@@ -210,8 +210,15 @@ impl Server {
                     tracing::warn!(url = %url, "redis.advertise_url is not set and the listener is on every address: other nodes cannot redirect WHIP clients here; set redis.advertise_url");
                 }
                 Some(
-                    crate::cluster::node::Cluster::start(rc, url, live.clone(), metrics.clone(), clock.clone())
-                        .map_err(ServerError::Redis)?,
+                    crate::cluster::node::Cluster::start(
+                        rc,
+                        url,
+                        live.clone(),
+                        metrics.clone(),
+                        clock.clone(),
+                        tasks.clone(),
+                    )
+                    .map_err(ServerError::Redis)?,
                 )
             }
             None => None,

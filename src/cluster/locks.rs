@@ -69,7 +69,7 @@ impl Cluster {
         }
         let me = self.clone();
         let k = self.keys.claim(tenant, key);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Some(mut conn) = me.conn().await {
                 let _ =
                     redis::Script::new(RELEASE_LOCK).key(k).arg(me.entry(None)).invoke_async::<i64>(&mut conn).await;
@@ -107,7 +107,7 @@ impl Cluster {
         let done = CancellationToken::new();
         let me = self.clone();
         let (k2, t2, lost2, done2) = (key.clone(), token.clone(), lost.clone(), done.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let every = me.cfg.lock_lease / 3;
             loop {
                 tokio::select! {

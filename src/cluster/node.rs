@@ -70,6 +70,8 @@ pub struct Cluster {
     pub(super) client: redis::Client,
     pub(super) metrics: Metrics,
     pub(super) clock: Clock,
+    /// Where its tasks run (tracked for shutdown).
+    pub(super) tasks: crate::shutdown::Tasks,
     pub(super) live: Arc<LiveHub>,
     pub(super) tx: mpsc::Sender<Out>,
     pub(super) conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -101,6 +103,7 @@ impl Cluster {
         live: Arc<LiveHub>,
         metrics: Metrics,
         clock: Clock,
+        tasks: crate::shutdown::Tasks,
     ) -> Result<Arc<Cluster>, redis::RedisError> {
         let client = redis::Client::open(cfg.url.as_str())?;
         let (tx, rx) = mpsc::channel(cfg.publish_queue);
@@ -111,6 +114,7 @@ impl Cluster {
             client,
             metrics,
             clock,
+            tasks,
             live,
             tx,
             conn: tokio::sync::Mutex::new(None),
@@ -121,9 +125,9 @@ impl Cluster {
             stop: CancellationToken::new(),
             cfg,
         });
-        tokio::spawn(c.clone().publisher(rx));
-        tokio::spawn(c.clone().reader());
-        tokio::spawn(c.clone().heartbeat());
+        c.tasks.spawn(c.clone().publisher(rx));
+        c.tasks.spawn(c.clone().reader());
+        c.tasks.spawn(c.clone().heartbeat());
         tracing::info!(node = %c.node, url = %c.url, "cluster: events, registry and locks in Redis");
         Ok(c)
     }

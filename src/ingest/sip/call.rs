@@ -216,7 +216,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
     }
     respond(&state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
     let dialog = Dialog::new(&tx, source);
-    drive_until_ack(tx);
+    drive_until_ack(&state.app.tasks, tx);
     let (msg_tx, msg_rx) = mpsc::channel(8);
     state.register(&sip_call_id, msg_tx);
     tracing::info!(call_id = %session.info().call_id, sip_call_id = %sip_call_id, %source, streams = streams.len(), siprec, "SIP call answered");
@@ -239,7 +239,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
         if let Some(d) = dialog {
             let state = state.clone();
             let token = state.app.tracker.token();
-            tokio::spawn(async move {
+            state.app.tasks.clone().spawn(async move {
                 let answer = send_bye(&state, d).await;
                 tracing::info!(sip_call_id = %sip_call_id, ?answer, "sent BYE");
                 drop(token);
@@ -291,7 +291,7 @@ impl MediaLoop {
                 Header::Other("Content-Type".into(), "application/sdp".into()),
             ];
             respond(&self.state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
-            drive_until_ack(tx);
+            drive_until_ack(&self.state.app.tasks, tx);
             return;
         }
         let offer = match invite::read_body(ct.as_deref(), &body) {
@@ -347,7 +347,7 @@ impl MediaLoop {
             Header::Other("Content-Type".into(), "application/sdp".into()),
         ];
         respond(&self.state, &mut tx, 200, headers, Some(answer.into_bytes())).await;
-        drive_until_ack(tx);
+        drive_until_ack(&self.state.app.tasks, tx);
         tracing::info!(call_id = %self.session.info().call_id, version = self.sdp_version, "SIP call re-offered");
     }
 }

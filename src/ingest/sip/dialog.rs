@@ -97,8 +97,8 @@ impl SipState {
 
 /// Keeps a server INVITE transaction alive after its 2xx: retransmits the 2xx over
 /// unreliable transports until the ACK comes (RFC 3261 §13.3.1.4), then ends.
-pub fn drive_until_ack(mut tx: Transaction) {
-    tokio::spawn(async move {
+pub fn drive_until_ack(tasks: &crate::shutdown::Tasks, mut tx: Transaction) {
+    tasks.spawn(async move {
         let reliable = tx.connection.as_ref().is_some_and(|c| c.is_reliable());
         let mut wait = Duration::from_millis(500);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(32);
