@@ -15,6 +15,8 @@ mod model_fetch;
 mod recogniser;
 mod s3;
 pub(crate) mod sip;
+mod sip_admission;
+mod sip_media;
 mod sre;
 mod storage;
 mod whip;
