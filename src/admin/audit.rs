@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::store::privacy;
 use std::net::SocketAddr;
 
-use super::auth::{actor, authorise};
+use super::auth::{actor, Authorised};
 use super::{json_ok, parse_time, Addr, ApiResult};
 use crate::live::token::Principal;
 use crate::store::privacy::AuditEntry;
@@ -65,10 +65,9 @@ pub(super) struct AuditQuery {
 pub(super) async fn get_audit(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Query(q): Query<AuditQuery>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/audit")?;
     let now = app.now();
     let from = q
         .from

@@ -1,9 +1,16 @@
-//! Who may do what: the bearer token checked against a route's roles (`401`, then
-//! `403`), and which calls a principal may see (another tenant's or rep's: `404`).
+//! Who may do what: the bearer token checked against the roles of the route table's
+//! entry the request was routed by (`401`, then `403`), and which calls a principal
+//! may see (another tenant's or rep's: `404`).
 
-use axum::http::{header, HeaderMap, StatusCode};
+use std::sync::Arc;
 
-use super::routes::{Route, API};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::routes::Route;
 use super::Problem;
 use crate::app::AppState;
 use crate::call::CallId;
@@ -12,12 +19,40 @@ use crate::live::token::{Principal, TokenRole::Rep};
 use crate::store::objects::CallRef;
 use crate::store::privacy;
 
-/// The route's allowed roles.
-pub(super) fn route(method: &str, path: &str) -> &'static Route {
-    API.iter().find(|r| r.method == method && r.path == path).expect("route in the table")
+/// The principal of a request whose token the route's roles allow. Handlers take it
+/// after their path and query extractors (whose rejections come first).
+pub(super) struct Authorised(pub(super) Principal);
+
+impl FromRequestParts<Arc<AppState>> for Authorised {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Problem> {
+        authorise(app, &parts.headers, table_entry(&parts.extensions)).map(Authorised)
+    }
 }
 
-pub(super) fn authorise(app: &AppState, headers: &HeaderMap, method: &str, path: &str) -> Result<Principal, Problem> {
+/// [`Authorised`] with the request body, for handlers that take one: the body is read
+/// first, then the token checked.
+pub(super) struct AuthorisedBody(pub(super) Principal, pub(super) Bytes);
+
+impl FromRequest<Arc<AppState>> for AuthorisedBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &Arc<AppState>) -> Result<Self, Response> {
+        let route = table_entry(req.extensions());
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, app).await.map_err(IntoResponse::into_response)?;
+        let p = authorise(app, &headers, route).map_err(IntoResponse::into_response)?;
+        Ok(AuthorisedBody(p, bytes))
+    }
+}
+
+/// The route table's entry the request was routed by (the router attaches it).
+fn table_entry(ext: &Extensions) -> &'static Route {
+    ext.get::<&'static Route>().copied().expect("route in the table")
+}
+
+fn authorise(app: &AppState, headers: &HeaderMap, r: &Route) -> Result<Principal, Problem> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -30,7 +65,6 @@ pub(super) fn authorise(app: &AppState, headers: &HeaderMap, method: &str, path:
     if app.deleted_tenants.read().unwrap_or_else(|e| e.into_inner()).contains(&p.tenant) {
         return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "tenant deleted"));
     }
-    let r = route(method, path);
     if !r.roles.contains(&p.claims.role) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,

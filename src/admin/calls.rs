@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::store::privacy;
 
 use super::audit::audit;
-use super::auth::{authorise, call_target, visible_call};
+use super::auth::{call_target, visible_call, Authorised};
 use super::{json_ok, parse_time, Addr, ApiResult, Problem};
 use crate::call::CallId;
 use crate::live::token::TokenRole::Rep;
@@ -34,10 +34,9 @@ pub(super) struct ListQuery {
 pub(super) async fn list_calls(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Query(q): Query<ListQuery>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/calls")?;
     let from = q.from.as_deref().map(parse_time).transpose()?;
     let to = q.to.as_deref().map(parse_time).transpose()?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
@@ -88,10 +87,9 @@ pub(super) async fn list_calls(
 pub(super) async fn get_call(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/calls/{id}")?;
     let (call, m) = visible_call(&app, &p, &id).await?;
     audit(&app, &p, addr, "call.read", call_target(&app, &p.tenant, call.call_id), Value::Null).await;
     Ok(json_ok(StatusCode::OK, serde_json::to_value(m).unwrap_or_default()))
@@ -100,10 +98,9 @@ pub(super) async fn get_call(
 pub(super) async fn delete_call(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "DELETE", "/v1/calls/{id}")?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     if app.store.is_held(&call).await? {
         return Err(Problem::new(
@@ -148,8 +145,8 @@ pub(super) async fn get_recording(
     ConnectInfo(addr): Addr,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/calls/{id}/recording")?;
     let (call, m) = visible_call(&app, &p, &id).await?;
     if m.audio.is_none() && !m.recording {
         return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", "this call was not recorded"));
@@ -200,11 +197,10 @@ pub(super) struct FormatQuery {
 pub(super) async fn get_transcript(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<FormatQuery>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/calls/{id}/transcript")?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     let txt = q.format.as_deref() == Some("txt");
     let bytes = app.store.get(&call, if txt { "transcript.txt" } else { "transcript.json" }).await?;
@@ -216,12 +212,10 @@ pub(super) async fn get_transcript(
 pub(super) async fn get_file(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    Authorised(p): Authorised,
     name: &'static str,
-    path: &'static str,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", path)?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     let bytes = app.store.get(&call, name).await?;
     audit(
@@ -236,8 +230,7 @@ pub(super) async fn get_file(
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-pub(super) async fn get_live_calls(State(app): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/live/calls")?;
+pub(super) async fn get_live_calls(State(app): State<Arc<AppState>>, Authorised(p): Authorised) -> ApiResult {
     let here = app.cluster.as_ref().map(|c| c.node.clone());
     let local = || -> Vec<Value> {
         app.live

@@ -4,23 +4,21 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::store::privacy;
 
 use super::audit::audit;
-use super::auth::{actor, authorise};
+use super::auth::{actor, Authorised, AuthorisedBody};
 use super::{body, json_ok, Addr, ApiResult, Problem, SubjectBody};
 
 pub(super) async fn post_erasure(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    AuthorisedBody(p, bytes): AuthorisedBody,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "POST", "/v1/erasure")?;
     let b: SubjectBody = body(&bytes)?;
     let subject = b.subject.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
         Problem::new(
@@ -42,16 +40,14 @@ pub(super) async fn post_erasure(
 pub(super) async fn post_tenant_deletion(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "POST", "/v1/tenant/deletion")?;
     let d = privacy::request_tenant_deletion(&app.store, &p.tenant, &actor(&p), app.now()).await?;
     audit(&app, &p, addr, "tenant_deletion.request", Some("tenant".into()), json!({ "due_at": d.due_at })).await;
     Ok(json_ok(StatusCode::ACCEPTED, serde_json::to_value(d).unwrap_or_default()))
 }
 
-pub(super) async fn get_tenant_deletion(State(app): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/tenant/deletion")?;
+pub(super) async fn get_tenant_deletion(State(app): State<Arc<AppState>>, Authorised(p): Authorised) -> ApiResult {
     let d = privacy::tenant_deletion(&app.store, &p.tenant).await?.ok_or_else(Problem::not_found)?;
     Ok(json_ok(StatusCode::OK, serde_json::to_value(d).unwrap_or_default()))
 }
@@ -59,9 +55,8 @@ pub(super) async fn get_tenant_deletion(State(app): State<Arc<AppState>>, header
 pub(super) async fn delete_tenant_deletion(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "DELETE", "/v1/tenant/deletion")?;
     if !privacy::cancel_tenant_deletion(&app.store, &p.tenant).await? {
         return Err(Problem::not_found());
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,7 +16,7 @@ use crate::store::privacy;
 use axum::body::Body;
 
 use super::audit::audit;
-use super::auth::authorise;
+use super::auth::{Authorised, AuthorisedBody};
 use super::{body, json_ok, Addr, ApiResult, Problem, SubjectBody};
 use crate::call::CallId;
 use crate::store::objects::StorageError;
@@ -33,10 +33,8 @@ pub(super) async fn save_export(app: &AppState, r: &ExportRecord) -> Result<(), 
 pub(super) async fn post_export(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
-    bytes: axum::body::Bytes,
+    AuthorisedBody(p, bytes): AuthorisedBody,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "POST", "/v1/exports")?;
     let b: SubjectBody = body(&bytes)?;
     let subject = b.subject.filter(|s| !s.trim().is_empty());
     let calls = match &subject {
@@ -184,10 +182,9 @@ pub(super) async fn load_export(app: &AppState, tenant: &str, id: &str) -> Resul
 
 pub(super) async fn get_export(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/exports/{id}")?;
     let mut rec = load_export(&app, &p.tenant, &id).await?;
     if let Some((done, total)) = app.exports.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
         (rec.done, rec.total) = (*done, *total);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::store::privacy;
 
 use super::audit::audit;
-use super::auth::{authorise, call_target, visible_call};
+use super::auth::{call_target, visible_call, Authorised, AuthorisedBody};
 use super::{body, json_ok, Addr, ApiResult, Problem};
 
 #[derive(Deserialize, Default)]
@@ -24,11 +24,9 @@ pub(super) struct HoldBody {
 pub(super) async fn put_hold(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    bytes: axum::body::Bytes,
+    AuthorisedBody(p, bytes): AuthorisedBody,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "PUT", "/v1/calls/{id}/hold")?;
     let b: HoldBody = body(&bytes)?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     app.store.hold(&call, &b.reason, app.now()).await?;
@@ -39,10 +37,9 @@ pub(super) async fn put_hold(
 pub(super) async fn delete_hold(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "DELETE", "/v1/calls/{id}/hold")?;
     let (call, _) = visible_call(&app, &p, &id).await?;
     let (was, erased) = privacy::release_hold(&app.store, &call).await?;
     let target = call_target(&app, &p.tenant, call.call_id);
@@ -56,10 +53,9 @@ pub(super) async fn delete_hold(
 pub(super) async fn tenant_hold(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
+    Authorised(p): Authorised,
     on: bool,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, if on { "PUT" } else { "DELETE" }, "/v1/tenant/hold")?;
     app.store.set_tenant_hold(&p.tenant, on, "admin API", app.now()).await?;
     let erased = if on { Vec::new() } else { privacy::run_pending_erasures(&app.store, &p.tenant).await? };
     audit(
@@ -77,9 +73,8 @@ pub(super) async fn tenant_hold(
 pub(super) async fn get_retention(
     State(app): State<Arc<AppState>>,
     ConnectInfo(addr): Addr,
-    headers: HeaderMap,
+    Authorised(p): Authorised,
 ) -> ApiResult {
-    let p = authorise(&app, &headers, "GET", "/v1/retention")?;
     // The policies as the sweeper sees them: the config file as it is now.
     let config = match app.config_path.clone() {
         Some(path) => tokio::task::spawn_blocking(move || crate::config::Config::load(&path))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::routing::{on, MethodFilter, MethodRouter};
-use axum::Router;
+use axum::{Extension, Router};
 use serde_json::{json, Value};
 
 use super::audit::get_audit;
@@ -25,6 +25,8 @@ pub struct Route {
     /// Roles allowed; empty: no token (signed link or public document).
     pub roles: &'static [TokenRole],
     pub ok: u16,
+    /// The handler, on this route's method.
+    pub handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
 }
 
 use TokenRole::{Admin, Auditor, Manager, Rep};
@@ -38,14 +40,23 @@ pub const API: &[Route] = &[
         summary: "List calls (filters: from, to, campaign, rep, participant; cursor, limit)",
         roles: READERS,
         ok: 200,
+        handler: |f| on(f, list_calls),
     },
-    Route { method: "GET", path: "/v1/calls/{id}", summary: "A call's manifest", roles: READERS, ok: 200 },
+    Route {
+        method: "GET",
+        path: "/v1/calls/{id}",
+        summary: "A call's manifest",
+        roles: READERS,
+        ok: 200,
+        handler: |f| on(f, get_call),
+    },
     Route {
         method: "DELETE",
         path: "/v1/calls/{id}",
         summary: "Erase every object of a call",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, delete_call),
     },
     Route {
         method: "GET",
@@ -53,6 +64,7 @@ pub const API: &[Route] = &[
         summary: "The recording, decrypted (WAV; HTTP Range)",
         roles: READERS,
         ok: 200,
+        handler: |f| on(f, get_recording),
     },
     Route {
         method: "GET",
@@ -60,6 +72,7 @@ pub const API: &[Route] = &[
         summary: "The transcript (JSON, or text with ?format=txt)",
         roles: READERS,
         ok: 200,
+        handler: |f| on(f, get_transcript),
     },
     Route {
         method: "GET",
@@ -67,14 +80,23 @@ pub const API: &[Route] = &[
         summary: "Coaching hints raised during the call",
         roles: READERS,
         ok: 200,
+        handler: |f| on(f, |s, c, i, p| get_file(s, c, i, p, "hints.json")),
     },
-    Route { method: "GET", path: "/v1/calls/{id}/scorecard", summary: "The call's scorecard", roles: READERS, ok: 200 },
+    Route {
+        method: "GET",
+        path: "/v1/calls/{id}/scorecard",
+        summary: "The call's scorecard",
+        roles: READERS,
+        ok: 200,
+        handler: |f| on(f, |s, c, i, p| get_file(s, c, i, p, "scorecard.json")),
+    },
     Route {
         method: "PUT",
         path: "/v1/calls/{id}/hold",
         summary: "Put a call under legal hold",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, put_hold),
     },
     Route {
         method: "DELETE",
@@ -82,6 +104,7 @@ pub const API: &[Route] = &[
         summary: "Release a call's hold (a pending erasure then runs)",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, delete_hold),
     },
     Route {
         method: "PUT",
@@ -89,6 +112,7 @@ pub const API: &[Route] = &[
         summary: "Legal hold on every call of the tenant",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, |s, c, p| tenant_hold(s, c, p, true)),
     },
     Route {
         method: "DELETE",
@@ -96,6 +120,7 @@ pub const API: &[Route] = &[
         summary: "Release the tenant-wide hold",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, |s, c, p| tenant_hold(s, c, p, false)),
     },
     Route {
         method: "GET",
@@ -103,6 +128,7 @@ pub const API: &[Route] = &[
         summary: "Effective retention policies",
         roles: &[Admin, Manager],
         ok: 200,
+        handler: |f| on(f, get_retention),
     },
     Route {
         method: "POST",
@@ -110,6 +136,7 @@ pub const API: &[Route] = &[
         summary: "Erase every call of a data subject; returns a receipt",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, post_erasure),
     },
     Route {
         method: "POST",
@@ -117,6 +144,7 @@ pub const API: &[Route] = &[
         summary: "Start an export (a subject, or the whole tenant)",
         roles: &[Admin],
         ok: 202,
+        handler: |f| on(f, post_export),
     },
     Route {
         method: "GET",
@@ -124,6 +152,7 @@ pub const API: &[Route] = &[
         summary: "Export progress; the signed download URL when done",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, get_export),
     },
     Route {
         method: "GET",
@@ -131,6 +160,7 @@ pub const API: &[Route] = &[
         summary: "Download an export (signed link, valid 24 hours; no token)",
         roles: &[],
         ok: 200,
+        handler: |f| on(f, download_export),
     },
     Route {
         method: "POST",
@@ -138,6 +168,7 @@ pub const API: &[Route] = &[
         summary: "Delete the tenant after a 7-day grace period",
         roles: &[Admin],
         ok: 202,
+        handler: |f| on(f, post_tenant_deletion),
     },
     Route {
         method: "GET",
@@ -145,6 +176,7 @@ pub const API: &[Route] = &[
         summary: "A pending tenant deletion",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, get_tenant_deletion),
     },
     Route {
         method: "DELETE",
@@ -152,6 +184,7 @@ pub const API: &[Route] = &[
         summary: "Cancel a pending tenant deletion",
         roles: &[Admin],
         ok: 200,
+        handler: |f| on(f, delete_tenant_deletion),
     },
     Route {
         method: "GET",
@@ -159,6 +192,7 @@ pub const API: &[Route] = &[
         summary: "The audit log (filters: from, to, action)",
         roles: &[Admin, Auditor],
         ok: 200,
+        handler: |f| on(f, get_audit),
     },
     Route {
         method: "GET",
@@ -166,58 +200,37 @@ pub const API: &[Route] = &[
         summary: "Live calls of the tenant on every node (from the Redis registry; this node's alone without Redis)",
         roles: &[Admin, Manager],
         ok: 200,
+        handler: |f| on(f, get_live_calls),
     },
-    Route { method: "GET", path: "/v1/openapi.json", summary: "This document", roles: &[], ok: 200 },
+    Route {
+        method: "GET",
+        path: "/v1/openapi.json",
+        summary: "This document",
+        roles: &[],
+        ok: 200,
+        handler: |f| on(f, || async { json_ok(StatusCode::OK, openapi()) }),
+    },
 ];
 
+/// Every route of the table, each carrying its table entry (for [`Authorised`]: the
+/// roles are checked against the entry the request was routed by).
+///
+/// [`Authorised`]: super::auth::Authorised
 pub fn router() -> Router<Arc<AppState>> {
     let mut r = Router::new();
     for route in API {
-        r = r.route(route.path, handler(route.method, route.path));
+        r = r.route(route.path, (route.handler)(filter(route.method)).route_layer(Extension(route)));
     }
     r
 }
 
-pub(super) fn filter(m: &str) -> MethodFilter {
+fn filter(m: &str) -> MethodFilter {
     match m {
         "GET" => MethodFilter::GET,
         "PUT" => MethodFilter::PUT,
         "POST" => MethodFilter::POST,
         "DELETE" => MethodFilter::DELETE,
         other => panic!("method {other} not supported"),
-    }
-}
-
-pub(super) fn handler(method: &'static str, path: &'static str) -> MethodRouter<Arc<AppState>> {
-    let f = filter(method);
-    match (method, path) {
-        ("GET", "/v1/calls") => on(f, list_calls),
-        ("GET", "/v1/calls/{id}") => on(f, get_call),
-        ("DELETE", "/v1/calls/{id}") => on(f, delete_call),
-        ("GET", "/v1/calls/{id}/recording") => on(f, get_recording),
-        ("GET", "/v1/calls/{id}/transcript") => on(f, get_transcript),
-        ("GET", "/v1/calls/{id}/hints") => {
-            on(f, |s, c, h, p| get_file(s, c, h, p, "hints.json", "/v1/calls/{id}/hints"))
-        }
-        ("GET", "/v1/calls/{id}/scorecard") => {
-            on(f, |s, c, h, p| get_file(s, c, h, p, "scorecard.json", "/v1/calls/{id}/scorecard"))
-        }
-        ("PUT", "/v1/calls/{id}/hold") => on(f, put_hold),
-        ("DELETE", "/v1/calls/{id}/hold") => on(f, delete_hold),
-        ("PUT", "/v1/tenant/hold") => on(f, |s, c, h| tenant_hold(s, c, h, true)),
-        ("DELETE", "/v1/tenant/hold") => on(f, |s, c, h| tenant_hold(s, c, h, false)),
-        ("GET", "/v1/retention") => on(f, get_retention),
-        ("POST", "/v1/erasure") => on(f, post_erasure),
-        ("POST", "/v1/exports") => on(f, post_export),
-        ("GET", "/v1/exports/{id}") => on(f, get_export),
-        ("GET", "/v1/exports/{id}/download") => on(f, download_export),
-        ("POST", "/v1/tenant/deletion") => on(f, post_tenant_deletion),
-        ("GET", "/v1/tenant/deletion") => on(f, get_tenant_deletion),
-        ("DELETE", "/v1/tenant/deletion") => on(f, delete_tenant_deletion),
-        ("GET", "/v1/audit") => on(f, get_audit),
-        ("GET", "/v1/live/calls") => on(f, get_live_calls),
-        ("GET", "/v1/openapi.json") => on(f, || async { json_ok(StatusCode::OK, openapi()) }),
-        (m, p) => panic!("no handler for {m} {p}"),
     }
 }
 
