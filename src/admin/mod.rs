@@ -6,8 +6,10 @@
 //! of its tenant), `manager` (read the tenant's calls, retention), `rep` (read its own
 //! calls), `auditor` (the audit log). A call of another tenant, or another rep's call,
 //! is `404`, never `403`; a role that may not do an operation at all gets `403`.
-//! Errors are RFC 9457 problem details. The route table [`API`] builds both the router
-//! and the OpenAPI document (`/v1/openapi.json`), so the two cannot drift apart.
+//! Errors are RFC 9457 problem details. The route table [`API`] is the one place a
+//! route's method, path, roles and handler are written: it builds the router (each
+//! route carries its entry, whose roles the token is checked against) and the OpenAPI
+//! document (`/v1/openapi.json`), so they cannot drift apart.
 //!
 //! The files: `routes` (the route table, the router and the OpenAPI document),
 //! `auth` (who may do what), `calls`, `holds` (legal holds and retention), `erasure`

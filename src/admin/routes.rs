@@ -212,10 +212,8 @@ pub const API: &[Route] = &[
     },
 ];
 
-/// Every route of the table, each carrying its table entry (for [`Authorised`]: the
-/// roles are checked against the entry the request was routed by).
-///
-/// [`Authorised`]: super::auth::Authorised
+/// Every route of the table, each carrying its table entry: the handlers' `Authorised`
+/// extractor checks the token against the roles of the entry the request was routed by.
 pub fn router() -> Router<Arc<AppState>> {
     let mut r = Router::new();
     for route in API {

@@ -1,7 +1,7 @@
 //! One WHIP session's media side: joining (or starting) the call its call key names,
 //! the `webrtc` peer connection (ICE, DTLS-SRTP) on its own UDP port, the track
 //! readers that decode Opus at 16 kHz and queue frames (never waiting) for the call
-//! task (`whip_call`), and the task that drives the session until it ends.
+//! task (`call`), and the task that drives the session until it ends.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
