@@ -10,3 +10,5 @@ pub mod call;
 pub mod endpoint;
 #[cfg(feature = "server")]
 pub mod registry;
+#[cfg(feature = "server")]
+mod session;
