@@ -340,7 +340,7 @@ pub(super) async fn create(
     let pc = match build_peer(&app, &cfg, leg.clone()).await {
         Ok(pc) => pc,
         Err(e) => {
-            leave(&joined.tx, &channels, LegEnd::Failed);
+            leave(&app, &joined.tx, &channels, LegEnd::Failed);
             tracing::error!(error = %e, "WHIP: could not open a peer connection");
             return refuse(
                 &app,
@@ -357,7 +357,7 @@ pub(super) async fn create(
         Ok(a) => a,
         Err(e) => {
             let _ = pc.close().await;
-            leave(&joined.tx, &channels, LegEnd::Failed);
+            leave(&app, &joined.tx, &channels, LegEnd::Failed);
             return refuse(
                 &app,
                 "bad_sdp",
@@ -383,7 +383,7 @@ pub(super) async fn create(
         task_app.metrics.whip_session_ends.with_label_values(&[reason.label()]).inc();
         task_app.metrics.whip_sessions_active.dec();
         tracing::info!(session = %sid, reason = reason.label(), "WHIP session ended");
-        leave(&tx, &channels, reason);
+        leave(&task_app, &tx, &channels, reason);
         drop(guard);
     });
     let mut r = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp")], answer).into_response();

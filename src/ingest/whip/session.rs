@@ -102,11 +102,11 @@ pub(super) fn join_call(
     Ok(Joined { tx, stop })
 }
 
-pub(super) fn leave(tx: &mpsc::Sender<CallMsg>, channels: &[usize], end: LegEnd) {
+pub(super) fn leave(app: &AppState, tx: &mpsc::Sender<CallMsg>, channels: &[usize], end: LegEnd) {
     // Control messages must arrive: wait for room off the caller's path.
     let tx = tx.clone();
     let msg = CallMsg::Left { channels: channels.to_vec(), end };
-    tokio::spawn(async move {
+    app.tasks.spawn(async move {
         let _ = tx.send(msg).await;
     });
 }
@@ -212,7 +212,7 @@ impl PeerConnectionEventHandler for Leg {
         };
         let last = self.last_packet_ms.clone();
         let epoch = self.epoch;
-        tokio::spawn(async move {
+        self.app.tasks.spawn(async move {
             while let Some(ev) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(p) = ev {
                     last.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
