@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::routes::Route;
+use super::route::Route;
 use super::Problem;
 use crate::app::AppState;
 use crate::call::CallId;

@@ -22,12 +22,14 @@ mod erasure;
 mod exports;
 mod holds;
 pub mod problem;
+mod route;
 mod routes;
 
 pub use audit::audit_system;
 pub(crate) use exports::resume_exports;
 pub use problem::Problem;
-pub use routes::{openapi, router, Route, API};
+pub use route::Route;
+pub use routes::{openapi, router, API};
 
 use std::net::SocketAddr;
 

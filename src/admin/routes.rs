@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::routing::{on, MethodFilter};
 use axum::{Extension, Router};
 use serde_json::{json, Value};
 
@@ -14,20 +14,9 @@ use super::erasure::{delete_tenant_deletion, get_tenant_deletion, post_erasure, 
 use super::exports::{download_export, get_export, post_export};
 use super::holds::{delete_hold, get_retention, put_hold, tenant_hold};
 use super::json_ok;
+use super::route::Route;
 use crate::app::AppState;
 use crate::live::token::TokenRole;
-
-/// One operation of the API.
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    /// Roles allowed; empty: no token (signed link or public document).
-    pub roles: &'static [TokenRole],
-    pub ok: u16,
-    /// The handler, on this route's method.
-    pub handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
-}
 
 use TokenRole::{Admin, Auditor, Manager, Rep};
 

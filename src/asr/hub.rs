@@ -12,15 +12,13 @@
 //! This file is the handle and its start; the rest lives beside it: `scheduler`,
 //! `workers` and `transcript_file`.
 
-use std::collections::HashMap;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::asr::engine::Model;
-use crate::asr::overload::OverloadSettings;
-use crate::asr::scheduler::Scheduler;
-use crate::asr::stream_policy::PolicySettings;
+use crate::asr::scheduler::{Command, Scheduler};
+pub use crate::asr::settings::{AsrSettings, TenantAsr};
 use crate::asr::workers::{self, Job, JobResult};
 use crate::call::owner::CallHandle;
 use crate::call::CallInfo;
@@ -28,56 +26,6 @@ use crate::media::recogniser::RecogniserHub;
 use crate::media::recogniser_feed::{FeedDrops, RecogniserTap};
 use crate::metrics::Metrics;
 use crate::store::spool::StoreLayout;
-
-#[derive(Debug, Clone)]
-pub struct AsrSettings {
-    pub workers: usize,
-    pub language: String,
-    pub policy: PolicySettings,
-    pub overload: OverloadSettings,
-    /// Tenants that use another model (an index into the hub's models) or language.
-    pub tenants: HashMap<String, TenantAsr>,
-    /// Post-call refinement for tenants that do not say (see `asr::refine`).
-    pub refine: bool,
-    /// Model (index) refinements use; `None`: the call's own.
-    pub refine_model: Option<usize>,
-    pub refine_beam: u32,
-    /// Names of the hub's models, for the records refinements write.
-    pub model_names: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct TenantAsr {
-    pub model: usize,
-    pub language: Option<String>,
-    pub refine: Option<bool>,
-}
-
-impl AsrSettings {
-    pub fn new(workers: usize, language: &str) -> Self {
-        Self {
-            workers,
-            language: language.into(),
-            policy: PolicySettings::default(),
-            overload: OverloadSettings::default(),
-            tenants: HashMap::new(),
-            refine: false,
-            refine_model: None,
-            refine_beam: 5,
-            model_names: Vec::new(),
-        }
-    }
-}
-
-pub(super) enum Command {
-    Attach {
-        call: CallInfo,
-        taps: Vec<RecogniserTap>,
-        owner: CallHandle,
-    },
-    /// Answer once no stream is left.
-    Drain(SyncSender<()>),
-}
 
 pub struct AsrHub {
     tx: SyncSender<Command>,

@@ -13,16 +13,16 @@ pub mod overload;
 pub mod stream_policy;
 pub mod vad;
 
-// The runtime: the scheduler and whisper worker threads, post-call refinement, and the
-// real-time replay harness behind `earshot transcribe --realtime`.
+// The runtime: the hub, its scheduler and whisper worker threads, the transcript file,
+// and post-call refinement.
 #[cfg(all(feature = "asr", feature = "server"))]
 pub mod hub;
-#[cfg(all(feature = "asr", feature = "server"))]
-pub mod realtime;
 #[cfg(all(feature = "asr", feature = "server"))]
 pub mod refine;
 #[cfg(all(feature = "asr", feature = "server"))]
 mod scheduler;
+#[cfg(all(feature = "asr", feature = "server"))]
+pub mod settings;
 #[cfg(all(feature = "asr", feature = "server"))]
 mod transcript_file;
 #[cfg(all(feature = "asr", feature = "server"))]

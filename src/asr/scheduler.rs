@@ -9,9 +9,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::asr::hub::{AsrSettings, Command, TenantAsr};
 use crate::asr::overload::Overload;
 use crate::asr::refine::RefineTask;
+use crate::asr::settings::{AsrSettings, TenantAsr};
 use crate::asr::stream_policy::{DecodeRequest, Degrade, PolicySettings, StreamPolicy, TranscriptUpdate, RATE};
 use crate::asr::transcript_file::{write_transcript, FinalSegment, Gap};
 use crate::asr::workers::{Job, JobResult};
@@ -21,6 +21,17 @@ use crate::coach::Voice;
 use crate::media::recogniser_feed::RecogniserTap;
 use crate::metrics::Metrics;
 use crate::store::spool::StoreLayout;
+
+/// What the hub tells the scheduler.
+pub(super) enum Command {
+    Attach {
+        call: CallInfo,
+        taps: Vec<RecogniserTap>,
+        owner: CallHandle,
+    },
+    /// Answer once no stream is left.
+    Drain(SyncSender<()>),
+}
 
 pub(super) struct CallState {
     pub(super) info: CallInfo,
@@ -533,7 +544,7 @@ impl Scheduler {
                                 .collect(),
                         }
                     });
-                    let recorded = write_transcript(&self.layout, c);
+                    let recorded = write_transcript(&self.layout, &c.info, &c.owner, c.finals, c.gaps);
                     if let (Some(task), true) = (task, recorded) {
                         if self.refine_queue.len() < 10_000 {
                             self.refine_queue.push_back(task);

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::asr::scheduler::CallState;
+use crate::call::owner::CallHandle;
+use crate::call::CallInfo;
 use crate::call::Role;
 use crate::store::spool::StoreLayout;
 
@@ -30,13 +31,19 @@ pub(super) struct Gap {
 }
 
 /// Writes the live transcript; returns whether the call has a recording to refine from.
-pub(super) fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
-    c.finals.sort_by_key(|f| (f.start_ms, f.end_ms));
+pub(super) fn write_transcript(
+    layout: &StoreLayout,
+    info: &CallInfo,
+    owner: &CallHandle,
+    mut finals: Vec<FinalSegment>,
+    gaps: Vec<Gap>,
+) -> bool {
+    finals.sort_by_key(|f| (f.start_ms, f.end_ms));
     // Stored transcripts never hold a card number (the live events may, if the tenant allows).
-    let redactor = c.owner.redactor();
-    let roles = c.info.layout.roles();
+    let redactor = owner.redactor();
+    let roles = info.layout.roles();
     let mut silence = Vec::new();
-    for f in &mut c.finals {
+    for f in &mut finals {
         if let std::borrow::Cow::Owned(m) = redactor.apply(&f.text) {
             f.text = m;
             if let Some(ch) = roles.iter().position(|r| *r == f.channel) {
@@ -44,25 +51,25 @@ pub(super) fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
             }
         }
     }
-    if !silence.is_empty() && c.owner.redact_audio() {
+    if !silence.is_empty() && owner.redact_audio() {
         // Carried out by the uploader, once every writer of the recording is done.
-        let dir = layout.call_dir(&c.info.tenant, c.info.call_id);
+        let dir = layout.call_dir(&info.tenant, info.call_id);
         if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| {
             std::fs::write(
                 dir.join(crate::store::objects::REDACT_AUDIO),
                 serde_json::to_vec(&silence).unwrap_or_default(),
             )
         }) {
-            tracing::error!(call_id = %c.info.call_id, error = %e, "recording the audio to silence");
+            tracing::error!(call_id = %info.call_id, error = %e, "recording the audio to silence");
         }
     }
-    let dir: PathBuf = layout.call_dir(&c.info.tenant, c.info.call_id);
+    let dir: PathBuf = layout.call_dir(&info.tenant, info.call_id);
     let json = serde_json::json!({
         "version": 1,
-        "call_id": c.info.call_id,
-        "tenant": c.info.tenant,
-        "segments": c.finals,
-        "gaps": c.gaps,
+        "call_id": info.call_id,
+        "tenant": info.tenant,
+        "segments": finals,
+        "gaps": gaps,
     });
     let who = |r: Role| match r {
         Role::Rep => "Rep",
@@ -70,12 +77,9 @@ pub(super) fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
         Role::Other => "Speaker",
     };
     let stamp = |ms: u64| format!("[{:02}:{:04.1}]", ms / 60_000, (ms % 60_000) as f64 / 1000.0);
-    let mut lines: Vec<(u64, String)> = c
-        .finals
-        .iter()
-        .map(|f| (f.start_ms, format!("{} {}: {}", stamp(f.start_ms), who(f.channel), f.text)))
-        .collect();
-    lines.extend(c.gaps.iter().map(|g| {
+    let mut lines: Vec<(u64, String)> =
+        finals.iter().map(|f| (f.start_ms, format!("{} {}: {}", stamp(f.start_ms), who(f.channel), f.text))).collect();
+    lines.extend(gaps.iter().map(|g| {
         let secs = g.end_ms.saturating_sub(g.start_ms) as f64 / 1000.0;
         (g.start_ms, format!("{} {}: (untranscribed, {secs:.1} s: {})", stamp(g.start_ms), who(g.channel), g.reason))
     }));
@@ -90,7 +94,7 @@ pub(super) fn write_transcript(layout: &StoreLayout, mut c: CallState) -> bool {
         std::fs::rename(&tmp, dir.join("transcript.json"))
     };
     if let Err(e) = write() {
-        tracing::error!(call_id = %c.info.call_id, error = %e, "writing transcript");
+        tracing::error!(call_id = %info.call_id, error = %e, "writing transcript");
     }
     dir.join("audio.wav").exists()
 }

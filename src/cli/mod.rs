@@ -12,6 +12,8 @@ pub mod config;
 pub mod keys;
 pub mod model;
 pub mod privacy;
+#[cfg(feature = "asr")]
+pub mod realtime;
 pub mod retention;
 pub mod serve;
 pub mod token;

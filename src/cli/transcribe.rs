@@ -57,7 +57,7 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     } = args;
     let model = earshot::config::model_path(&model, &model_dir);
     if realtime {
-        use earshot::asr::realtime::{Format, RealtimeOptions};
+        use super::realtime::{Format, RealtimeOptions};
         let workers = if workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { workers };
         let format = if format == "twilio" { Format::Twilio } else { Format::Pcm };
         let opts = RealtimeOptions {
@@ -78,8 +78,8 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<()> {
     }
 }
 
-fn transcribe_realtime(opts: earshot::asr::realtime::RealtimeOptions, summary_only: bool) -> anyhow::Result<()> {
-    use earshot::asr::realtime;
+fn transcribe_realtime(opts: super::realtime::RealtimeOptions, summary_only: bool) -> anyhow::Result<()> {
+    use super::realtime;
     crate::init_logging("warn");
     tokio_main(async move {
         let summary = realtime::run(opts, |e| {

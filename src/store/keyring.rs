@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::store::crypt::Keyring;
-use crate::store::objects::{io_err, StorageError};
+use crate::store::error::{io_err, StorageError};
 
 /// When a file was last changed, and its size.
 type FileStamp = (SystemTime, u64);

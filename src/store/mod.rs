@@ -10,6 +10,8 @@ pub mod spool;
 pub mod wav;
 
 #[cfg(feature = "server")]
+pub mod error;
+#[cfg(feature = "server")]
 pub mod holds;
 #[cfg(feature = "server")]
 pub mod keyring;

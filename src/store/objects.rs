@@ -22,7 +22,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
 use crate::call::CallId;
@@ -43,32 +42,8 @@ pub const REDACT_AUDIO: &str = ".redact-audio.json";
 /// Plaintext read and encrypted per step when uploading a file.
 const UPLOAD_BLOCK: usize = 1 << 20;
 
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum StorageError {
-    #[error("call {0} not found")]
-    NotFound(CallId),
-    #[error("call {0} has no {1}")]
-    NoObject(CallId, String),
-    #[error("call {0} was deleted (tombstone)")]
-    Erased(CallId),
-    #[error("{path}: {detail}")]
-    Crypt { path: String, detail: CryptError },
-    #[error("object store: {0}")]
-    Backend(#[from] object_store::Error),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("keyring {path}: {detail}")]
-    Keyring { path: PathBuf, detail: String },
-    #[error("{0}: corrupt: {1}")]
-    Corrupt(String, String),
-    #[error("storage config: {0}")]
-    Config(String),
-}
-
-pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io { path: path.to_path_buf(), source }
-}
+pub(super) use crate::store::error::io_err;
+pub use crate::store::error::StorageError;
 
 /// A call's place in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::slo::SloResult;
-
 #[derive(Debug, Serialize)]
 pub struct RunResult {
     pub format: String,
@@ -100,4 +98,11 @@ pub fn summary(r: &RunResult) -> String {
         ));
     }
     s
+}
+
+/// What `--slo` thresholds the run missed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloResult {
+    pub passed: bool,
+    pub missed: Vec<String>,
 }

@@ -1,7 +1,6 @@
 //! `--slo`: the thresholds a run must meet, and which of them a result missed.
 
 use anyhow::Context;
-use serde::Serialize;
 
 use super::result::RunResult;
 
@@ -66,10 +65,4 @@ pub fn check_slo(thresholds: &[(String, f64)], r: &RunResult) -> Vec<String> {
         }
     }
     missed
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SloResult {
-    pub passed: bool,
-    pub missed: Vec<String>,
 }

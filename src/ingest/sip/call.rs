@@ -19,15 +19,14 @@ use tokio::sync::mpsc;
 use crate::call::session::{CallSession, CallSlot};
 use crate::call::{CallId, CallInfo, Outcome, SampleEncoding, Source};
 use crate::config::RtpSource;
-use crate::ingest::sip::dialog::{drive_until_ack, respond, send_bye, Dialog, SipState};
+use crate::ingest::sip::decoders::SrtpIn;
+use crate::ingest::sip::dialog::{drive_until_ack, respond, send_bye, Dialog, SipState, RATE};
 use crate::ingest::sip::invite::{CallPlan, Offer, Refusal};
 use crate::ingest::sip::media::{MediaLoop, PacketCounters, Stream};
-use crate::ingest::sip::rtp_receiver::SrtpIn;
 use crate::ingest::sip::sdp::AnswerStream;
 use crate::ingest::sip::{digest, invite, request, sdp};
 use crate::media::jitter::{JitterBuffer, JitterConfig};
 
-pub(super) const RATE: u32 = 8000;
 /// Shortest session interval accepted (RFC 4028 Min-SE default).
 const MIN_SE: u64 = 90;
 

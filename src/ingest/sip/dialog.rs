@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// A SIP call's fixed sample rate: G.711's, and what Opus is decoded to.
+pub const RATE: u32 = 8000;
+
 /// Messages from the listener to a call's task.
 pub enum CallMsg {
     /// The far end hung up (the BYE is already answered).

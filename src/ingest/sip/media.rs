@@ -13,12 +13,14 @@ use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
 use crate::call::session::CallSession;
+use crate::call::Role;
 use crate::call::{Outcome, Source};
-use crate::ingest::sip::call::RATE;
-use crate::ingest::sip::dialog::{CallMsg, RtpPorts, SipState};
+use crate::ingest::sip::decoders::{OpusIn, SrtpIn};
+use crate::ingest::sip::dialog::{CallMsg, RtpPorts, SipState, RATE};
 use crate::ingest::sip::invite::{Offer, StreamPlan};
-use crate::ingest::sip::rtp_receiver::{OpusIn, SrtpIn};
-use crate::media::jitter::{JitterBuffer, JitterStats};
+use crate::ingest::sip::sdp::Codec;
+use crate::media::jitter::{JitterBuffer, JitterStats, Pushed};
+use crate::media::{g711, rtp};
 use crate::store::manifest::MediaStats;
 
 pub(super) struct Stream {
@@ -209,5 +211,113 @@ impl MediaLoop {
             }
         }
         self.session.write_audio(&bytes).map_err(|_| ())
+    }
+}
+
+/// The receive path of one RTP packet: source check, SRTP decryption, RTP parsing, DTMF
+/// (RFC 4733), G.711 or Opus decoding and the jitter buffer.
+impl MediaLoop {
+    pub(super) fn on_packet(&mut self, i: usize, data: &[u8], from: SocketAddr) {
+        let now = self.now_samples();
+        let metrics = &self.state.app.metrics;
+        let s = &mut self.streams[i];
+        match s.source {
+            Some(expected) if expected != from => {
+                metrics.rtp_packets.with_label_values(&["wrong_source"]).inc();
+                return;
+            }
+            // `latch`, or the offer gave no address (0.0.0.0): the first sender.
+            None => s.source = Some(from),
+            _ => {}
+        }
+        let plain;
+        let data = match s.srtp.as_mut() {
+            // RTCP muxed on the RTP port (SRTCP): counted, not decrypted.
+            Some(_) if data.len() > 1 && (192..=223).contains(&data[1]) => {
+                metrics.rtp_packets.with_label_values(&["rtcp"]).inc();
+                return;
+            }
+            Some(c) => match c.ctx.get_mut().unwrap_or_else(|e| e.into_inner()).decrypt_rtp(data) {
+                Ok(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                Err(_) => {
+                    metrics.rtp_packets.with_label_values(&["srtp_failed"]).inc();
+                    return;
+                }
+            },
+            None => data,
+        };
+        let (h, payload) = match rtp::parse(data) {
+            Ok(p) => p,
+            Err(rtp::RtpError::Rtcp) => {
+                metrics.rtp_packets.with_label_values(&["rtcp"]).inc();
+                return;
+            }
+            Err(_) => {
+                metrics.rtp_packets.with_label_values(&["malformed"]).inc();
+                return;
+            }
+        };
+        if Some(h.payload_type) == s.plan.dtmf_pt {
+            if let Some((digit, true)) = rtp::telephone_event(payload) {
+                // The end packet is sent three times (RFC 4733 §2.5.1.4): once per event.
+                if s.last_dtmf_ts != Some(h.timestamp) {
+                    s.last_dtmf_ts = Some(h.timestamp);
+                    let track = match s.plan.role {
+                        Role::Rep => "rep",
+                        Role::Customer => "customer",
+                        Role::Other => "mixed",
+                    };
+                    self.session.record_dtmf(digit.to_string(), Some(track));
+                }
+            }
+            return;
+        }
+        if h.payload_type != s.plan.pt {
+            metrics.rtp_packets.with_label_values(&["other_payload"]).inc();
+            return;
+        }
+        s.decoded.clear();
+        let mut h = h;
+        match s.plan.codec {
+            Codec::Pcmu => g711::decode_ulaw_into(payload, &mut s.decoded),
+            Codec::Pcma => g711::decode_alaw_into(payload, &mut s.decoded),
+            Codec::Opus => {
+                if s.opus.is_none() {
+                    s.opus = OpusIn::new();
+                }
+                let Some(o) = s.opus.as_mut() else { return };
+                // Up to 120 ms per packet (RFC 6716).
+                s.decoded.resize(RATE as usize * 120 / 1000, 0);
+                match o.dec.get_mut().unwrap_or_else(|e| e.into_inner()).decode(payload, &mut s.decoded, false) {
+                    Ok(n) => s.decoded.truncate(n),
+                    Err(_) => {
+                        metrics.rtp_packets.with_label_values(&["malformed"]).inc();
+                        return;
+                    }
+                }
+                h.timestamp = o.scale(h.timestamp);
+            }
+        }
+        let c = &self.counters;
+        c.frames_received.inc();
+        let before = s.jitter.stats().reordered;
+        match s.jitter.push(now, &h, &s.decoded) {
+            Pushed::Accepted if s.jitter.stats().reordered > before => {
+                c.reordered.inc();
+                c.frames_reordered.inc();
+            }
+            Pushed::Accepted => c.received.inc(),
+            Pushed::Duplicate => {
+                c.duplicate.inc();
+                c.dropped_duplicate.inc();
+            }
+            Pushed::Late => {
+                c.late.inc();
+                c.dropped_late.inc();
+            }
+        }
     }
 }

@@ -14,10 +14,10 @@ pub mod sdp;
 #[cfg(feature = "server")]
 pub mod call;
 #[cfg(feature = "server")]
+mod decoders;
+#[cfg(feature = "server")]
 pub mod dialog;
 #[cfg(feature = "server")]
 pub mod listener;
 #[cfg(feature = "server")]
 mod media;
-#[cfg(feature = "server")]
-mod rtp_receiver;

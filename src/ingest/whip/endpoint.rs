@@ -330,9 +330,9 @@ pub(super) async fn create(
     let channels: Vec<usize> = plan.tracks.iter().map(|(_, c)| *c).collect();
     let joined = match join_call(&app, &tenant.id, &call_key, &channels, &p, principal.claims.sub.as_str()) {
         Ok(j) => j,
-        Err(resp) => {
+        Err(no) => {
             release(&app);
-            return resp;
+            return refuse(&app, no.result, no.problem);
         }
     };
     let stop = joined.stop.child_token();

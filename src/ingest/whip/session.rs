@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use axum::response::Response;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use tokio::sync::mpsc;
@@ -21,7 +20,6 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
-use super::endpoint::refuse;
 use crate::admin::problem::Problem;
 use crate::app::AppState;
 use crate::call::session::CallSlot;
@@ -40,8 +38,13 @@ pub(super) struct Joined {
     pub(super) stop: CancellationToken,
 }
 
+/// Why a session could not join or start its call: the metric result and the answer.
+pub(super) struct JoinRefused {
+    pub result: &'static str,
+    pub problem: Problem,
+}
+
 /// Joins the live call with this key, or starts one (which takes a call slot).
-#[allow(clippy::result_large_err)]
 pub(super) fn join_call(
     app: &Arc<AppState>,
     tenant: &str,
@@ -49,21 +52,20 @@ pub(super) fn join_call(
     channels: &[usize],
     p: &WhipParams,
     sub: &str,
-) -> Result<Joined, Response> {
+) -> Result<Joined, JoinRefused> {
     let mut calls = app.whip.calls.lock().unwrap_or_else(|e| e.into_inner());
     let k = (tenant.to_string(), key.to_string());
     if let Some(c) = calls.get_mut(&k) {
         if channels.iter().any(|&ch| c.taken[ch]) {
             drop(calls);
-            return Err(refuse(
-                app,
-                "conflict",
-                Problem::new(
+            return Err(JoinRefused {
+                result: "conflict",
+                problem: Problem::new(
                     StatusCode::CONFLICT,
                     "Conflict",
                     format!("call {key:?} already has a live session for that party"),
                 ),
-            ));
+            });
         }
         for &ch in channels {
             c.taken[ch] = true;
@@ -73,15 +75,14 @@ pub(super) fn join_call(
     }
     let Some(slot) = CallSlot::try_acquire(app) else {
         drop(calls);
-        return Err(refuse(
-            app,
-            "over_limit",
-            Problem::new(
+        return Err(JoinRefused {
+            result: "over_limit",
+            problem: Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service unavailable",
                 "at the call limit (limits.max_calls) or draining; retry later",
             ),
-        ));
+        });
     };
     let (tx, rx) = mpsc::channel(CALL_QUEUE);
     let stop = CancellationToken::new();

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::asr::engine::Model;
-use crate::asr::hub::{AsrHub, AsrSettings};
-use crate::asr::stream_policy::PolicySettings;
-use crate::call::CallId;
-use crate::config::Config;
-use crate::events::EventBody;
-use crate::server::{ServeOptions, Server};
+use earshot::asr::engine::Model;
+use earshot::asr::hub::{AsrHub, AsrSettings};
+use earshot::asr::stream_policy::PolicySettings;
+use earshot::call::CallId;
+use earshot::config::Config;
+use earshot::events::EventBody;
+use earshot::server::{ServeOptions, Server};
 use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, twilio, ws};
 
@@ -58,7 +58,7 @@ pub struct TimedEvent {
     pub call: usize,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub channel: crate::call::Role,
+    pub channel: earshot::call::Role,
     pub utterance_id: String,
     pub text: String,
     pub stable: String,
@@ -113,12 +113,12 @@ pub async fn run(opts: RealtimeOptions, mut on_event: impl FnMut(&TimedEvent)) -
         dir.display()
     );
     let config = Config::from_toml_with_env(&text, &dir.join("config.toml"), std::iter::empty())?;
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = earshot::metrics::Metrics::new();
     let mut settings = AsrSettings::new(opts.workers.max(1), &opts.language);
     settings.policy = opts.policy;
     settings.overload.max_lag_ms = opts.max_lag.as_millis() as u64;
     let tail_ms = opts.policy.tail_ms;
-    let hub = AsrHub::start(vec![model], settings, crate::store::spool::StoreLayout::new(&dir), metrics.clone())?;
+    let hub = AsrHub::start(vec![model], settings, earshot::store::spool::StoreLayout::new(&dir), metrics.clone())?;
     let server = Server::start(
         config,
         ServeOptions {
@@ -277,7 +277,7 @@ fn rotated(audio: &Audio, shift: usize) -> Audio {
 
 fn transcript_written(dir: &std::path::Path, id: &CallId) -> bool {
     // The hub here writes straight into `dir`, laid out like a spool.
-    crate::store::objects::spool_calls(&crate::store::spool::StoreLayout::new(dir), None)
+    earshot::store::objects::spool_calls(&earshot::store::spool::StoreLayout::new(dir), None)
         .into_iter()
         .any(|(c, d)| c.call_id == *id && d.join("transcript.json").exists())
 }
