@@ -1,5 +1,8 @@
 //! Several nodes: two `earshot` processes sharing a real `redis-server` and a real
 //! S3-compatible store (moto), all on free loopback ports.
+//!
+//! Longer than 600 lines on purpose: every scenario needs the same two-node harness
+//! (redis-server, moto, shared keyring, node start and kill); it stays with them.
 
 use std::io::Read;
 use std::net::SocketAddr;

@@ -2,6 +2,9 @@
 //! (moto) on 127.0.0.1. Encryption at rest, tamper detection, outages, restart drain,
 //! retention with an injected clock, legal holds, tombstones, key rotation and
 //! destruction, recording off.
+//!
+//! Longer than 600 lines on purpose: the scenarios share the moto and local-store
+//! harness and the stored-call fixtures (put_call, present) defined here.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
