@@ -92,9 +92,13 @@ fn sigterm_drains_then_closes_open_calls_as_shutdown_and_exits() {
     }
     let addr = server.addr;
     server.sigterm();
-    std::thread::sleep(Duration::from_millis(300));
-    // Draining: not ready, new forks refused, the open call still accepted audio.
-    assert_eq!(http_get(addr, "/readyz").0, 503);
+    // Draining once /readyz says so: then new forks are refused and the open call still
+    // accepts audio.
+    let t0 = Instant::now();
+    while http_get(addr, "/readyz").0 != 503 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "never started draining");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(http_get(addr, "/healthz").0, 200);
     let refused = rt.block_on(ws::connect(&url, &[], None));
     assert!(refused.is_err(), "a new fork must be refused while draining");
