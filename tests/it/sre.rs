@@ -271,7 +271,17 @@ fn a_real_prometheus_scrapes_earshot_and_every_panel_and_rule_has_data() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(30), "prometheus never scraped earshot: {up:?}");
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    // A few scrapes in (rates need two samples in their window), counted, not slept for.
+    let t1 = std::time::Instant::now();
+    loop {
+        let n = try_query("count_over_time(up{job=\"earshot\"}[5m])");
+        let n = n.as_ref().and_then(|v| v["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok());
+        if n.is_some_and(|n| n >= 4.0) {
+            break;
+        }
+        assert!(t1.elapsed() < std::time::Duration::from_secs(30), "prometheus stopped scraping: {n:?}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     let mut empty = Vec::new();
     let mut checked = 0;
     let mut uids = BTreeSet::new();
