@@ -159,7 +159,7 @@ fn chromium_publishes_a_microphone_over_whip_recorded_and_transcribed() {
         })
     });
     // Recorded: stereo 16 kHz, rep channel carrying the speech, the customer silent,
-    // as long as the browser published (±100 ms).
+    // as long as the browser published (±200 ms, see below).
     let m = wait_manifest(&data, Duration::from_secs(30));
     assert_eq!(m.outcome.as_deref(), Some("completed"));
     assert_eq!(m.source_ids.get("external_call_id").map(String::as_str), Some("web-call-1"));
@@ -169,7 +169,10 @@ fn chromium_publishes_a_microphone_over_whip_recorded_and_transcribed() {
     assert_eq!((audio.sample_rate, audio.channels), (16_000, 2));
     let published = summary["published_ms"].as_f64().unwrap();
     let diff = audio.duration_ms as f64 - published;
-    assert!(diff.abs() <= 100.0, "recording {} ms, published {published:.0} ms", audio.duration_ms);
+    // Two clocks: the browser counts from its own "connected", the server records from
+    // the first packet. On a loaded 2-core machine (whisper busy) the first packets were
+    // seen 117 ms late once in five clean-clone runs; a lost second still fails here.
+    assert!(diff.abs() <= 200.0, "recording {} ms, published {published:.0} ms", audio.duration_ms);
     let store = StoreReader::new(&data);
     let rec = store.audio(m.call_id).unwrap();
     let rep: Vec<i16> = rec.samples.iter().step_by(2).copied().collect();
