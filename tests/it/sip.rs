@@ -346,7 +346,12 @@ pub(crate) fn siprec_call(
         bare_lf: false,
         labels: true,
         metadata: true,
-        campaign: format!("c{}", std::process::id() ^ (Instant::now().elapsed().subsec_nanos())),
+        campaign: {
+            // Unique per call in this process: a test that makes two calls must find each one's
+            // own manifest (a time-derived name could repeat).
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            format!("c{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        },
         reinvite_port: None,
         mess: false,
         auth: None,
