@@ -421,11 +421,11 @@ async fn scheduler_step() {
     // With no reading client, wait for the transcripts to be written instead.
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {
-        let text = reqwest_metrics(addr).await;
+        let text = server.app.metrics.render();
         let finals = metric_value(&text, "earshot_asr_transcripts_total{type=\"transcript.final\"}");
         if clients > silent || finals >= 4.0 * calls as f64 || Instant::now() > deadline {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            break reqwest_metrics(addr).await;
+            break server.app.metrics.render();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -445,15 +445,6 @@ async fn scheduler_step() {
     );
     drop(silent_sockets);
     server.drain(std::future::pending()).await;
-}
-
-async fn reqwest_metrics(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 fn main() {
