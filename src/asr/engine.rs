@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use whisper_rs::{
+    DtwMode, DtwModelPreset, DtwParameters, FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters,
+    WhisperState,
+};
 
+use crate::asr::hypothesis::{Hypothesis, Word};
 use crate::asr::{check_model_file, ModelError};
 
 static LOGGING: Once = Once::new();
@@ -45,6 +49,39 @@ pub struct Model {
     path: PathBuf,
 }
 
+/// The smallest encoder context a live decode gets (frames; 50 per second): measured on
+/// real speech, shorter contexts make tiny/base decoders repeat and invent endings.
+pub const MIN_AUDIO_CTX: i32 = 256;
+
+/// The longest a word is taken to last (its start is not aligned, only its end).
+const MAX_WORD_MS: u64 = 700;
+
+fn push_word(words: &mut Vec<Word>, bytes: Vec<u8>, mut w: Word) {
+    w.text = String::from_utf8_lossy(&bytes).trim().to_string();
+    if !w.text.is_empty() {
+        words.push(w);
+    }
+}
+
+/// The alignment heads of the standard Whisper sizes (by their layer counts).
+fn dtw_preset(h: &crate::asr::model::ggml::HParams) -> Option<DtwModelPreset> {
+    let en = h.n_vocab < 51865;
+    Some(match (h.n_audio_layer, h.n_text_layer) {
+        (4, 4) if en => DtwModelPreset::TinyEn,
+        (4, 4) => DtwModelPreset::Tiny,
+        (6, 6) if en => DtwModelPreset::BaseEn,
+        (6, 6) => DtwModelPreset::Base,
+        (12, 12) if en => DtwModelPreset::SmallEn,
+        (12, 12) => DtwModelPreset::Small,
+        (24, 24) if en => DtwModelPreset::MediumEn,
+        (24, 24) => DtwModelPreset::Medium,
+        (32, 4) => DtwModelPreset::LargeV3Turbo,
+        (32, 32) if h.n_mels == 128 => DtwModelPreset::LargeV3,
+        (32, 32) => DtwModelPreset::LargeV2,
+        _ => return None,
+    })
+}
+
 /// A transcribed segment, times in ms from the start of the audio passed in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
@@ -57,9 +94,18 @@ pub struct Segment {
 impl Model {
     /// Validates the file, then loads it (whisper.cpp's own log goes to `tracing`).
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        check_model_file(path)?;
+        let summary = check_model_file(path)?;
         LOGGING.call_once(whisper_rs::install_logging_hooks);
-        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+        let mut params = WhisperContextParameters::default();
+        if let Some(preset) = dtw_preset(&summary.hparams) {
+            // Word times from the cross-attention alignment (DTW) rather than from
+            // timestamp-token probabilities, which collapse to the window's end.
+            params.dtw_parameters(DtwParameters {
+                mode: DtwMode::ModelPreset { model_preset: preset },
+                ..DtwParameters::default()
+            });
+        }
+        let ctx = WhisperContext::new_with_params(path, params)
             .map_err(|e| ModelError::Load { path: path.to_path_buf(), detail: e.to_string() })?;
         Ok(Model { ctx, path: path.to_path_buf() })
     }
@@ -94,26 +140,25 @@ impl Model {
         self.ctx.create_state().map_err(|e| ModelError::Inference(e.to_string()))
     }
 
-    /// Decodes one utterance (16 kHz mono) as a single segment, with the encoder's audio
-    /// context trimmed to the audio (whisper.cpp: 50 encoder frames per second; below
-    /// ~64 per second the audio is cut off and the decoder loops). Returns "" when
-    /// Whisper itself judges it not speech.
+    /// Decodes one window of a live channel (16 kHz mono) as a single segment with
+    /// token times, the encoder's audio context trimmed to the audio (whisper.cpp: 50
+    /// encoder frames per second) but never below `MIN_AUDIO_CTX` (very small contexts
+    /// make the decoder repeat itself). `prompt`: the channel's committed text before the
+    /// window. `beam`: a beam of 3 instead of greedy (finals at normal load).
     /// `abort`: when another thread sets it, the decode stops early (whisper.cpp checks
     /// between graph steps) and `ModelError::Aborted` comes back.
-    pub fn decode_utterance(
+    pub fn decode_window(
         &self,
         state: &mut WhisperState,
         audio: &[f32],
         prompt: &str,
         language: &str,
-        retry: bool,
+        beam: bool,
         abort: Option<&AtomicBool>,
-    ) -> Result<String, ModelError> {
+    ) -> Result<Hypothesis, ModelError> {
         let secs = audio.len() as f32 / 16000.0;
-        let audio_ctx = ((secs * 64.0).ceil() as i32 + 64).min(1500);
-        // Finals at normal load: a small beam (deterministic, and better than greedy on
-        // hard audio); everything else greedy.
-        let mut params = if retry {
+        let audio_ctx = ((secs * 64.0).ceil() as i32 + 64).clamp(MIN_AUDIO_CTX, 1500);
+        let mut params = if beam {
             Self::params(SamplingStrategy::BeamSearch { beam_size: 3, patience: -1.0 }, language)
         } else {
             Self::greedy_params(language)
@@ -123,19 +168,19 @@ impl Model {
         params.set_no_context(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
+        params.set_token_timestamps(true);
         // Live decodes must take a bounded time. whisper.cpp retries a decode that fails
-        // its quality checks (log-probability, compression) at higher temperatures, five
-        // times by default (measured here: 4-9 s for one 2 s utterance), and when every
-        // retry fails it keeps the most random one (seen here: "Under the" for "Hi Alex,
-        // we already use another vendor"). No retries: finals get a beam of 3 instead.
-        // And no more tokens than speech can hold (about 3 words, 4-5 tokens, per
-        // second; a looping decoder stops there).
+        // its quality checks at higher temperatures, five times by default (measured
+        // here: 4-9 s for one 2 s utterance), and keeps the most random one when all
+        // fail. No retries: the policy judges the result itself (no-speech probability,
+        // log-probability, compression). And no more tokens than speech can hold (about
+        // 3 words, 4-5 tokens, per second; a looping decoder stops there).
         params.set_temperature_inc(0.0);
         params.set_max_tokens((secs * 8.0).ceil() as i32 + 8);
         if !prompt.trim().is_empty() {
             params.set_initial_prompt(prompt.trim());
         }
-        // whisper.cpp wants at least 1 s; pad short utterances with silence.
+        // whisper.cpp wants at least 1 s; pad short windows with silence.
         let mut padded;
         let input = if audio.len() < 16000 {
             padded = audio.to_vec();
@@ -145,14 +190,50 @@ impl Model {
             audio
         };
         run_full(state, params, input, abort)?;
-        let mut text = String::new();
+        let eot = self.ctx.token_eot();
+        let audio_ms = (audio.len() as u64 * 1000 / 16000).max(1);
+        let mut hyp = Hypothesis { no_speech: 0.0, ..Hypothesis::default() };
+        let (mut logprob, mut tokens) = (0.0f32, 0usize);
         for seg in state.as_iter() {
-            if seg.no_speech_probability() > 0.8 {
-                continue;
+            hyp.no_speech = hyp.no_speech.max(seg.no_speech_probability());
+            // Words from tokens: a token starting with a space starts a word; punctuation
+            // joins the word before. With alignment heads (DTW) a token's aligned time
+            // is where it ends (measured on jfk.wav and on speech at known offsets); a
+            // word starts where the one before ended, and lasts at most `MAX_WORD_MS`.
+            let mut parts: Vec<(Vec<u8>, u64, f32)> = Vec::new();
+            for i in 0..seg.n_tokens() {
+                let Some(tok) = seg.get_token(i) else { continue };
+                let data = tok.token_data();
+                if data.id >= eot {
+                    continue; // timestamps and other special tokens
+                }
+                let at = |t: i64| (t.max(0) as u64 * 10).min(audio_ms);
+                let end = if data.t_dtw >= 0 { at(data.t_dtw) } else { at(data.t1) };
+                let bytes = tok.to_bytes().map_err(|e| ModelError::Inference(e.to_string()))?;
+                logprob += data.plog;
+                tokens += 1;
+                let punct = bytes.iter().all(|b| b.is_ascii_punctuation());
+                match parts.last_mut() {
+                    Some(last) if bytes.first() != Some(&b' ') || punct => {
+                        last.0.extend_from_slice(bytes);
+                        if !punct {
+                            last.1 = end.max(last.1);
+                        }
+                        last.2 = last.2.min(data.p);
+                    }
+                    _ => parts.push((bytes.to_vec(), end, data.p)),
+                }
             }
-            text.push_str(&seg.to_str_lossy().map_err(|e| ModelError::Inference(e.to_string()))?);
+            let mut prev_end = 0;
+            for (bytes, end, p) in parts {
+                let end = end.max(prev_end);
+                let start = prev_end.max(end.saturating_sub(MAX_WORD_MS));
+                push_word(&mut hyp.words, bytes, Word { text: String::new(), start_ms: start, end_ms: end, p });
+                prev_end = end;
+            }
         }
-        Ok(text.trim().to_string())
+        hyp.avg_logprob = if tokens > 0 { logprob / tokens as f32 } else { 0.0 };
+        Ok(hyp)
     }
 
     /// Offline transcription of 16 kHz mono audio with greedy decoding on one thread.

@@ -61,12 +61,12 @@ pub fn transcribe_channels(
             while let Some(req) = (!queue.is_empty()).then(|| queue.remove(0)) {
                 let t0 = Instant::now();
                 let slice = &audio[req.start as usize..(req.end as usize).min(audio.len())];
-                let text = model.decode_utterance(&mut state, slice, &req.prompt, language, req.retry, None)?;
+                let hyp = model.decode_window(&mut state, slice, &req.prompt, language, req.retry, None)?;
                 let decode_ms = t0.elapsed().as_millis() as u64;
-                let (update, next) = policy.on_result(&req, &text);
+                let (updates, next) = policy.on_result(&req, &hyp);
                 queue.extend(next);
                 let at_ms = policy.position() * 1000 / 16000;
-                if let Some(u) = update {
+                for u in updates {
                     let kind = u.to_event(role).type_name();
                     out.push(TranscriptLine { kind, payload: u.to_payload(role), at_ms, decode_ms });
                 }

@@ -1,6 +1,8 @@
 //! Guards against Whisper's known failure modes on live audio: text it invents for
 //! silence or noise, and decoder loops that repeat a phrase. Pure.
 
+use crate::asr::hypothesis::{Hypothesis, Word};
+
 /// Phrases tiny/base models emit on non-speech (lower-cased, trimmed of punctuation).
 const HALLUCINATIONS: &[&str] = &[
     "you",
@@ -24,6 +26,31 @@ fn bare(s: &str) -> String {
         .to_lowercase()
         .trim()
         .to_string()
+}
+
+/// The words of a decode to keep, with their times: the words `clean` keeps of its
+/// text (a loop cut down to one pass); none when Whisper itself judges the window
+/// silent, or when what is left still compresses like a loop.
+pub fn clean_hypothesis(h: &Hypothesis) -> Vec<Word> {
+    if h.words.is_empty() || h.is_silence() {
+        return Vec::new();
+    }
+    let kept = clean(&h.text());
+    // `clean` drops words and phrases, never changes one: match what it kept, in order.
+    let mut out = Vec::new();
+    let mut it = h.words.iter();
+    for k in kept.split_whitespace() {
+        for w in it.by_ref() {
+            if w.text == k {
+                out.push(w.clone());
+                break;
+            }
+        }
+    }
+    if crate::asr::hypothesis::compression_ratio(&crate::asr::hypothesis::join(&out)) > 2.4 {
+        return Vec::new();
+    }
+    out
 }
 
 /// Returns the text to keep ("" for none).
@@ -92,6 +119,23 @@ fn collapse_loops(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hypotheses_keep_the_times_of_the_words_kept() {
+        let h = Hypothesis::from_text("[BLANK_AUDIO] I think I think I think I think we should", 0, 1100);
+        let kept = clean_hypothesis(&h);
+        let texts: Vec<&str> = kept.iter().map(|w| w.text.as_str()).collect();
+        assert_eq!(texts, ["I", "think", "we", "should"]);
+        assert_eq!(kept[0].start_ms, 100);
+        assert_eq!(kept[2].start_ms, 900, "'we' keeps its own time");
+        let silent = Hypothesis { no_speech: 0.9, avg_logprob: -1.5, ..Hypothesis::from_text("Okay.", 0, 500) };
+        assert!(clean_hypothesis(&silent).is_empty());
+        // A loop is cut down to its first pass, keeping that pass's times.
+        let looped = Hypothesis::from_text(&"Ask what you can do for your country. ".repeat(4), 0, 8000);
+        let kept = clean_hypothesis(&looped);
+        assert_eq!(crate::asr::hypothesis::join(&kept), "Ask what you can do for your country.");
+        assert_eq!(kept[0].start_ms, 0);
+    }
 
     #[test]
     fn silence_hallucinations_are_dropped() {

@@ -6,7 +6,7 @@ pub mod engine;
 #[cfg(feature = "asr")]
 pub mod file_stream;
 pub mod guard;
-pub mod local_agreement;
+pub mod hypothesis;
 pub mod mel;
 pub mod model;
 pub mod overload;

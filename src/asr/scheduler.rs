@@ -9,6 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::asr::hypothesis::Hypothesis;
 use crate::asr::overload::Overload;
 use crate::asr::refine::RefineTask;
 use crate::asr::settings::{AsrSettings, TenantAsr};
@@ -472,16 +473,16 @@ impl Scheduler {
             }
             Err(Some(e)) => {
                 tracing::warn!(error = %e, "decode failed");
-                String::new()
+                Hypothesis::default()
             }
         };
         // Lag: how far the live audio has moved past what this result covers.
         let lag = s.policy.position().saturating_sub(r.req.end) as f64 / 16000.0;
         self.metrics.asr_lag_seconds.observe(lag);
-        let (update, next) = s.policy.on_result(&r.req, &text);
+        let (updates, next) = s.policy.on_result(&r.req, &text);
         let (call, role) = (s.call, s.role);
         tracing::debug!(secs = r.seconds, final_ = r.req.is_final, early = r.req.early, "decode");
-        if let Some(u) = update {
+        for u in updates {
             self.publish(call, role, u);
         }
         self.dispatch(r.stream, next);

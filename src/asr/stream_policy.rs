@@ -1,16 +1,29 @@
 //! Per-channel streaming policy: decides *when* to decode *which* audio, and turns
-//! decode results into partials and finals. Sans-IO: 16 kHz samples and decode
-//! results in, decode requests and transcript updates out; no clock but the sample count.
+//! decode results into partials and finals. Sans-IO: 16 kHz samples and hypotheses in,
+//! decode requests and transcript updates out; no clock but the sample count.
 //!
-//! While someone speaks, the current utterance is re-decoded from its start every
-//! `step` and LocalAgreement-2 commits the words two consecutive hypotheses agree on
-//! (`Partial`). When the VAD sees `endpoint` of silence, or the utterance reaches
-//! `max_utterance`, one last decode makes the `Final`.
+//! A rolling window per channel (after whisper_streaming and SimulStreaming): while
+//! someone speaks, the window — the open speech plus up to `context_ms` of finalised
+//! words before it — is decoded every `step`, with the finalised text before the
+//! window as the prompt. The words of each hypothesis that are new are committed by
+//! time and agreement (`words`): a word the window's edge may have cut is never
+//! committed. A final is issued when a sentence is over (committed words follow its
+//! full stop), at a real endpoint (the VAD's silence), at a pause once the speech is
+//! `soft_cut_ms` long, or at `max_utterance_ms`. Finalised audio leaves the window at
+//! word boundaries, so the cost of a decode stays bounded.
+//!
+//! For latency, the final's decode starts as soon as the speaker pauses (an *early*
+//! final): if the endpoint follows with no new speech its result is the final, and
+//! otherwise it serves as a partial.
 
-use crate::asr::local_agreement::LocalAgreement;
+mod update;
+mod words;
+
+pub use update::{Degrade, TranscriptUpdate};
+
+use crate::asr::hypothesis::{Hypothesis, Word};
 use crate::asr::vad::{Vad, VadEvent, VadSettings, FRAME};
-use crate::call::Role;
-use crate::events::{EventBody, TranscriptPayload};
+use words::Words;
 
 pub const RATE: u64 = 16_000;
 
@@ -22,14 +35,16 @@ pub struct PolicySettings {
     pub preroll_ms: u64,
     /// Audio kept after the last voiced frame.
     pub tail_ms: u64,
-    /// Utterances with less voiced audio are not decoded (Whisper invents text for them).
+    /// Speech with less voiced audio is not decoded (Whisper invents text for it).
     pub min_voiced_ms: u64,
-    /// An utterance this long is cut (finalised) and a new one starts.
+    /// Open speech this long is cut (finalised) and a new utterance starts.
     pub max_utterance_ms: u64,
-    /// An utterance at least this long is finalised at the next pause (200 ms+)
-    /// instead of waiting for the endpoint: long turns get finals sentence by
-    /// sentence, and re-decoding stays cheap.
+    /// Open speech at least this long is finalised at the next pause (200 ms+).
     pub soft_cut_ms: u64,
+    /// Finalised audio kept in the window before the open speech, for context.
+    pub context_ms: u64,
+    /// A word ending closer than this to the window's end is not committed.
+    pub commit_guard_ms: u64,
     pub vad: VadSettings,
 }
 
@@ -49,7 +64,9 @@ impl Default for PolicySettings {
             tail_ms: 150,
             min_voiced_ms: 500,
             max_utterance_ms: 15_000,
-            soft_cut_ms: 4_000,
+            soft_cut_ms: 6_000,
+            context_ms: 4_000,
+            commit_guard_ms: 400,
             // 20 frames of hangover = the 400 ms endpoint.
             vad: VadSettings { hangover_frames: 20, ..VadSettings::default() },
         }
@@ -68,107 +85,17 @@ pub struct DecodeRequest {
     /// the endpoint comes with no new speech (so the decode time hides inside the
     /// endpoint wait); otherwise it serves as a partial.
     pub early: bool,
-    /// Whether the decoder may retry a failed decode at higher temperatures (finals at
-    /// normal load only: a retry costs a whole decode).
+    /// Whether the decoder may spend more on it (a small beam: finals at normal load).
     pub retry: bool,
-    /// Recent final text of this channel, as the decoder's prompt.
+    /// Finalised text of this channel before the window, as the decoder's prompt.
     pub prompt: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TranscriptUpdate {
-    Partial {
-        utterance: u64,
-        stable: String,
-        unstable: String,
-        start_ms: u64,
-        end_ms: u64,
-    },
-    Final {
-        utterance: u64,
-        text: String,
-        start_ms: u64,
-        end_ms: u64,
-    },
-    /// Speech that was not transcribed: the pool was overloaded and this audio was shed.
-    /// Sent as a `transcript.final` with empty text and `untranscribed` set.
-    Gap {
-        utterance: u64,
-        start_ms: u64,
-        end_ms: u64,
-    },
-}
-
-/// How far the pool is behind, as steps of degradation (see `asr::overload`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum Degrade {
-    #[default]
-    Normal = 0,
-    /// Partials at twice the step.
-    LongStep = 1,
-    /// Finals only.
-    FinalsOnly = 2,
-    /// Finals only, and audio too far behind is dropped unheard.
-    Shed = 3,
-}
-
-impl TranscriptUpdate {
-    /// The event payload for channel `role`; utterance ids read `<channel>-<n>`.
-    pub fn to_payload(&self, role: Role) -> TranscriptPayload {
-        let channel = match role {
-            Role::Rep => "rep",
-            Role::Customer => "customer",
-            Role::Other => "other",
-        };
-        match self {
-            TranscriptUpdate::Partial { utterance, stable, unstable, start_ms, end_ms } => TranscriptPayload {
-                channel: role,
-                utterance_id: format!("{channel}-{utterance}"),
-                text: format!("{stable} {unstable}").trim().to_string(),
-                stable: stable.clone(),
-                unstable: unstable.clone(),
-                start_ms: *start_ms,
-                end_ms: *end_ms,
-                untranscribed: None,
-            },
-            TranscriptUpdate::Final { utterance, text, start_ms, end_ms } => TranscriptPayload {
-                channel: role,
-                utterance_id: format!("{channel}-{utterance}"),
-                text: text.clone(),
-                stable: text.clone(),
-                unstable: String::new(),
-                start_ms: *start_ms,
-                end_ms: *end_ms,
-                untranscribed: None,
-            },
-            TranscriptUpdate::Gap { utterance, start_ms, end_ms } => TranscriptPayload {
-                channel: role,
-                utterance_id: format!("{channel}-{utterance}"),
-                text: String::new(),
-                stable: String::new(),
-                unstable: String::new(),
-                start_ms: *start_ms,
-                end_ms: *end_ms,
-                untranscribed: Some("asr_overload".into()),
-            },
-        }
-    }
-
-    /// As an event body (`transcript.partial` / `transcript.final`).
-    pub fn to_event(&self, role: Role) -> EventBody {
-        match self {
-            TranscriptUpdate::Partial { .. } => EventBody::TranscriptPartial(self.to_payload(role)),
-            TranscriptUpdate::Final { .. } | TranscriptUpdate::Gap { .. } => {
-                EventBody::TranscriptFinal(self.to_payload(role))
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Utterance {
     id: u64,
-    /// First sample to decode (speech start minus preroll).
+    /// First sample of the open speech (speech start minus preroll, or where the last
+    /// final cut it).
     start: u64,
     /// Where the VAD saw speech begin.
     speech_start: u64,
@@ -177,18 +104,28 @@ struct Utterance {
     early_end: Option<u64>,
 }
 
+/// A final the endpoint (or a cut) has decided on, waiting for its decode.
+#[derive(Debug, Clone)]
+struct Pending {
+    utterance: u64,
+    start: u64,
+    end: u64,
+    /// The words the open utterance had committed when it ended.
+    committed: Vec<Word>,
+}
+
 /// An early final's result, kept until the endpoint decides.
 #[derive(Debug, Clone)]
 struct EarlyResult {
     utterance: u64,
     end: u64,
-    text: String,
+    words: Vec<Word>,
 }
 
 pub struct StreamPolicy {
     s: PolicySettings,
     vad: Vad,
-    la: LocalAgreement,
+    words: Words,
     seen: u64,
     next_id: u64,
     current: Option<Utterance>,
@@ -197,48 +134,53 @@ pub struct StreamPolicy {
     in_flight_end: u64,
     /// (utterance, end) when the decode in flight is an early final.
     in_flight_early: Option<(u64, u64)>,
-    /// A final that waits for the in-flight decode to come back.
     queued: Vec<DecodeRequest>,
-    context: String,
     events: Vec<VadEvent>,
     degrade: Degrade,
     /// The early final's result for the current pause.
     early_text: Option<EarlyResult>,
-    /// Early finals (utterance, start, end) the endpoint (or a soft cut) has confirmed
-    /// while they were queued or in flight: their results are the finals. More than one
-    /// can wait: a soft-cut utterance's decode may still run when the next short
-    /// utterance ends.
-    early_confirmed: Vec<(u64, u64, u64)>,
+    /// Finals decided on whose decode is queued or in flight (early ones included).
+    pending: Vec<Pending>,
     /// Updates produced while feeding audio (an early final confirmed by the endpoint).
     ready: Vec<TranscriptUpdate>,
     /// After a soft cut, the speaker is still "speaking" to the VAD: a new utterance
     /// starts at the first voiced frame after this sample.
     resume_after: Option<u64>,
-    /// Voice-activity edges seen while feeding audio: (speech starts?, ms).
+    /// Voice-activity edges not yet taken.
     voice: Vec<(bool, u64)>,
+    /// Recent starts of speech (minus preroll): where windows may begin.
+    onsets: std::collections::VecDeque<u64>,
+}
+
+fn ms(samples: u64) -> u64 {
+    samples * 1000 / RATE
+}
+
+fn samples(ms: u64) -> u64 {
+    ms * RATE / 1000
 }
 
 impl StreamPolicy {
     pub fn new(s: PolicySettings) -> Self {
         Self {
-            vad: Vad::new(s.vad),
             s,
-            la: LocalAgreement::new(),
+            vad: Vad::new(s.vad),
+            words: Words::default(),
             seen: 0,
-            next_id: 1,
+            next_id: 0,
             current: None,
             in_flight: false,
             in_flight_end: 0,
             in_flight_early: None,
             queued: Vec::new(),
-            context: String::new(),
             events: Vec::new(),
             degrade: Degrade::Normal,
             early_text: None,
-            early_confirmed: Vec::new(),
+            pending: Vec::new(),
             ready: Vec::new(),
             resume_after: None,
             voice: Vec::new(),
+            onsets: std::collections::VecDeque::new(),
         }
     }
 
@@ -277,7 +219,7 @@ impl StreamPolicy {
 
     /// An early final the endpoint has not (yet) confirmed: droppable like a partial.
     pub fn is_speculative(&self, req: &DecodeRequest) -> bool {
-        req.early && !self.is_confirmed(req)
+        req.early && !self.is_pending(req)
     }
 
     /// Drops queued (not yet started) finals whose audio ended more than `max_lag`
@@ -290,9 +232,7 @@ impl StreamPolicy {
             if !(r.is_final && r.end < horizon) {
                 self.queued.push(r);
             } else if !self.is_speculative(&r) {
-                if r.early {
-                    self.unconfirm(&r);
-                }
+                self.drop_final(&r);
                 gaps.push(Self::gap_for(&r));
             }
         }
@@ -307,20 +247,39 @@ impl StreamPolicy {
     /// Oldest sample a future decode may still need: callers may drop audio before it.
     pub fn keep_from(&self) -> u64 {
         let pending = self.queued.iter().map(|r| r.start).min().unwrap_or(u64::MAX);
-        let current = self.current.map_or(u64::MAX, |u| u.start);
-        pending.min(current).min(self.seen.saturating_sub(self.s.preroll_ms * RATE / 1000))
+        let current = self.current.map_or(u64::MAX, |u| self.window_start(u.start));
+        let next = self.seen.saturating_sub(samples(self.s.preroll_ms + self.s.context_ms));
+        pending.min(current).min(next)
     }
 
-    fn ms(samples: u64) -> u64 {
-        samples * 1000 / RATE
+    /// Where the window for open speech starting at `start` begins: at the earliest
+    /// onset of speech (minus preroll) within `context_ms` before it, so the decoder
+    /// hears the words around the new ones. Windows start only where the VAD heard
+    /// silence: word times are too rough to cut inside speech.
+    fn window_start(&self, start: u64) -> u64 {
+        let from = start.saturating_sub(samples(self.s.context_ms));
+        self.onsets.iter().copied().filter(|&o| o >= from && o <= start).min().unwrap_or(start)
+    }
+
+    fn request(&self, u: &Utterance, end: u64, is_final: bool, early: bool) -> DecodeRequest {
+        let start = self.window_start(u.start);
+        DecodeRequest {
+            utterance: u.id,
+            start,
+            end,
+            is_final,
+            early,
+            retry: false,
+            prompt: self.words.prompt(ms(start)),
+        }
     }
 
     /// Feeds audio; returns decode requests to run (at most one in flight at a time).
-    pub fn push_audio(&mut self, samples: &[f32]) -> Vec<DecodeRequest> {
+    pub fn push_audio(&mut self, audio: &[f32]) -> Vec<DecodeRequest> {
         self.events.clear();
         let mut events = std::mem::take(&mut self.events);
-        self.vad.push(samples, &mut events);
-        self.seen += samples.len() as u64;
+        self.vad.push(audio, &mut events);
+        self.seen += audio.len() as u64;
         let mut out = Vec::new();
         for e in events.drain(..) {
             match e {
@@ -351,7 +310,7 @@ impl StreamPolicy {
         }
         self.maybe_early(&mut out);
         if let Some(mut u) = self.current {
-            if self.seen - u.start >= self.s.max_utterance_ms * RATE / 1000 {
+            if self.seen - u.start >= samples(self.s.max_utterance_ms) {
                 // Too long: cut here and go on with a fresh utterance.
                 self.current = None;
                 let cut = self.seen;
@@ -359,22 +318,12 @@ impl StreamPolicy {
                 self.begin(cut);
             } else if self.degrade < Degrade::FinalsOnly
                 && self.seen - u.last_decode_end >= self.step_samples()
-                && self.seen - u.speech_start >= self.s.min_voiced_ms * RATE / 1000
+                && self.seen - u.speech_start >= samples(self.s.min_voiced_ms)
                 && !self.in_flight
             {
                 u.last_decode_end = self.seen;
                 self.current = Some(u);
-                out.push(DecodeRequest {
-                    utterance: u.id,
-                    start: u.start,
-                    end: self.seen,
-                    is_final: false,
-                    early: false,
-                    retry: false,
-                    prompt: self.context.clone(),
-                });
-            } else {
-                self.current = Some(u);
+                out.push(self.request(&u, self.seen, false, false));
             }
         }
         self.release(out)
@@ -387,32 +336,24 @@ impl StreamPolicy {
         if self.degrade >= Degrade::LongStep {
             return; // under load, only the endpoint's final (one decode per utterance)
         }
-        let tail = self.s.tail_ms * RATE / 1000;
+        let tail = samples(self.s.tail_ms);
         let end = (last_voiced + 1) * FRAME as u64 + tail;
         // A pause of at least the tail and 200 ms: shorter gaps between words are common.
-        let pause = tail.max(200 * RATE / 1000);
+        let pause = tail.max(samples(200));
         if silent as u64 * FRAME as u64 >= pause
             && end <= self.seen
             && u.early_end != Some(end)
-            && Self::ms(end - tail - u.speech_start) >= self.s.min_voiced_ms
+            && ms(end - tail - u.speech_start.min(end - tail)) >= self.s.min_voiced_ms
         {
             u.early_end = Some(end);
             u.last_decode_end = end;
             self.current = Some(u);
             // A newer pause supersedes a queued early final of this utterance.
             self.queued.retain(|q| !(q.early && q.utterance == u.id));
-            out.push(DecodeRequest {
-                utterance: u.id,
-                start: u.start,
-                end,
-                is_final: true,
-                early: true,
-                retry: true,
-                prompt: self.context.clone(),
-            });
-            if Self::ms(end - u.start) >= self.s.soft_cut_ms {
+            out.push(self.request(&u, end, true, true));
+            if ms(end - u.start) >= self.s.soft_cut_ms {
                 // Long enough: this pause ends the utterance.
-                self.early_confirmed.push((u.id, u.start, end));
+                self.close(u, end);
                 self.current = None;
                 self.resume_after = Some(end);
             }
@@ -421,7 +362,7 @@ impl StreamPolicy {
 
     fn step_samples(&self) -> u64 {
         let factor = if self.degrade >= Degrade::LongStep { 2 } else { 1 };
-        self.s.step_ms * factor * RATE / 1000
+        samples(self.s.step_ms * factor)
     }
 
     /// End of the channel: finalise whatever is open.
@@ -436,77 +377,87 @@ impl StreamPolicy {
 
     fn begin(&mut self, speech_start: u64) {
         self.resume_after = None;
-        let start = speech_start.saturating_sub(self.s.preroll_ms * RATE / 1000);
+        let start = speech_start.saturating_sub(samples(self.s.preroll_ms));
+        self.onsets.push_back(start);
+        let horizon = start.saturating_sub(samples(self.s.context_ms + self.s.max_utterance_ms));
+        while self.onsets.front().is_some_and(|&o| o < horizon) {
+            self.onsets.pop_front();
+        }
         self.current =
             Some(Utterance { id: self.next_id, start, speech_start, last_decode_end: start, early_end: None });
         self.early_text = None;
         self.next_id += 1;
-        self.la = LocalAgreement::new();
+        self.words.unstable.clear();
+    }
+
+    /// The open utterance ends at `end`: its committed words wait for its final.
+    fn close(&mut self, u: Utterance, end: u64) {
+        let committed = std::mem::take(&mut self.words.committed);
+        self.words.unstable.clear();
+        self.pending.push(Pending { utterance: u.id, start: u.start, end, committed });
     }
 
     fn finalise(&mut self, u: Utterance, last_voiced: u64, end: u64, out: &mut Vec<DecodeRequest>) {
         // Too little speech for Whisper to transcribe reliably: it would invent text.
-        if Self::ms(last_voiced.saturating_sub(u.speech_start)) < self.s.min_voiced_ms {
+        if ms(last_voiced.saturating_sub(u.speech_start)) < self.s.min_voiced_ms && self.words.committed.is_empty() {
             self.queued.retain(|q| !(q.early && q.utterance == u.id));
             return;
         }
         if u.early_end == Some(end) {
             // The early final covered exactly this audio: use it.
             if let Some(r) = self.early_text.take().filter(|r| r.utterance == u.id && r.end == end) {
-                if let Some(f) = self.final_update(u.id, u.start, end, &r.text) {
-                    self.ready.push(f);
-                }
+                self.close(u, end);
+                self.finish(u.id, end, &r.words);
                 return;
             }
             let queued = self.queued.iter().any(|q| q.early && q.utterance == u.id && q.end == end);
             if queued || self.in_flight_is_early(u.id, end) {
                 // Queued or in flight: its result becomes the final when it comes.
-                self.early_confirmed.push((u.id, u.start, end));
+                self.close(u, end);
                 return;
             }
         }
         self.queued.retain(|q| !(q.early && q.utterance == u.id));
-        out.push(DecodeRequest {
-            utterance: u.id,
-            start: u.start,
-            end,
-            is_final: true,
-            early: false,
-            retry: self.degrade == Degrade::Normal,
-            prompt: self.context.clone(),
-        });
+        let req = self.request(&u, end, true, false);
+        self.close(u, end);
+        out.push(req);
     }
 
-    fn is_confirmed(&self, req: &DecodeRequest) -> bool {
-        self.early_confirmed.iter().any(|&(u, _, e)| u == req.utterance && e == req.end)
+    fn is_pending(&self, req: &DecodeRequest) -> bool {
+        self.pending.iter().any(|p| p.utterance == req.utterance && p.end == req.end)
     }
 
-    /// Removes and returns the confirmation of early final `req`, if any.
-    fn unconfirm(&mut self, req: &DecodeRequest) -> Option<(u64, u64, u64)> {
-        let i = self.early_confirmed.iter().position(|&(u, _, e)| u == req.utterance && e == req.end)?;
-        Some(self.early_confirmed.remove(i))
+    /// Removes and returns the pending final `req` decodes, if any.
+    fn take_pending(&mut self, req: &DecodeRequest) -> Option<Pending> {
+        let i = self.pending.iter().position(|p| p.utterance == req.utterance && p.end == req.end)?;
+        Some(self.pending.remove(i))
+    }
+
+    /// A final's decode was dropped: its audio is done, untranscribed.
+    fn drop_final(&mut self, req: &DecodeRequest) {
+        if self.take_pending(req).is_some() {
+            self.words.done_ms = self.words.done_ms.max(ms(req.end));
+        }
     }
 
     fn in_flight_is_early(&self, utterance: u64, end: u64) -> bool {
         self.in_flight && self.in_flight_early == Some((utterance, end))
     }
 
-    /// The final for `text` (None when nothing survives the guards); updates the prompt.
-    fn final_update(&mut self, utterance: u64, start: u64, end: u64, text: &str) -> Option<TranscriptUpdate> {
-        let words = self.la.finish(text);
-        if self.current.map(|u| u.id) == Some(utterance) {
-            self.la = LocalAgreement::new();
+    /// The final of pending utterance `utterance` from its decode's words.
+    fn finish(&mut self, utterance: u64, end: u64, hyp: &[Word]) {
+        let Some(i) = self.pending.iter().position(|p| p.utterance == utterance && p.end == end) else { return };
+        let p = self.pending.remove(i);
+        // The words committed while the utterance was open come first.
+        let open = std::mem::replace(&mut self.words.committed, p.committed);
+        let unstable = std::mem::take(&mut self.words.unstable);
+        let words = self.words.finish(hyp, ms(p.start).saturating_sub(self.s.preroll_ms), ms(p.end));
+        self.words.committed = open;
+        self.words.unstable = unstable;
+        if let Some(words) = words {
+            let start_ms = words.first().map_or(ms(p.start), |w| w.start_ms);
+            self.ready.push(TranscriptUpdate::Final { utterance, words, start_ms, end_ms: ms(p.end) });
         }
-        if words.is_empty() {
-            return None;
-        }
-        let text = words.join(" ");
-        self.context.push(' ');
-        self.context.push_str(&text);
-        let cut = self.context.len().saturating_sub(200);
-        let cut = (cut..self.context.len()).find(|&i| self.context.is_char_boundary(i)).unwrap_or(0);
-        self.context = self.context[cut..].to_string();
-        Some(TranscriptUpdate::Final { utterance, text, start_ms: Self::ms(start), end_ms: Self::ms(end) })
     }
 
     /// Finals always go out; a partial only when nothing is in flight.
@@ -529,21 +480,37 @@ impl StreamPolicy {
         ready
     }
 
-    fn partial_update(
-        &mut self,
-        req: &DecodeRequest,
-        text: &str,
-        start_ms: u64,
-        end_ms: u64,
-    ) -> Option<TranscriptUpdate> {
-        let a = self.la.update(text);
-        (!a.stable.is_empty() || !a.unstable.is_empty()).then(|| TranscriptUpdate::Partial {
-            utterance: req.utterance,
-            stable: a.stable.join(" "),
-            unstable: a.unstable.join(" "),
-            start_ms,
-            end_ms,
-        })
+    /// A partial result for the open utterance: commits what it can, then issues a
+    /// final for a sentence that is over.
+    fn partial(&mut self, req: &DecodeRequest, hyp: &[Word]) {
+        let Some(u) = self.current else { return };
+        // Words of an utterance already closed (its final pending) are not this one's.
+        let floor = self.pending.iter().map(|p| ms(p.end)).max().unwrap_or(0).max(ms(u.start));
+        self.words.partial(hyp, floor.saturating_sub(self.s.preroll_ms), ms(req.end), self.s.commit_guard_ms);
+        if self.pending.is_empty() {
+            if let Some(sentence) = self.words.take_sentence() {
+                let start_ms = sentence[0].start_ms;
+                let end_ms = sentence.last().map_or(start_ms, |w| w.end_ms);
+                self.ready.push(TranscriptUpdate::Final { utterance: u.id, words: sentence, start_ms, end_ms });
+                // The rest is a new utterance, starting where the sentence ended.
+                let start = samples(end_ms).max(u.start);
+                self.current = Some(Utterance { id: self.next_id, start, ..u });
+                self.next_id += 1;
+                self.early_text = None;
+            }
+        }
+        let u = self.current.unwrap_or(u);
+        let (stable, unstable) = (self.words.committed.clone(), self.words.unstable.clone());
+        if !stable.is_empty() || !unstable.is_empty() {
+            let start_ms = stable.first().or(unstable.first()).map_or(ms(u.start), |w| w.start_ms);
+            self.ready.push(TranscriptUpdate::Partial {
+                utterance: u.id,
+                stable,
+                unstable,
+                start_ms,
+                end_ms: ms(req.end),
+            });
+        }
     }
 
     /// A request handed out was dropped before it ran (the pool shed it): the channel
@@ -553,44 +520,40 @@ impl StreamPolicy {
         self.in_flight_early = None;
         if req.early {
             // The final it would have been is gone with it.
-            self.unconfirm(req);
+            self.drop_final(req);
         }
         self.release(Vec::new())
     }
 
-    /// Samples `[start, end)` this channel has requested and not had decoded
-    /// (for marking what a cancelled final leaves untranscribed).
+    /// What a dropped final leaves untranscribed.
     pub fn gap_for(req: &DecodeRequest) -> TranscriptUpdate {
-        TranscriptUpdate::Gap { utterance: req.utterance, start_ms: Self::ms(req.start), end_ms: Self::ms(req.end) }
+        TranscriptUpdate::Gap { utterance: req.utterance, start_ms: ms(req.start), end_ms: ms(req.end) }
     }
 
-    /// Takes a decode result; returns the transcript update and any next request.
-    pub fn on_result(&mut self, req: &DecodeRequest, text: &str) -> (Option<TranscriptUpdate>, Vec<DecodeRequest>) {
+    /// Takes a decode result (word times relative to the request's start); returns the
+    /// transcript updates and any next request.
+    pub fn on_result(&mut self, req: &DecodeRequest, hyp: &Hypothesis) -> (Vec<TranscriptUpdate>, Vec<DecodeRequest>) {
         self.in_flight = false;
         self.in_flight_early = None;
-        let text = crate::asr::guard::clean(text);
-        let (start_ms, end_ms) = (Self::ms(req.start), Self::ms(req.end));
-        let update = if req.early {
-            if let Some((u, start, end)) = self.unconfirm(req) {
-                self.final_update(u, start, end, &text)
+        let words: Vec<Word> =
+            crate::asr::guard::clean_hypothesis(hyp).iter().map(|w| w.shifted(ms(req.start))).collect();
+        if req.early {
+            if self.is_pending(req) {
+                self.finish(req.utterance, req.end, &words);
             } else if self.current.is_some_and(|u| u.id == req.utterance && u.early_end == Some(req.end)) {
                 // The endpoint has not come yet: keep it, and show it as a partial.
-                self.early_text = Some(EarlyResult { utterance: req.utterance, end: req.end, text: text.clone() });
-                self.partial_update(req, &text, start_ms, end_ms)
-            } else if self.current.map(|u| u.id) == Some(req.utterance) {
-                self.partial_update(req, &text, start_ms, end_ms)
-            } else {
-                None
+                self.early_text = Some(EarlyResult { utterance: req.utterance, end: req.end, words: words.clone() });
+                self.partial(req, &words);
+            } else if self.current.is_some() {
+                self.partial(req, &words);
             }
         } else if req.is_final {
-            self.final_update(req.utterance, req.start, req.end, &text)
-        } else if self.current.map(|u| u.id) == Some(req.utterance) {
-            self.partial_update(req, &text, start_ms, end_ms)
+            self.finish(req.utterance, req.end, &words);
         } else {
-            None // a partial for an utterance that has since ended
-        };
+            self.partial(req, &words);
+        }
         let next = self.release(Vec::new());
-        (update, next)
+        (std::mem::take(&mut self.ready), next)
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::asr::engine::Model;
+use crate::asr::hypothesis::Hypothesis;
 use crate::asr::refine::RefineTask;
 use crate::asr::stream_policy::DecodeRequest;
 use crate::metrics::Metrics;
@@ -28,7 +29,7 @@ pub(super) struct JobResult {
     pub(super) stream: u64,
     pub(super) req: DecodeRequest,
     /// `Err(None)`: aborted on request.
-    pub(super) text: Result<String, Option<String>>,
+    pub(super) text: Result<Hypothesis, Option<String>>,
     pub(super) refine: Option<(RefineTask, Result<usize, Option<String>>)>,
     pub(super) seconds: f64,
 }
@@ -77,8 +78,13 @@ fn run(models: Vec<Arc<Model>>, job_rx: Arc<Mutex<Receiver<Job>>>, res_tx: SyncS
                 None => Err(Some("no whisper state".to_string())),
             };
             m.asr_inference_seconds.with_label_values(&["refine"]).observe(t0.elapsed().as_secs_f64());
-            let r =
-                JobResult { stream: 0, req: job.req, text: Ok(String::new()), seconds: 0.0, refine: Some((task, out)) };
+            let r = JobResult {
+                stream: 0,
+                req: job.req,
+                text: Ok(Hypothesis::default()),
+                seconds: 0.0,
+                refine: Some((task, out)),
+            };
             if res_tx.send(r).is_err() {
                 return;
             }
@@ -88,14 +94,7 @@ fn run(models: Vec<Arc<Model>>, job_rx: Arc<Mutex<Receiver<Job>>>, res_tx: SyncS
         m.asr_queue_wait_seconds.observe(job.queued_at.elapsed().as_secs_f64());
         let text = match slot.as_mut() {
             Some(state) => model
-                .decode_utterance(
-                    state,
-                    &job.audio,
-                    &job.req.prompt,
-                    &job.language,
-                    job.req.is_final,
-                    Some(&job.cancel),
-                )
+                .decode_window(state, &job.audio, &job.req.prompt, &job.language, job.req.is_final, Some(&job.cancel))
                 .map_err(|e| match e {
                     crate::asr::ModelError::Aborted => None,
                     e => Some(e.to_string()),

@@ -236,12 +236,16 @@ impl CallOwner {
         let partial = matches!(body, EventBody::TranscriptPartial(_));
         if let EventBody::TranscriptPartial(p) | EventBody::TranscriptFinal(p) = &mut body {
             if self.env.redact_live {
+                let before = p.text.clone();
                 for s in [&mut p.text, &mut p.stable, &mut p.unstable] {
                     // A partial may hold a card number half spoken: masked earlier.
                     let masked = if partial { self.env.redactor.apply_partial(s) } else { self.env.redactor.apply(s) };
                     if let std::borrow::Cow::Owned(m) = masked {
                         *s = m;
                     }
+                }
+                if p.text != before {
+                    mask_words(p);
                 }
             }
         }
@@ -320,5 +324,20 @@ fn severity_label(s: crate::coach::Severity) -> &'static str {
         crate::coach::Severity::Info => "info",
         crate::coach::Severity::Warning => "warning",
         crate::coach::Severity::Critical => "critical",
+    }
+}
+
+/// The word timings of a transcript whose text redaction changed: each word takes the
+/// masked text's word in its place when the counts agree; otherwise the timings go (a
+/// mask may join or split words, and no unmasked word may be left behind).
+fn mask_words(p: &mut crate::events::TranscriptPayload) {
+    let masked: Vec<&str> = p.text.split_whitespace().collect();
+    match p.words.as_mut() {
+        Some(words) if words.len() == masked.len() => {
+            for (w, m) in words.iter_mut().zip(masked) {
+                w.text = m.to_string();
+            }
+        }
+        _ => p.words = None,
     }
 }

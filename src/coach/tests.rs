@@ -88,6 +88,7 @@ fn tx(role: Role, utt: &str, stable: &str, unstable: &str, a: f64, b: f64) -> Tr
         start_ms: (a * 1000.0) as u64,
         end_ms: (b * 1000.0) as u64,
         untranscribed: None,
+        words: None,
     }
 }
 

@@ -75,6 +75,10 @@ pub struct TranscriptPayload {
     /// the recognition pool was too far behind and shed this audio; the recording has it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub untranscribed: Option<String>,
+    /// Each word with its place in the channel (ms) and probability: the stable words
+    /// then the unstable ones on a partial, all of them on a final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<crate::asr::hypothesis::Word>>,
 }
 
 impl EventBody {

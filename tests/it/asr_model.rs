@@ -140,6 +140,51 @@ fn streaming_two_party_call_gives_finals_on_the_right_channel_at_the_right_time(
     }
 }
 
+/// Word errors (substitutions, insertions, deletions) between two word lists.
+fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut d: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut prev = d[0];
+        d[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let cur = (d[j + 1] + 1).min(d[j] + 1).min(prev + usize::from(r != h));
+            prev = d[j + 1];
+            d[j + 1] = cur;
+        }
+    }
+    d[hypothesis.len()]
+}
+
+#[test]
+fn jfk_streamed_has_at_most_one_word_wrong_and_no_repeated_phrase() {
+    use earshot::asr::file_stream::transcribe_channels;
+    let (_dir, model) = imported_model();
+    let jfk = Audio::load_wav(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jfk.wav")).unwrap();
+    let pcm: Vec<f32> = jfk.channels[0].iter().map(|&s| s as f32 / 32768.0).collect();
+    let lines = transcribe_channels(&model, &[pcm], &[Role::Rep], Default::default(), "en").unwrap();
+    let finals: Vec<&str> =
+        lines.iter().filter(|l| l.kind == "transcript.final").map(|l| l.payload.text.as_str()).collect();
+    assert!(finals.len() >= 2, "the streaming path ran and cut at the pauses: {finals:?}");
+    let got = words(&finals.join(" "));
+    let want = words(
+        "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country.",
+    );
+    let errors = word_errors(&want, &got);
+    assert!(errors <= 1, "{errors} word errors: {finals:?}");
+    for pair in finals.windows(2) {
+        assert_ne!(words(pair[0]), words(pair[1]), "a final repeated: {finals:?}");
+    }
+    // Every final carries its words with times inside the file, in order.
+    for l in lines.iter().filter(|l| l.kind == "transcript.final") {
+        let ws = l.payload.words.as_ref().expect("finals carry word timings");
+        assert_eq!(ws.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "), l.payload.text);
+        assert!(
+            ws.windows(2).all(|p| p[0].start_ms <= p[1].start_ms) && ws.iter().all(|w| w.end_ms <= 11_100),
+            "{ws:?}"
+        );
+    }
+}
+
 #[test]
 fn silence_and_line_noise_give_no_text() {
     use earshot::asr::file_stream::transcribe_channels;
