@@ -5,6 +5,12 @@
 # from `earshot transcribe` (--realtime: the whole live path in-process, at real-time
 # pace; --offline: one whole-file decode of the same model).
 #
+# REAL=1 runs the real-speech benchmark instead (issue 19's method): two-party calls
+# built from real recordings (scripts/real_speech.py: Asterisk's telephone prompts for
+# the rep, spontaneous and read speech from scripts/real-speech-corpus.sh for the
+# customer), live WER against the ceiling (the same model decoding each turn alone),
+# at 1 and $REAL_CONCURRENT concurrent calls, 16 kHz PCM and 8 kHz µ-law (Twilio).
+#
 # Usage: scripts/bench-asr.sh [MODELS...]   (default: tiny.en; e.g. tiny.en base-q8_0)
 # Env: CAPACITY="2 4 6 8" (concurrent calls for the capacity run, first model only),
 #      OUT=target/bench-asr (results: *.jsonl per run, summary.md),
@@ -18,6 +24,40 @@ mkdir -p "$out"
 cargo build --release --locked -p earshot >/dev/null
 bin=target/release/earshot
 for m in "${models[@]}"; do "$bin" model fetch "$m" >/dev/null; done
+
+if [ -n "${REAL:-}" ]; then
+  command -v sox >/dev/null && command -v ffmpeg >/dev/null && [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] ||
+    sudo apt-get install -y sox ffmpeg asterisk-core-sounds-en asterisk-core-sounds-en-wav
+  export CORPUS=${CORPUS:-target/real-speech-corpus}
+  [ -d "$CORPUS/mfa-tests" ] || OUT="$CORPUS" scripts/real-speech-corpus.sh
+  rs=$out/real
+  [ -f "$rs/calls.json" ] || CALLS=${REAL_CALLS:-4} python3 scripts/real_speech.py build "$rs"
+  for m in "${models[@]}"; do
+    mkdir -p "$rs/ceiling.$m"
+    for f in "$rs"/turns/*.wav; do
+      b=$(basename "$f" .wav)
+      [ -s "$rs/ceiling.$m/$b.jsonl" ] || "$bin" transcribe --model "$m" "$f" --offline > "$rs/ceiling.$m/$b.jsonl" 2>/dev/null
+    done
+    for spec in "pcm 1" "twilio 1" "pcm ${REAL_CONCURRENT:-4}" "twilio ${REAL_CONCURRENT:-4}"; do
+      set -- $spec
+      runs=()
+      for call in "$rs"/call*.wav; do
+        c=$(basename "$call" .wav)
+        "$bin" transcribe --model "$m" "$call" --realtime --format "$1" --concurrent "$2" > "$rs/$c.$m.$1.$2.jsonl" 2>/dev/null
+        runs+=("$rs/$c.$m.$1.$2.jsonl")
+      done
+      # Concurrent copies of a call are rotated in time (src/cli/realtime.rs, `stagger`),
+      # so their turns no longer line up with the references: WER only for one call.
+      if [ "$2" = 1 ]; then
+        echo "== $m $1 x$2: $(python3 scripts/real_speech.py score "$rs" "${runs[@]}" "$rs/ceiling.$m")"
+      else
+        echo "== $m $1 x$2 (latency and shedding only)"
+      fi
+      for r in "${runs[@]}"; do tail -n 1 "$r"; done
+    done
+  done
+  exit 0
+fi
 
 call16=$out/call16.wav
 [ -f "$call16" ] || scripts/make-sample-call.sh "$call16" 16000 >/dev/null

@@ -17,6 +17,9 @@ use crate::asr::hypothesis::{join, Word};
 
 /// Finalised words kept for the prompt and for recognising repeats.
 const KEEP_FINALS: usize = 80;
+/// How far before the end of the last word taken a word after the anchor may still
+/// lie (aligned times move by about this much between decodes).
+const ANCHOR_SLACK_MS: u64 = 300;
 /// Characters of finalised text given to the decoder as its prompt.
 const PROMPT_CHARS: usize = 200;
 
@@ -51,7 +54,10 @@ impl Words {
         let hyp: Vec<Word> = hyp.iter().filter(|w| (w.start_ms + w.end_ms) / 2 > floor_ms).cloned().collect();
         let taken: Vec<&Word> = self.finals.iter().chain(self.committed.iter()).collect();
         if let Some(i) = anchor(&taken, &hyp) {
-            return hyp[i..].to_vec();
+            // Even after the anchor, nothing that lies well inside what was taken: a
+            // context sentence heard differently the second time is not new speech.
+            let floor = self.taken_ms().saturating_sub(ANCHOR_SLACK_MS);
+            return hyp[i..].iter().filter(|w| (w.start_ms + w.end_ms) / 2 > floor).cloned().collect();
         }
         let floor = floor_ms.max(self.taken_ms());
         let new: Vec<Word> = hyp.into_iter().filter(|w| (w.start_ms + w.end_ms) / 2 > floor).collect();
@@ -229,6 +235,42 @@ mod tests {
         assert_eq!(join(&new), "ask not");
         let hyp2 = [w("Americans,", 1950, 2080), w("ask", 3300, 3600)];
         assert_eq!(join(&ws.fresh(&hyp2, 0)), "ask", "a repeat straddling the boundary is recognised by its words");
+    }
+
+    #[test]
+    fn a_context_sentence_heard_differently_again_is_not_new() {
+        let mut ws = Words::default();
+        ws.finish(
+            &[
+                w("Something", 0, 500),
+                w("thing", 500, 700),
+                w("is", 700, 900),
+                w("terribly", 900, 1400),
+                w("wrong.", 1400, 1900),
+            ],
+            0,
+            1900,
+        );
+        // The next window hears the same sentence as "Something is terribly wrong." and
+        // then new words: only those are new.
+        let hyp = [
+            w("Something", 0, 600),
+            w("is", 600, 900),
+            w("terribly", 900, 1400),
+            w("wrong.", 1400, 1850),
+            w("Please", 2400, 2800),
+            w("hold.", 2800, 3200),
+        ];
+        assert_eq!(join(&ws.fresh(&hyp, 0)), "Please hold.");
+        // Anchored on an earlier "wrong": the words after it that lie inside the final are dropped.
+        let hyp = [
+            w("wrong", 300, 500),
+            w("is", 600, 900),
+            w("terribly", 900, 1400),
+            w("bad.", 1400, 1850),
+            w("Please", 2400, 2800),
+        ];
+        assert_eq!(join(&ws.fresh(&hyp, 0)), "Please");
     }
 
     #[test]
