@@ -144,7 +144,8 @@ impl Model {
     /// token times, the encoder's audio context trimmed to the audio (whisper.cpp: 50
     /// encoder frames per second) but never below `MIN_AUDIO_CTX` (very small contexts
     /// make the decoder repeat itself). `prompt`: the channel's committed text before the
-    /// window. `beam`: a beam of 3 instead of greedy (finals at normal load).
+    /// window. Greedy: a beam of 3 on windows with context cost a single call on one
+    /// worker its lag budget (measured), and the window's context does what the beam did.
     /// `abort`: when another thread sets it, the decode stops early (whisper.cpp checks
     /// between graph steps) and `ModelError::Aborted` comes back.
     pub fn decode_window(
@@ -153,16 +154,11 @@ impl Model {
         audio: &[f32],
         prompt: &str,
         language: &str,
-        beam: bool,
         abort: Option<&AtomicBool>,
     ) -> Result<Hypothesis, ModelError> {
         let secs = audio.len() as f32 / 16000.0;
         let audio_ctx = ((secs * 64.0).ceil() as i32 + 64).clamp(MIN_AUDIO_CTX, 1500);
-        let mut params = if beam {
-            Self::params(SamplingStrategy::BeamSearch { beam_size: 3, patience: -1.0 }, language)
-        } else {
-            Self::greedy_params(language)
-        };
+        let mut params = Self::greedy_params(language);
         params.set_audio_ctx(audio_ctx);
         params.set_single_segment(true);
         params.set_no_context(true);

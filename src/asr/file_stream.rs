@@ -61,7 +61,7 @@ pub fn transcribe_channels(
             while let Some(req) = (!queue.is_empty()).then(|| queue.remove(0)) {
                 let t0 = Instant::now();
                 let slice = &audio[req.start as usize..(req.end as usize).min(audio.len())];
-                let hyp = model.decode_window(&mut state, slice, &req.prompt, language, req.retry, None)?;
+                let hyp = model.decode_window(&mut state, slice, &req.prompt, language, None)?;
                 let decode_ms = t0.elapsed().as_millis() as u64;
                 let (updates, next) = policy.on_result(&req, &hyp);
                 queue.extend(next);

@@ -387,15 +387,7 @@ impl Scheduler {
         }
         let Some(task) = self.refine_queue.pop_front() else { return };
         let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let req = DecodeRequest {
-            utterance: 0,
-            start: 0,
-            end: 0,
-            is_final: true,
-            early: false,
-            retry: false,
-            prompt: String::new(),
-        };
+        let req = DecodeRequest { utterance: 0, start: 0, end: 0, is_final: true, early: false, prompt: String::new() };
         let job = Job {
             cancel: cancel.clone(),
             stream: 0,

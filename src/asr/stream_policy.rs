@@ -85,8 +85,6 @@ pub struct DecodeRequest {
     /// the endpoint comes with no new speech (so the decode time hides inside the
     /// endpoint wait); otherwise it serves as a partial.
     pub early: bool,
-    /// Whether the decoder may spend more on it (a small beam: finals at normal load).
-    pub retry: bool,
     /// Finalised text of this channel before the window, as the decoder's prompt.
     pub prompt: String,
 }
@@ -263,15 +261,7 @@ impl StreamPolicy {
 
     fn request(&self, u: &Utterance, end: u64, is_final: bool, early: bool) -> DecodeRequest {
         let start = self.window_start(u.start);
-        DecodeRequest {
-            utterance: u.id,
-            start,
-            end,
-            is_final,
-            early,
-            retry: false,
-            prompt: self.words.prompt(ms(start)),
-        }
+        DecodeRequest { utterance: u.id, start, end, is_final, early, prompt: self.words.prompt(ms(start)) }
     }
 
     /// Feeds audio; returns decode requests to run (at most one in flight at a time).

@@ -94,7 +94,7 @@ fn run(models: Vec<Arc<Model>>, job_rx: Arc<Mutex<Receiver<Job>>>, res_tx: SyncS
         m.asr_queue_wait_seconds.observe(job.queued_at.elapsed().as_secs_f64());
         let text = match slot.as_mut() {
             Some(state) => model
-                .decode_window(state, &job.audio, &job.req.prompt, &job.language, job.req.is_final, Some(&job.cancel))
+                .decode_window(state, &job.audio, &job.req.prompt, &job.language, Some(&job.cancel))
                 .map_err(|e| match e {
                     crate::asr::ModelError::Aborted => None,
                     e => Some(e.to_string()),
