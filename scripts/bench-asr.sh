@@ -27,7 +27,7 @@ for m in "${models[@]}"; do "$bin" model fetch "$m" >/dev/null; done
 
 if [ -n "${REAL:-}" ]; then
   command -v sox >/dev/null && command -v ffmpeg >/dev/null && [ -d /usr/share/asterisk/sounds/en_US_f_Allison ] ||
-    sudo apt-get install -y sox ffmpeg asterisk-core-sounds-en asterisk-core-sounds-en-wav
+    $([ "$(id -u)" -eq 0 ] || echo sudo) apt-get install -y sox ffmpeg asterisk-core-sounds-en asterisk-core-sounds-en-wav
   export CORPUS=${CORPUS:-target/real-speech-corpus}
   [ -d "$CORPUS/mfa-tests" ] || OUT="$CORPUS" scripts/real-speech-corpus.sh
   rs=$out/real
