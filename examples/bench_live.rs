@@ -230,7 +230,7 @@ async fn fanout() {
     let id = CallId::new_at(now);
     let mut seqr = EventSequencer::new("bench".into(), id, now);
     let t0 = Instant::now();
-    server.app.publish(seqr.stamp(
+    server.app.intake.events.publish(seqr.stamp(
         now,
         EventBody::CallStarted(CallStartedPayload {
             source: Source::Pcm,
@@ -248,7 +248,7 @@ async fn fanout() {
     let per_batch = (rate / 100.0).max(1.0) as u64;
     let mut next = tokio::time::Instant::now();
     for i in 0..events {
-        server.app.publish(seqr.stamp(
+        server.app.intake.events.publish(seqr.stamp(
             chrono::Utc::now(),
             EventBody::Metrics(MetricsPayload {
                 at_ms: i,
@@ -421,11 +421,11 @@ async fn scheduler_step() {
     // With no reading client, wait for the transcripts to be written instead.
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {
-        let text = server.app.metrics.render();
+        let text = server.app.health.metrics.render();
         let finals = metric_value(&text, "earshot_asr_transcripts_total{type=\"transcript.final\"}");
         if clients > silent || finals >= 4.0 * calls as f64 || Instant::now() > deadline {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            break server.app.metrics.render();
+            break server.app.health.metrics.render();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };

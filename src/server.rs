@@ -2,7 +2,7 @@
 //! endpoints; shared state; start-up recovery; graceful drain on SIGTERM/SIGINT.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use thiserror::Error;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::app::{config_redactors, AppState};
+use crate::app::{config_redactors, AppState, Health, Intake, Lifecycle, Records, Viewers};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -45,7 +43,7 @@ pub enum ServerError {
     Redis(#[source] redis::RedisError),
 }
 
-pub fn router(app: Arc<AppState>) -> Router {
+pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -67,8 +65,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    if app.is_draining() {
+async fn readyz(State(app): State<Arc<Health>>) -> impl IntoResponse {
+    if app.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
     let layout = app.layout.clone();
@@ -79,7 +77,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     (StatusCode::OK, "ready\n")
 }
 
-async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics(State(app): State<Arc<Health>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }
 
@@ -99,7 +97,7 @@ pub struct ServeOptions {
 
 /// A running server.
 pub struct Server {
-    pub app: Arc<AppState>,
+    pub app: AppState,
     pub local_addr: SocketAddr,
     /// The SIP listener's address (UDP and TCP), when `[sip]` is configured.
     pub sip_addr: Option<SocketAddr>,
@@ -229,34 +227,51 @@ impl Server {
             cluster.clone(),
             config.events.bus_capacity,
         ));
-        let app = Arc::new(AppState {
-            config,
-            metrics,
-            events,
-            recorder,
-            layout,
-            store,
-            uploader,
-            clock,
-            deleted_tenants: std::sync::RwLock::new(deleted),
-            exports: Default::default(),
-            redactors,
-            config_path: opts.config_path.clone(),
-            active_calls: AtomicUsize::new(0),
-            draining: AtomicBool::new(false),
-            force_close: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            tasks: tasks.clone(),
-            recogniser: opts.recogniser,
-            live,
-            playbooks,
-            postcall,
-            whip: Default::default(),
-            cluster,
-        });
-        crate::store::sweeper::spawn_sweeper(app.clone(), opts.config_path.clone());
-        let sip = match app.config.sip.clone() {
-            Some(cfg) => Some(crate::ingest::sip::listener::start(app.clone(), cfg).await?),
+        let config = Arc::new(config);
+        let lifecycle = Lifecycle::default();
+        let deleted_tenants = Arc::new(std::sync::RwLock::new(deleted));
+        let app = AppState {
+            health: Arc::new(Health { metrics: metrics.clone(), layout: layout.clone(), lifecycle: lifecycle.clone() }),
+            viewers: Arc::new(Viewers {
+                config: config.clone(),
+                metrics: metrics.clone(),
+                live: live.clone(),
+                lifecycle: lifecycle.clone(),
+            }),
+            records: Arc::new(Records {
+                config: config.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+                tasks: tasks.clone(),
+                deleted_tenants: deleted_tenants.clone(),
+                store,
+                exports: Default::default(),
+                config_path: opts.config_path.clone(),
+                live,
+                cluster: cluster.clone(),
+            }),
+            intake: Arc::new(Intake {
+                config,
+                metrics,
+                clock,
+                tasks: tasks.clone(),
+                lifecycle,
+                deleted_tenants,
+                events,
+                recorder,
+                layout,
+                uploader,
+                redactors,
+                recogniser: opts.recogniser,
+                playbooks,
+                postcall,
+                whip: Default::default(),
+                cluster,
+            }),
+        };
+        crate::store::sweeper::spawn_sweeper(app.records.clone(), opts.config_path.clone());
+        let sip = match app.config().sip.clone() {
+            Some(cfg) => Some(crate::ingest::sip::listener::start(app.intake.clone(), cfg).await?),
             None => None,
         };
         let handle = axum_server::Handle::new();
@@ -279,7 +294,7 @@ impl Server {
                 tasks.spawn(async move { server.serve(make).await })
             }
         };
-        let scheme = if app.config.http.tls.is_some() { "https" } else { "http" };
+        let scheme = if app.config().http.tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{local_addr}");
         Ok(Server { app, local_addr, sip_addr: sip.as_ref().map(|s| s.addr), sip, handle, serve_task })
     }
@@ -288,20 +303,20 @@ impl Server {
     /// (or until `force` fires), then close them as `shutdown`, finalise every
     /// recording and stop the listener.
     pub async fn drain(self, force: impl std::future::Future<Output = ()>) {
-        let app = self.app.clone();
-        app.begin_drain();
-        let open = app.active_calls.load(Ordering::Relaxed);
+        self.app.begin_drain();
+        let app = self.app.intake.clone();
+        let open = app.lifecycle.active_calls.load(Ordering::Relaxed);
         let timeout = app.config.shutdown.drain_timeout;
         tracing::info!(open_calls = open, ?timeout, "draining: new calls are refused");
-        app.tracker.close();
+        app.lifecycle.tracker.close();
         tokio::select! {
-            _ = app.tracker.wait() => {}
+            _ = app.lifecycle.tracker.wait() => {}
             _ = tokio::time::sleep(timeout) => tracing::warn!("drain timeout: closing the remaining calls"),
             _ = force => tracing::warn!("second signal: closing the remaining calls now"),
         }
-        app.force_close.cancel();
+        app.lifecycle.force_close.cancel();
         // Closing is quick (close frame + recorder finalise); bound it anyway.
-        let _ = tokio::time::timeout(Duration::from_secs(10), app.tracker.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), app.lifecycle.tracker.wait()).await;
         if let Some((hub, _)) = app.recogniser.clone() {
             // The calls have ended; let their last words be transcribed and saved.
             let _ = tokio::task::spawn_blocking(move || hub.drain(Duration::from_secs(15))).await;

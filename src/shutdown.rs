@@ -1,7 +1,7 @@
 //! Shutdown as a type. Every tokio task the server starts goes through [`Tasks`], so
 //! the drain can stop the background loops and wait for everything it started, instead
 //! of leaving detached tasks running past the end of `Server::drain`. (Connection tasks
-//! have their own tracker in `AppState`, because the drain waits for them first, before
+//! have their own tracker in `app::Lifecycle`, because the drain waits for them first, before
 //! the calls' last words are transcribed.)
 
 use std::future::Future;

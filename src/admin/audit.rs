@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::Records;
 use crate::store::privacy;
 use std::net::SocketAddr;
 
@@ -18,7 +18,7 @@ use crate::live::token::Principal;
 use crate::store::privacy::AuditEntry;
 
 pub(super) async fn audit(
-    app: &AppState,
+    app: &Records,
     p: &Principal,
     addr: SocketAddr,
     action: &str,
@@ -40,7 +40,7 @@ pub(super) async fn audit(
 }
 
 /// An audit entry by the system (jobs).
-pub async fn audit_system(app: &AppState, tenant: &str, action: &str, target: Option<String>, detail: Value) {
+pub async fn audit_system(app: &Records, tenant: &str, action: &str, target: Option<String>, detail: Value) {
     let e = AuditEntry {
         at: app.now(),
         tenant: tenant.into(),
@@ -63,7 +63,7 @@ pub(super) struct AuditQuery {
 }
 
 pub(super) async fn get_audit(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Query(q): Query<AuditQuery>,
     Authorised(p): Authorised,

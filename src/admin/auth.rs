@@ -2,8 +2,6 @@
 //! entry the request was routed by (`401`, then `403`), and which calls a principal
 //! may see (another tenant's or rep's: `404`).
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -12,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::route::Route;
 use super::Problem;
-use crate::app::AppState;
+use crate::app::{AppState, Records};
 use crate::call::CallId;
 use crate::live::token;
 use crate::live::token::{Principal, TokenRole::Rep};
@@ -23,11 +21,11 @@ use crate::store::privacy;
 /// after their path and query extractors (whose rejections come first).
 pub(super) struct Authorised(pub(super) Principal);
 
-impl FromRequestParts<Arc<AppState>> for Authorised {
+impl FromRequestParts<AppState> for Authorised {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Problem> {
-        authorise(app, &parts.headers, table_entry(&parts.extensions)).map(Authorised)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        authorise(&state.records, &parts.headers, table_entry(&parts.extensions)).map(Authorised)
     }
 }
 
@@ -35,14 +33,14 @@ impl FromRequestParts<Arc<AppState>> for Authorised {
 /// first, then the token checked.
 pub(super) struct AuthorisedBody(pub(super) Principal, pub(super) Bytes);
 
-impl FromRequest<Arc<AppState>> for AuthorisedBody {
+impl FromRequest<AppState> for AuthorisedBody {
     type Rejection = Response;
 
-    async fn from_request(req: Request, app: &Arc<AppState>) -> Result<Self, Response> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
         let route = table_entry(req.extensions());
         let headers = req.headers().clone();
-        let bytes = Bytes::from_request(req, app).await.map_err(IntoResponse::into_response)?;
-        let p = authorise(app, &headers, route).map_err(IntoResponse::into_response)?;
+        let bytes = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        let p = authorise(&state.records, &headers, route).map_err(IntoResponse::into_response)?;
         Ok(AuthorisedBody(p, bytes))
     }
 }
@@ -52,7 +50,7 @@ fn table_entry(ext: &Extensions) -> &'static Route {
     ext.get::<&'static Route>().copied().expect("route in the table")
 }
 
-fn authorise(app: &AppState, headers: &HeaderMap, r: &Route) -> Result<Principal, Problem> {
+fn authorise(app: &Records, headers: &HeaderMap, r: &Route) -> Result<Principal, Problem> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -83,13 +81,13 @@ pub(super) fn actor(p: &Principal) -> String {
     )
 }
 
-pub(super) fn call_target(app: &AppState, tenant: &str, id: CallId) -> Option<String> {
+pub(super) fn call_target(app: &Records, tenant: &str, id: CallId) -> Option<String> {
     privacy::call_ref(&app.store, tenant, id).ok()
 }
 
 /// The call, if the principal may see it (else 404).
 pub(super) async fn visible_call(
-    app: &AppState,
+    app: &Records,
     p: &Principal,
     id: &str,
 ) -> Result<(CallRef, crate::store::manifest::Manifest), Problem> {

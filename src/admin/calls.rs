@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::Records;
 use crate::store::privacy;
 
 use super::audit::audit;
@@ -32,7 +32,7 @@ pub(super) struct ListQuery {
 }
 
 pub(super) async fn list_calls(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Query(q): Query<ListQuery>,
     Authorised(p): Authorised,
@@ -85,7 +85,7 @@ pub(super) async fn list_calls(
 }
 
 pub(super) async fn get_call(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Path(id): Path<String>,
     Authorised(p): Authorised,
@@ -96,7 +96,7 @@ pub(super) async fn get_call(
 }
 
 pub(super) async fn delete_call(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Path(id): Path<String>,
     Authorised(p): Authorised,
@@ -141,7 +141,7 @@ pub(super) fn parse_range(h: &str, len: u64) -> Option<Option<std::ops::Range<u6
 }
 
 pub(super) async fn get_recording(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -195,7 +195,7 @@ pub(super) struct FormatQuery {
 }
 
 pub(super) async fn get_transcript(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Path(id): Path<String>,
     Query(q): Query<FormatQuery>,
@@ -210,7 +210,7 @@ pub(super) async fn get_transcript(
 }
 
 pub(super) async fn get_file(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Path(id): Path<String>,
     Authorised(p): Authorised,
@@ -230,7 +230,7 @@ pub(super) async fn get_file(
     Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
 }
 
-pub(super) async fn get_live_calls(State(app): State<Arc<AppState>>, Authorised(p): Authorised) -> ApiResult {
+pub(super) async fn get_live_calls(State(app): State<Arc<Records>>, Authorised(p): Authorised) -> ApiResult {
     let here = app.cluster.as_ref().map(|c| c.node.clone());
     let local = || -> Vec<Value> {
         app.live

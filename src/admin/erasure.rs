@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::Records;
 use crate::store::privacy;
 
 use super::audit::audit;
@@ -15,7 +15,7 @@ use super::auth::{actor, Authorised, AuthorisedBody};
 use super::{body, json_ok, Addr, ApiResult, Problem, SubjectBody};
 
 pub(super) async fn post_erasure(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     AuthorisedBody(p, bytes): AuthorisedBody,
 ) -> ApiResult {
@@ -38,7 +38,7 @@ pub(super) async fn post_erasure(
 }
 
 pub(super) async fn post_tenant_deletion(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Authorised(p): Authorised,
 ) -> ApiResult {
@@ -47,13 +47,13 @@ pub(super) async fn post_tenant_deletion(
     Ok(json_ok(StatusCode::ACCEPTED, serde_json::to_value(d).unwrap_or_default()))
 }
 
-pub(super) async fn get_tenant_deletion(State(app): State<Arc<AppState>>, Authorised(p): Authorised) -> ApiResult {
+pub(super) async fn get_tenant_deletion(State(app): State<Arc<Records>>, Authorised(p): Authorised) -> ApiResult {
     let d = privacy::tenant_deletion(&app.store, &p.tenant).await?.ok_or_else(Problem::not_found)?;
     Ok(json_ok(StatusCode::OK, serde_json::to_value(d).unwrap_or_default()))
 }
 
 pub(super) async fn delete_tenant_deletion(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Authorised(p): Authorised,
 ) -> ApiResult {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::app::Records;
 use crate::store::privacy;
 
 use axum::body::Body;
@@ -26,12 +26,12 @@ pub(super) fn export_rel(tenant: &str, id: &str, ext: &str) -> String {
     format!("exports/{tenant}/{id}.{ext}")
 }
 
-pub(super) async fn save_export(app: &AppState, r: &ExportRecord) -> Result<(), StorageError> {
+pub(super) async fn save_export(app: &Records, r: &ExportRecord) -> Result<(), StorageError> {
     app.store.put_meta(&r.tenant, &export_rel(&r.tenant, &r.id, "json"), &serde_json::to_vec(r).unwrap()).await
 }
 
 pub(super) async fn post_export(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     AuthorisedBody(p, bytes): AuthorisedBody,
 ) -> ApiResult {
@@ -96,7 +96,7 @@ pub(super) async fn post_export(
 /// Finishes exports whose builder died: with several nodes, those whose lock has
 /// expired (taken here, so one node does it); alone, those this process is not
 /// building (left by a crash). Called from the retention round.
-pub(crate) async fn resume_exports(app: &Arc<AppState>, tenant: &str) {
+pub(crate) async fn resume_exports(app: &Arc<Records>, tenant: &str) {
     let running = match privacy::running_exports(&app.store, tenant).await {
         Ok(r) => r,
         Err(e) => return tracing::error!(tenant, error = %e, "listing unfinished exports"),
@@ -127,7 +127,7 @@ pub(crate) async fn resume_exports(app: &Arc<AppState>, tenant: &str) {
 }
 
 pub(super) async fn run_export(
-    app: Arc<AppState>,
+    app: Arc<Records>,
     mut rec: ExportRecord,
     calls: Vec<CallId>,
     _lease: Option<crate::cluster::node::LockGuard>,
@@ -172,7 +172,7 @@ pub(super) async fn run_export(
     app.exports.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
 }
 
-pub(super) async fn load_export(app: &AppState, tenant: &str, id: &str) -> Result<ExportRecord, Problem> {
+pub(super) async fn load_export(app: &Records, tenant: &str, id: &str) -> Result<ExportRecord, Problem> {
     if !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(Problem::not_found());
     }
@@ -181,7 +181,7 @@ pub(super) async fn load_export(app: &AppState, tenant: &str, id: &str) -> Resul
 }
 
 pub(super) async fn get_export(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     Path(id): Path<String>,
     Authorised(p): Authorised,
 ) -> ApiResult {
@@ -215,14 +215,14 @@ pub(super) struct LinkQuery {
 }
 
 pub(super) async fn download_export(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Path(id): Path<String>,
     Query(q): Query<LinkQuery>,
 ) -> ApiResult {
     let forbidden = || Problem::new(StatusCode::FORBIDDEN, "Forbidden", "invalid download link");
     let (Some(tenant), Some(expires), Some(sig)) = (q.tenant, q.expires, q.sig) else { return Err(forbidden()) };
-    let Some(secret) = app.ingest_tenant(&tenant).and_then(|t| t.signing_secret.clone()) else {
+    let Some(secret) = app.active_tenant(&tenant).and_then(|t| t.signing_secret.clone()) else {
         return Err(forbidden());
     };
     match privacy::check_link(&secret, &tenant, &id, expires, &sig, app.now()) {

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::Records;
 use crate::store::privacy;
 
 use super::audit::audit;
@@ -22,7 +22,7 @@ pub(super) struct HoldBody {
 }
 
 pub(super) async fn put_hold(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Path(id): Path<String>,
     AuthorisedBody(p, bytes): AuthorisedBody,
@@ -35,7 +35,7 @@ pub(super) async fn put_hold(
 }
 
 pub(super) async fn delete_hold(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Path(id): Path<String>,
     Authorised(p): Authorised,
@@ -51,7 +51,7 @@ pub(super) async fn delete_hold(
 }
 
 pub(super) async fn tenant_hold(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Authorised(p): Authorised,
     on: bool,
@@ -71,7 +71,7 @@ pub(super) async fn tenant_hold(
 }
 
 pub(super) async fn get_retention(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Records>>,
     ConnectInfo(addr): Addr,
     Authorised(p): Authorised,
 ) -> ApiResult {
@@ -81,6 +81,7 @@ pub(super) async fn get_retention(
             .await
             .ok()
             .and_then(Result::ok)
+            .map(Arc::new)
             .unwrap_or_else(|| app.config.clone()),
         None => app.config.clone(),
     };

@@ -1,8 +1,6 @@
 //! What one operation of the API is: method, path, roles, and the handler. The table of
 //! them is in `routes`; the token check (`auth`) reads the entry the router attached.
 
-use std::sync::Arc;
-
 use axum::routing::{MethodFilter, MethodRouter};
 
 use crate::app::AppState;
@@ -17,5 +15,5 @@ pub struct Route {
     pub roles: &'static [TokenRole],
     pub ok: u16,
     /// The handler, on this route's method.
-    pub handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+    pub handler: fn(MethodFilter) -> MethodRouter<AppState>,
 }

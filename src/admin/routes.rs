@@ -1,8 +1,6 @@
 //! The route table: each operation's method, path, roles and handler, from which the
 //! router and the OpenAPI document (`/v1/openapi.json`) are both built.
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 use axum::routing::{on, MethodFilter};
 use axum::{Extension, Router};
@@ -203,7 +201,7 @@ pub const API: &[Route] = &[
 
 /// Every route of the table, each carrying its table entry: the handlers' `Authorised`
 /// extractor checks the token against the roles of the entry the request was routed by.
-pub fn router() -> Router<Arc<AppState>> {
+pub fn router() -> Router<AppState> {
     let mut r = Router::new();
     for route in API {
         r = r.route(route.path, (route.handler)(filter(route.method)).route_layer(Extension(route)));

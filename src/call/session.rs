@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::call::owner::CallHandle;
 use crate::call::{CallInfo, Outcome, SampleEncoding};
 use crate::events::{CallEndedPayload, CallStartedPayload, EventBody};
@@ -16,22 +16,22 @@ use crate::store::recorder::{CallEnd, RecorderError, RecorderHandle};
 
 /// A reserved place among `limits.max_calls`; released on drop.
 pub struct CallSlot {
-    app: Arc<AppState>,
+    app: Arc<Intake>,
 }
 
 impl CallSlot {
     /// `None` when draining or at the call limit.
-    pub fn try_acquire(app: &Arc<AppState>) -> Option<CallSlot> {
+    pub fn try_acquire(app: &Arc<Intake>) -> Option<CallSlot> {
         if app.is_draining() {
             return None;
         }
         let max = app.config.limits.max_calls;
-        let mut cur = app.active_calls.load(Ordering::Relaxed);
+        let mut cur = app.lifecycle.active_calls.load(Ordering::Relaxed);
         loop {
             if cur >= max {
                 return None;
             }
-            match app.active_calls.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match app.lifecycle.active_calls.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => return Some(CallSlot { app: app.clone() }),
                 Err(now) => cur = now,
             }
@@ -41,14 +41,14 @@ impl CallSlot {
 
 impl Drop for CallSlot {
     fn drop(&mut self) {
-        self.app.active_calls.fetch_sub(1, Ordering::AcqRel);
+        self.app.lifecycle.active_calls.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 const MAX_DTMF_KEPT: usize = 1000;
 
 pub struct CallSession {
-    app: Arc<AppState>,
+    app: Arc<Intake>,
     info: CallInfo,
     recorder: Option<RecorderHandle>,
     /// This side's part of the call; `call.ended` goes through it.
@@ -88,7 +88,7 @@ impl RecogniserPath {
 impl CallSession {
     /// Opens the recording (blocking IO on a blocking thread) and announces the call.
     pub async fn start(
-        app: Arc<AppState>,
+        app: Arc<Intake>,
         slot: CallSlot,
         info: CallInfo,
         recording: bool,

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 
-use crate::app::AppState;
+use crate::app::Viewers;
 use crate::call::CallId;
 use crate::ingest::fork_auth;
 use crate::live::hub::{Connected, LiveHub};
@@ -34,7 +34,7 @@ pub async fn handler(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Viewers>>,
 ) -> Response {
     let metrics = &app.metrics;
     if app.is_draining() {
@@ -89,7 +89,7 @@ pub async fn handler(
     )
 }
 
-async fn run(app: Arc<AppState>, socket: WebSocket, principal: Principal, resume: HashMap<CallId, u64>) {
+async fn run(app: Arc<Viewers>, socket: WebSocket, principal: Principal, resume: HashMap<CallId, u64>) {
     let hub: Arc<LiveHub> = app.live.clone();
     let heartbeat = hub.heartbeat();
     let hello = serde_json::json!({
@@ -156,7 +156,7 @@ async fn run(app: Arc<AppState>, socket: WebSocket, principal: Principal, resume
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => last_heard = Instant::now(),
             },
-            _ = app.force_close.cancelled() => {
+            _ = app.lifecycle.force_close.cancelled() => {
                 let _ = send_within(&mut sink, Message::Close(Some(axum::extract::ws::CloseFrame { code: 1001, reason: "server shutting down".into() })), send_timeout).await;
                 break;
             }

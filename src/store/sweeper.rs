@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use crate::app::AppState;
+use crate::app::Records;
 use crate::config::Config;
 
 /// Runs retention every `storage.sweep_interval`. Policies are re-read from the config
 /// file before each sweep (an invalid edit is logged and the last good policies stay).
-pub fn spawn_sweeper(app: Arc<AppState>, path: Option<std::path::PathBuf>) {
+pub fn spawn_sweeper(app: Arc<Records>, path: Option<std::path::PathBuf>) {
     let store = app.store.clone();
     let metrics = app.metrics.clone();
     let mut policies = app.config.retention_policies();

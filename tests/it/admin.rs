@@ -130,7 +130,7 @@ impl Env {
         let server = self.server.as_ref().unwrap();
         let t0 = Instant::now();
         loop {
-            let store = server.app.store.clone();
+            let store = server.app.records.store.clone();
             let (t, c) = (tenant.to_string(), campaign.to_string());
             let found = self.rt.block_on(async move {
                 for id in store.list_calls(&t).await.unwrap_or_default() {
@@ -153,7 +153,7 @@ impl Env {
 
     /// Every stored object's path and raw bytes, plus every local file under the data dir.
     fn everything(&self) -> Vec<(String, Vec<u8>)> {
-        let store = self.server.as_ref().unwrap().app.store.clone();
+        let store = self.server.as_ref().unwrap().app.records.store.clone();
         let mut out: Vec<(String, Vec<u8>)> = self.rt.block_on(async move {
             let mut v = Vec::new();
             for (p, _) in store.list_all().await.unwrap() {
@@ -290,7 +290,7 @@ fn erasure_holds_exports_and_audit_over_s3() {
     assert_eq!(env.req("GET", &url, None, None, &[]).0, 410);
     assert_eq!(env.json("GET", &format!("/v1/exports/{id}"), &admin, None).0, 410);
     // …and the sweeper removes the expired archive from the store.
-    let store = env.server.as_ref().unwrap().app.store.clone();
+    let store = env.server.as_ref().unwrap().app.records.store.clone();
     wait_for(Duration::from_secs(15), || {
         let (s, id) = (store.clone(), id.clone());
         !env.rt.block_on(async move { s.exists_meta(&format!("exports/{TENANT}/{id}.zip")).await.unwrap() })
@@ -347,7 +347,7 @@ fn tenant_deletion_has_a_grace_period_then_shreds_everything() {
     // Six days on: nothing happened. Proven after two whole sweep rounds ran at that time
     // (sweeps run every second; the counter moves at the end of each round).
     env.offset.store(6 * 86_400, Ordering::Relaxed);
-    let app = env.server.as_ref().unwrap().app.clone();
+    let app = env.server.as_ref().unwrap().app.records.clone();
     let sweeps = || app.metrics.retention_sweeps.with_label_values(&["ok"]).get();
     let before = sweeps();
     wait_for(Duration::from_secs(20), || sweeps() >= before + 2);

@@ -292,7 +292,7 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         assert_eq!(saved["score"], card["score"]);
         let hints: Value = serde_json::from_str(&store.text(call_dir.call_id, "hints.json").unwrap()).unwrap();
         assert_eq!(hints.as_array().unwrap().len(), msgs.iter().filter(|m| m["type"] == "hint").count());
-        let text = server.app.metrics.render();
+        let text = server.app.health.metrics.render();
         assert!(metric(&text, "earshot_coach_hints_total", &[]) >= 2.0);
         assert_eq!(metric(&text, "earshot_live_connections", &[]), 6.0);
         server.drain(std::future::pending()).await;
@@ -362,7 +362,7 @@ fn resume_gets_exactly_the_missed_events_or_a_snapshot_when_too_far_behind() {
         assert_eq!(evs[0]["type"], "call.started");
         assert!(evs.iter().any(|e| e["type"] == "call.ended"));
         sender.await.unwrap();
-        let text = server.app.metrics.render();
+        let text = server.app.health.metrics.render();
         assert_eq!(metric(&text, "earshot_live_resumes_total", &["result=\"replay\""]), 1.0);
         assert_eq!(metric(&text, "earshot_live_resumes_total", &["result=\"snapshot\""]), 1.0);
         server.drain(std::future::pending()).await;
@@ -396,7 +396,7 @@ fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected(
         let now = chrono::Utc::now();
         let call_id = CallId::new_at(now);
         let mut seqr = EventSequencer::new(TENANT.into(), call_id, now);
-        server.app.publish(seqr.stamp(
+        server.app.intake.events.publish(seqr.stamp(
             now,
             EventBody::CallStarted(CallStartedPayload {
                 source: Source::Pcm,
@@ -425,7 +425,7 @@ fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected(
                     trigger: None,
                     created_ms: i,
                 });
-                app.publish(seqr.stamp(chrono::Utc::now(), body));
+                app.intake.events.publish(seqr.stamp(chrono::Utc::now(), body));
                 if i % 20 == 19 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -460,7 +460,7 @@ fn a_slow_client_gets_lagged_and_a_snapshot_while_a_normal_client_is_unaffected(
         assert_eq!(before, (1..=before.len() as u64).collect::<Vec<_>>(), "what it got before lagging is in order");
         assert!((before.len() as u64) < n, "it did fall behind");
         assert_eq!(got.last().unwrap()["last_seq"], n + 1);
-        assert!(metric(&server.app.metrics.render(), "earshot_live_lagged_total", &[]) >= 1.0);
+        assert!(metric(&server.app.health.metrics.render(), "earshot_live_lagged_total", &[]) >= 1.0);
         server.drain(std::future::pending()).await;
     });
 }
@@ -608,13 +608,13 @@ fn webhooks_deliver_signed_call_ended_and_scorecard_retrying_failures() {
             assert_eq!((v["type"].as_str(), v["tenant"].as_str()), (Some(event), Some(TENANT)));
         }
         drop(log);
-        let mut text = server.app.metrics.render();
+        let mut text = server.app.health.metrics.render();
         for _ in 0..50 {
             if metric(&text, "earshot_webhook_deliveries_total", &["outcome=\"delivered\""]) == 2.0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-            text = server.app.metrics.render();
+            text = server.app.health.metrics.render();
         }
         assert_eq!(metric(&text, "earshot_webhook_deliveries_total", &["outcome=\"delivered\""]), 2.0);
         assert_eq!(metric(&text, "earshot_webhook_deliveries_total", &["outcome=\"retried\""]), 4.0);

@@ -131,7 +131,7 @@ fn live_call_gets_transcript_events_in_seq_and_a_saved_transcript() {
         let txt = store.text(call_dir.call_id, "transcript.txt").unwrap();
         assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
         // The ASR metrics saw the same work.
-        let text = server.app.metrics.render();
+        let text = server.app.health.metrics.render();
         let finals_published = events.iter().filter(|e| e.type_name() == "transcript.final").count() as f64;
         assert_eq!(metric(&text, "earshot_asr_transcripts_total", &["type=\"transcript.final\""]), finals_published);
         assert!(metric(&text, "earshot_asr_inference_seconds_count", &["kind=\"final\""]) >= finals_published);
@@ -263,7 +263,7 @@ fn overload_keeps_lag_bounded_sheds_counted_audio_and_recovers() {
             let mut ended = 0;
             let mut max_level = 0;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            let store = earshot::store::spool::StoreReader::new(server.app.config.storage.dir.clone());
+            let store = earshot::store::spool::StoreReader::new(server.app.config().storage.dir.clone());
             loop {
                 max_level = max_level.max(metrics.asr_degrade_level.get());
                 let e = match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
@@ -408,7 +408,8 @@ fn finished_calls_are_refined_when_the_pool_is_idle_keeping_the_live_transcript(
         let txt = store.text(call_dir.call_id, "transcript.txt").unwrap();
         assert!(txt.contains("Rep:") && txt.contains("Customer:"), "{txt}");
         assert!(
-            metric(&server.app.metrics.render(), "earshot_asr_inference_seconds_count", &["kind=\"refine\""]) >= 1.0
+            metric(&server.app.health.metrics.render(), "earshot_asr_inference_seconds_count", &["kind=\"refine\""])
+                >= 1.0
         );
         server.drain(std::future::pending()).await;
     });

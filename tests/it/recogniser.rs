@@ -83,11 +83,11 @@ fn run(
             .await
             .unwrap();
         let t0 = std::time::Instant::now();
-        while crate::common::metric(&server.app.metrics.render(), "earshot_calls_ended_total", &[]) < 1.0 {
+        while crate::common::metric(&server.app.health.metrics.render(), "earshot_calls_ended_total", &[]) < 1.0 {
             assert!(t0.elapsed() < Duration::from_secs(30), "the call never ended");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let metrics = server.app.metrics.render();
+        let metrics = server.app.health.metrics.render();
         let store = earshot::store::spool::StoreReader::new(dir.path().join("data"));
         let id = store.list_calls(TENANT)[0];
         let frames = store.audio(id).unwrap().frames();

@@ -153,7 +153,7 @@ fn chromium_publishes_a_microphone_over_whip_recorded_and_transcribed() {
                     Err(_) => break,
                 }
             }
-            let text = server.app.metrics.render();
+            let text = server.app.health.metrics.render();
             server.drain(std::future::pending()).await;
             (summary, finals, text)
         })
@@ -216,7 +216,7 @@ fn two_whip_sessions_with_one_call_key_make_one_stereo_call() {
             let base = format!("http://{}", server.local_addr);
             let summary = browser(&base, &token, "web-call-2", "pair", &wav, 6).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let text = server.app.metrics.render();
+            let text = server.app.health.metrics.render();
             server.drain(std::future::pending()).await;
             (summary, text)
         })
@@ -347,7 +347,7 @@ fn whip_bad_input_gets_a_clear_answer_and_stalled_sessions_are_reaped() {
     // The session never does ICE: reaped after connect_timeout, counted; nothing recorded.
     let t0 = Instant::now();
     loop {
-        let text = server.app.metrics.render();
+        let text = server.app.health.metrics.render();
         if metric(&text, "earshot_whip_session_ends_total", &["reason=\"ice_timeout\""]) == 1.0 {
             assert_eq!(metric(&text, "earshot_whip_sessions_active", &[]), 0.0);
             break;
@@ -361,12 +361,12 @@ fn whip_bad_input_gets_a_clear_answer_and_stalled_sessions_are_reaped() {
     assert_eq!(r.0, 201, "{}", r.2);
     let location = header(&r, "location").unwrap().to_string();
     let t0 = Instant::now();
-    while metric(&server.app.metrics.render(), "earshot_whip_sessions_active", &[]) != 1.0 {
+    while metric(&server.app.health.metrics.render(), "earshot_whip_sessions_active", &[]) != 1.0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "the session never counted as active");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(req(addr, "DELETE", &location, Some(&other), None, "").0, 200);
-    let text = server.app.metrics.render();
+    let text = server.app.health.metrics.render();
     for (result, n) in [
         ("unauthorized", 2.0),
         ("forbidden", 2.0),

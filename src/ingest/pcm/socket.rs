@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::call::session::{CallSession, CallSlot};
 use crate::call::{CallId, CallInfo, Layout, Outcome, Role, SampleEncoding, Source};
 use crate::config::ChannelSide;
@@ -27,21 +27,21 @@ pub async fn handler_with_tenant(
     ws: WebSocketUpgrade,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Intake>>,
 ) -> Response {
     upgrade(ws, Some(tenant), headers, app)
 }
 
-pub async fn handler(ws: WebSocketUpgrade, headers: HeaderMap, State(app): State<Arc<AppState>>) -> Response {
+pub async fn handler(ws: WebSocketUpgrade, headers: HeaderMap, State(app): State<Arc<Intake>>) -> Response {
     upgrade(ws, None, headers, app)
 }
 
-fn upgrade(ws: WebSocketUpgrade, path_tenant: Option<String>, headers: HeaderMap, app: Arc<AppState>) -> Response {
+fn upgrade(ws: WebSocketUpgrade, path_tenant: Option<String>, headers: HeaderMap, app: Arc<Intake>) -> Response {
     if app.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     let creds = fork_auth::from_headers(&headers);
-    let token = app.tracker.token();
+    let token = app.lifecycle.tracker.token();
     crate::ingest::fork::configure_ws(ws).protocols([JAMBONZ_SUBPROTOCOL]).on_upgrade(move |socket| async move {
         run(app, socket, path_tenant, creds).await;
         drop(token);
@@ -62,7 +62,7 @@ struct TextEvent {
     dtmf: Option<serde_json::Value>,
 }
 
-async fn run(app: Arc<AppState>, mut socket: WebSocket, path_tenant: Option<String>, creds: Option<Credentials>) {
+async fn run(app: Arc<Intake>, mut socket: WebSocket, path_tenant: Option<String>, creds: Option<Credentials>) {
     let metrics = app.metrics.clone();
     metrics.ws_connections.with_label_values(&["pcm"]).inc();
     let active = metrics.ws_connections_active.with_label_values(&["pcm"]);
@@ -74,7 +74,7 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, path_tenant: Option<Stri
     let (outcome, close_with): (Outcome, Option<(u16, String)>) = loop {
         let frame = tokio::select! {
             biased;
-            _ = app.force_close.cancelled() => break (Outcome::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into()))),
+            _ = app.lifecycle.force_close.cancelled() => break (Outcome::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into()))),
             f = recv_frame(&mut socket, idle) => f,
         };
         let result = match frame {
@@ -147,7 +147,7 @@ fn on_text_event(live: &mut LiveCall, text: &str) -> Result<(), IngestError> {
 }
 
 async fn start_call(
-    app: &Arc<AppState>,
+    app: &Arc<Intake>,
     path_tenant: Option<&str>,
     creds: Option<&Credentials>,
     text: &str,
@@ -164,7 +164,7 @@ async fn start_call(
         }
     }
     let unauthorized = IngestError::Unauthorized("invalid credentials");
-    let tenant = app.ingest_tenant(&tenant_id).ok_or(unauthorized.clone())?;
+    let tenant = app.active_tenant(&tenant_id).ok_or(unauthorized.clone())?;
     let creds = creds.ok_or(IngestError::Unauthorized("missing Authorization (Bearer or Basic)"))?;
     if !fork_auth::secret_matches(tenant, creds.secret()) {
         return Err(unauthorized);

@@ -63,7 +63,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
         facts.user.as_deref(),
         facts.tenant.as_deref(),
     ) {
-        Ok(t) if app.ingest_tenant(&t.id).is_some() => t,
+        Ok(t) if app.active_tenant(&t.id).is_some() => t,
         Ok(_) => {
             respond(
                 &state,
@@ -237,7 +237,7 @@ pub(crate) async fn run(state: Arc<SipState>, mut tx: Transaction) {
         // We ended it (no RTP, or no session refresh): tell the SBC, off the call path.
         if let Some(d) = dialog {
             let state = state.clone();
-            let token = state.app.tracker.token();
+            let token = state.app.lifecycle.tracker.token();
             state.app.tasks.clone().spawn(async move {
                 let answer = send_bye(&state, d).await;
                 tracing::info!(sip_call_id = %sip_call_id, ?answer, "sent BYE");

@@ -2,7 +2,7 @@
 //! (live calls, RTP ports, nonce key), the messages it sends a call, responses, the
 //! dialog's identity and the BYE Earshot sends when it ends a call itself.
 
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::config::SipConfig;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
@@ -26,7 +26,7 @@ pub enum CallMsg {
 }
 
 pub struct SipState {
-    pub app: Arc<AppState>,
+    pub app: Arc<Intake>,
     pub cfg: SipConfig,
     /// Live calls by SIP Call-ID.
     pub calls: Mutex<HashMap<String, mpsc::Sender<CallMsg>>>,

@@ -17,7 +17,7 @@ use rsipstack::EndpointBuilder;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::config::{SipConfig, SipTransport};
 use crate::ingest::sip::dialog::{respond, warning, CallMsg, SipState};
 
@@ -48,7 +48,7 @@ pub enum SipStartError {
 }
 
 /// Binds UDP and TCP on `cfg.listen` (port 0: one free port for both) and serves.
-pub async fn start(app: Arc<AppState>, cfg: SipConfig) -> Result<SipListener, SipStartError> {
+pub async fn start(app: Arc<Intake>, cfg: SipConfig) -> Result<SipListener, SipStartError> {
     let cancel = CancellationToken::new();
     let transport = TransportLayer::new(cancel.clone());
     let mut addr = cfg.listen;
@@ -183,7 +183,7 @@ fn dispatch(state: &Arc<SipState>, mut tx: Transaction) {
     let state = state.clone();
     match method {
         Method::Invite if !in_dialog(&tx) => {
-            let token = state.app.tracker.token();
+            let token = state.app.lifecycle.tracker.token();
             state.app.tasks.clone().spawn(async move {
                 crate::ingest::sip::call::run(state, tx).await;
                 drop(token);

@@ -113,7 +113,7 @@ impl MediaLoop {
         let outcome = loop {
             tokio::select! {
                 biased;
-                _ = app.force_close.cancelled() => break Outcome::Shutdown,
+                _ = app.lifecycle.force_close.cancelled() => break Outcome::Shutdown,
                 m = msgs.recv() => match m {
                     Some(CallMsg::Bye) | None => break Outcome::Completed,
                     Some(CallMsg::Offer(tx)) => {

@@ -12,7 +12,7 @@ use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::call::session::{CallSession, CallSlot};
 use crate::call::{CallId, CallInfo, Outcome, Participant, Role, Source};
 use crate::config::{RepTrack, TenantConfig};
@@ -25,13 +25,13 @@ pub async fn handler(
     ws: WebSocketUpgrade,
     Path(tenant_id): Path<String>,
     headers: HeaderMap,
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Intake>>,
 ) -> Response {
     if app.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     let pre_auth = pre_authenticate(&app, &tenant_id, &headers);
-    let token = app.tracker.token();
+    let token = app.lifecycle.tracker.token();
     crate::ingest::fork::configure_ws(ws).on_upgrade(move |socket| async move {
         run(app, socket, tenant_id, pre_auth).await;
         drop(token);
@@ -46,8 +46,8 @@ enum PreAuth {
     Failed(&'static str),
 }
 
-fn pre_authenticate(app: &AppState, tenant_id: &str, headers: &HeaderMap) -> PreAuth {
-    let Some(tenant) = app.ingest_tenant(tenant_id) else {
+fn pre_authenticate(app: &Intake, tenant_id: &str, headers: &HeaderMap) -> PreAuth {
+    let Some(tenant) = app.active_tenant(tenant_id) else {
         // Same answer as a wrong secret: a tenant's existence is not disclosed.
         return PreAuth::Failed("invalid credentials");
     };
@@ -78,7 +78,7 @@ struct LiveCall {
     reporter: StatsReporter,
 }
 
-async fn run(app: Arc<AppState>, mut socket: WebSocket, tenant_id: String, pre_auth: PreAuth) {
+async fn run(app: Arc<Intake>, mut socket: WebSocket, tenant_id: String, pre_auth: PreAuth) {
     let metrics = app.metrics.clone();
     metrics.ws_connections.with_label_values(&["twilio"]).inc();
     let active = metrics.ws_connections_active.with_label_values(&["twilio"]);
@@ -100,7 +100,7 @@ async fn run(app: Arc<AppState>, mut socket: WebSocket, tenant_id: String, pre_a
     let (outcome, close_with): (Outcome, Option<(u16, String)>) = loop {
         let frame = tokio::select! {
             biased;
-            _ = app.force_close.cancelled() => break (Outcome::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into()))),
+            _ = app.lifecycle.force_close.cancelled() => break (Outcome::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into()))),
             f = recv_frame(&mut socket, idle) => f,
         };
         let text = match frame {
@@ -172,7 +172,7 @@ impl From<IngestError> for StepError {
 
 #[allow(clippy::too_many_arguments)]
 async fn handle_text(
-    app: &Arc<AppState>,
+    app: &Arc<Intake>,
     tenant_id: &str,
     pre_auth: &PreAuth,
     stream: &mut TwilioStream,
@@ -184,7 +184,7 @@ async fn handle_text(
     match stream.on_text(text)? {
         TwilioMessage::Connected | TwilioMessage::Mark { .. } => Ok(Step::Continue),
         TwilioMessage::Start(start) => {
-            let tenant = app.ingest_tenant(tenant_id).ok_or(IngestError::Unauthorized("invalid credentials"))?;
+            let tenant = app.active_tenant(tenant_id).ok_or(IngestError::Unauthorized("invalid credentials"))?;
             if *pre_auth == PreAuth::Pending {
                 let ok = start.custom_parameters.get("token").is_some_and(|t| fork_auth::secret_matches(tenant, t));
                 if !ok {
@@ -287,7 +287,7 @@ fn call_info(
     Ok((info, rep))
 }
 
-impl AppState {
+impl Intake {
     pub fn twilio_media_settings(&self) -> TwilioMediaSettings {
         let m = &self.config.media;
         TwilioMediaSettings {

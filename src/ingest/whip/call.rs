@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::call::session::{CallSession, CallSlot};
 use crate::call::{CallId, CallInfo, Layout, SampleEncoding, Source};
 use crate::ingest::whip::registry::{CallMsg, LegEnd, RATE};
@@ -75,7 +75,7 @@ impl Recording {
 
 /// The call's task: until its last session leaves.
 pub async fn run(
-    app: Arc<AppState>,
+    app: Arc<Intake>,
     slot: CallSlot,
     facts: CallFacts,
     mut rx: mpsc::Receiver<CallMsg>,
@@ -187,12 +187,7 @@ pub async fn run(
     }
 }
 
-async fn start(
-    app: &Arc<AppState>,
-    slot: &mut Option<CallSlot>,
-    facts: &CallFacts,
-    delay_ms: u32,
-) -> Option<Recording> {
+async fn start(app: &Arc<Intake>, slot: &mut Option<CallSlot>, facts: &CallFacts, delay_ms: u32) -> Option<Recording> {
     let slot = slot.take()?;
     let now = app.now();
     let mut source_ids = BTreeMap::new();

@@ -19,21 +19,21 @@ use axum::Router;
 
 use super::session::{build_peer, join_call, leave, negotiate, run_session, Leg};
 use crate::admin::problem::Problem;
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::ingest::whip::registry::{LegEnd, SessionEntry};
 use crate::ingest::whip::request as core;
 use crate::ingest::whip::request::WhipParams;
 use crate::live::token;
 use crate::live::token::TokenRole;
 
-pub fn router() -> Router<Arc<AppState>> {
+pub fn router() -> Router<crate::app::AppState> {
     Router::new()
         .route("/whip", post(create).options(preflight))
         .route("/whip/{id}", delete(remove).patch(patch).options(preflight))
         .route("/whip/publisher.js", axum::routing::get(publisher_js))
 }
 
-pub(super) fn cors(app: &AppState, mut r: Response) -> Response {
+pub(super) fn cors(app: &Intake, mut r: Response) -> Response {
     let origin = app.config.whip.as_ref().map_or("*", |w| w.allow_origin.as_str());
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(origin) {
@@ -43,7 +43,7 @@ pub(super) fn cors(app: &AppState, mut r: Response) -> Response {
     r
 }
 
-pub(super) async fn preflight(State(app): State<Arc<AppState>>) -> Response {
+pub(super) async fn preflight(State(app): State<Arc<Intake>>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"));
@@ -64,14 +64,14 @@ pub(super) async fn publisher_js() -> Response {
 
 /// `PATCH`: trickle ICE and ICE restarts are not supported; the answer to the `POST`
 /// already carries every server candidate (RFC 9725 §4.3.1 allows this `405`).
-pub(super) async fn patch(State(app): State<Arc<AppState>>) -> Response {
+pub(super) async fn patch(State(app): State<Arc<Intake>>) -> Response {
     let p = Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", "this WHIP server gathers all its candidates before answering: no trickle ICE or ICE restart (PATCH); end the session with DELETE and POST again");
     let mut r = p.into_response();
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("DELETE, OPTIONS"));
     cors(&app, r)
 }
 
-pub(super) fn refuse(app: &AppState, result: &'static str, p: Problem) -> Response {
+pub(super) fn refuse(app: &Intake, result: &'static str, p: Problem) -> Response {
     app.metrics.whip_sessions.with_label_values(&[result]).inc();
     tracing::info!(result, detail = %p.detail, "WHIP session refused");
     let retry = p.status == StatusCode::SERVICE_UNAVAILABLE;
@@ -86,7 +86,7 @@ pub(super) fn refuse(app: &AppState, result: &'static str, p: Problem) -> Respon
 /// cross-origin redirect, so the URL carries a fresh publisher token for this call
 /// only, valid for a minute (`access_token`, as RFC 6750 allows).
 pub(super) fn redirect(
-    app: &Arc<AppState>,
+    app: &Arc<Intake>,
     to: &str,
     query: Option<&str>,
     principal: &token::Principal,
@@ -181,7 +181,7 @@ pub(super) fn decode(s: &str) -> String {
 
 /// `POST /whip`.
 pub(super) async fn create(
-    State(app): State<Arc<AppState>>,
+    State(app): State<Arc<Intake>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
@@ -220,7 +220,7 @@ pub(super) async fn create(
             Problem::new(StatusCode::FORBIDDEN, "Forbidden", "only a publisher token may push media"),
         );
     }
-    let Some(tenant) = app.ingest_tenant(&principal.tenant) else {
+    let Some(tenant) = app.active_tenant(&principal.tenant) else {
         return refuse(
             &app,
             "unauthorized",
@@ -307,7 +307,7 @@ pub(super) async fn create(
             }
         }
     }
-    let release = |app: &Arc<AppState>| {
+    let release = |app: &Arc<Intake>| {
         if let (true, Some(c)) = (claimed, &app.cluster) {
             c.release(&tenant.id, &format!("whip:{call_key}"));
         }
@@ -377,7 +377,7 @@ pub(super) async fn create(
     let task_app = app.clone();
     let sid = id.clone();
     let tx = joined.tx.clone();
-    app.tracker.spawn(async move {
+    app.lifecycle.tracker.spawn(async move {
         let reason = run_session(&task_app, &cfg, pc, leg, stop).await;
         task_app.whip.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&sid);
         task_app.metrics.whip_session_ends.with_label_values(&[reason.label()]).inc();
@@ -397,7 +397,7 @@ pub(super) async fn create(
     cors(&app, r)
 }
 
-pub(super) struct ActiveGuard(Arc<AppState>);
+pub(super) struct ActiveGuard(Arc<Intake>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -412,7 +412,7 @@ pub(super) fn random_id() -> String {
 }
 
 /// `DELETE /whip/{id}`: ends the session (its call ends when its last session does).
-pub(super) async fn remove(State(app): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub(super) async fn remove(State(app): State<Arc<Intake>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let principal = match bearer(&headers).map(|t| token::verify(&app.config, t)) {
         Some(Ok(p)) => p,
         Some(Err(e)) => {

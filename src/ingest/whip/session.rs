@@ -21,7 +21,7 @@ use webrtc::peer_connection::{
 };
 
 use crate::admin::problem::Problem;
-use crate::app::AppState;
+use crate::app::Intake;
 use crate::call::session::CallSlot;
 use crate::config::WhipConfig;
 use crate::ingest::whip::registry::{CallEntry, RATE};
@@ -46,7 +46,7 @@ pub(super) struct JoinRefused {
 
 /// Joins the live call with this key, or starts one (which takes a call slot).
 pub(super) fn join_call(
-    app: &Arc<AppState>,
+    app: &Arc<Intake>,
     tenant: &str,
     key: &str,
     channels: &[usize],
@@ -99,11 +99,11 @@ pub(super) fn join_call(
         rep: p.rep.clone().or_else(|| Some(sub.to_string())),
     };
     let app2 = app.clone();
-    app.tracker.spawn(crate::ingest::whip::call::run(app2, slot, facts, rx, stop.clone()));
+    app.lifecycle.tracker.spawn(crate::ingest::whip::call::run(app2, slot, facts, rx, stop.clone()));
     Ok(Joined { tx, stop })
 }
 
-pub(super) fn leave(app: &AppState, tx: &mpsc::Sender<CallMsg>, channels: &[usize], end: LegEnd) {
+pub(super) fn leave(app: &Intake, tx: &mpsc::Sender<CallMsg>, channels: &[usize], end: LegEnd) {
     // Control messages must arrive: wait for room off the caller's path.
     let tx = tx.clone();
     let msg = CallMsg::Left { channels: channels.to_vec(), end };
@@ -115,7 +115,7 @@ pub(super) fn leave(app: &AppState, tx: &mpsc::Sender<CallMsg>, channels: &[usiz
 /// One session's side of the peer connection: which track feeds which channel, and
 /// when media last arrived.
 pub(super) struct Leg {
-    app: Arc<AppState>,
+    app: Arc<Intake>,
     tx: mpsc::Sender<CallMsg>,
     /// `(msid track id, channel)` from the offer.
     by_track: Vec<(Option<String>, usize)>,
@@ -139,7 +139,7 @@ enum PeerEvent {
 }
 
 impl Leg {
-    pub(super) fn new(app: Arc<AppState>, tx: mpsc::Sender<CallMsg>, plan: &SessionPlan) -> Leg {
+    pub(super) fn new(app: Arc<Intake>, tx: mpsc::Sender<CallMsg>, plan: &SessionPlan) -> Leg {
         let (state, state_rx) = mpsc::channel(16);
         Leg {
             app,
@@ -265,7 +265,7 @@ impl TrackReader {
 
 /// A peer connection for one session: Opus only, on a port from `whip.ice_ports`.
 pub(super) async fn build_peer(
-    app: &AppState,
+    app: &Intake,
     cfg: &WhipConfig,
     leg: Arc<Leg>,
 ) -> Result<Arc<dyn PeerConnection>, String> {
@@ -338,7 +338,7 @@ pub(super) async fn negotiate(pc: &Arc<dyn PeerConnection>, offer: String, leg: 
 
 /// Drives one session until DELETE, failure, media timeout or shutdown.
 pub(super) async fn run_session(
-    app: &AppState,
+    app: &Intake,
     cfg: &WhipConfig,
     pc: Arc<dyn PeerConnection>,
     leg: Arc<Leg>,
@@ -353,7 +353,7 @@ pub(super) async fn run_session(
     let end = loop {
         tokio::select! {
             _ = stop.cancelled() => break LegEnd::Deleted,
-            _ = app.force_close.cancelled() => break LegEnd::Shutdown,
+            _ = app.lifecycle.force_close.cancelled() => break LegEnd::Shutdown,
             ev = events.recv() => match ev {
                 Some(PeerEvent::IceConnected) => ice_up = true,
                 Some(PeerEvent::Connected) => {
