@@ -136,6 +136,15 @@ fn mask_runs(text: &str, min_digits: usize) -> (Cow<'_, str>, usize) {
     (Cow::Owned(out), spans.len())
 }
 
+/// A tenant's redaction pattern that is not a valid regular expression.
+#[derive(Debug, thiserror::Error)]
+#[error("{pattern:?}: {source}")]
+pub struct BadPattern {
+    pub pattern: String,
+    #[source]
+    pub source: regex::Error,
+}
+
 /// Card numbers plus a tenant's own patterns (regular expressions).
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -144,10 +153,15 @@ pub struct Redactor {
 
 impl Redactor {
     /// Compiles the patterns; an invalid one is an error naming it.
-    pub fn new(patterns: &[String]) -> Result<Redactor, String> {
+    pub fn new(patterns: &[String]) -> Result<Redactor, BadPattern> {
         let patterns = patterns
             .iter()
-            .map(|p| regex::RegexBuilder::new(p).size_limit(1 << 20).build().map_err(|e| format!("{p:?}: {e}")))
+            .map(|p| {
+                regex::RegexBuilder::new(p)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|source| BadPattern { pattern: p.clone(), source })
+            })
             .collect::<Result<_, _>>()?;
         Ok(Redactor { patterns })
     }
@@ -277,7 +291,7 @@ mod tests {
             v,
             serde_json::json!({ "ts": 4242424242424242u64, "text": "[card number]", "list": ["x [card number]"] })
         );
-        assert!(Redactor::new(&["(".to_string()]).unwrap_err().contains("\"(\""));
+        assert!(Redactor::new(&["(".to_string()]).unwrap_err().to_string().contains("\"(\""));
     }
 
     #[test]

@@ -25,16 +25,21 @@ pub enum TokenRole {
     Publisher,
 }
 
+/// A role name that is not one of the five.
+#[derive(Debug, Error)]
+#[error("unknown role {0:?} (rep, manager, admin, auditor, publisher)")]
+pub struct UnknownRole(pub String);
+
 impl std::str::FromStr for TokenRole {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "rep" => Ok(Self::Rep),
             "manager" => Ok(Self::Manager),
             "admin" => Ok(Self::Admin),
             "auditor" => Ok(Self::Auditor),
             "publisher" => Ok(Self::Publisher),
-            other => Err(format!("unknown role {other:?} (rep, manager, admin, auditor, publisher)")),
+            other => Err(UnknownRole(other.to_string())),
         }
     }
 }

@@ -263,16 +263,31 @@ impl TrackReader {
     }
 }
 
+/// Why a peer connection could not be built or an offer answered.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PeerError {
+    #[error(transparent)]
+    Webrtc(#[from] rtc::shared::error::Error),
+    #[error("no attempt to open a media port was made")]
+    NoPort,
+    #[error("the session was negotiated twice")]
+    NegotiatedTwice,
+    #[error("ICE candidate gathering did not complete")]
+    Gathering,
+    #[error("no local description")]
+    NoLocalDescription,
+}
+
 /// A peer connection for one session: Opus only, on a port from `whip.ice_ports`.
 pub(super) async fn build_peer(
     app: &Intake,
     cfg: &WhipConfig,
     leg: Arc<Leg>,
-) -> Result<Arc<dyn PeerConnection>, String> {
+) -> Result<Arc<dyn PeerConnection>, PeerError> {
     let [lo, hi] = cfg.ice_ports;
     let span = u32::from(hi - lo) + 1;
     let attempts = if lo == 0 { 1 } else { span.min(32) };
-    let mut last_err = String::new();
+    let mut last_err = PeerError::NoPort;
     for _ in 0..attempts {
         let port = if lo == 0 { 0 } else { lo + (app.whip.next_port.fetch_add(1, Ordering::Relaxed) % span) as u16 };
         let mut media = MediaEngine::default();
@@ -286,7 +301,7 @@ pub(super) async fn build_peer(
             },
             payload_type: 111,
         };
-        media.register_codec(opus, RtpCodecKind::Audio).map_err(|e| e.to_string())?;
+        media.register_codec(opus, RtpCodecKind::Audio)?;
         // No mDNS: a server has no use for it, and it would open a multicast socket per session.
         let mut settings = SettingEngineBuilder::new()
             .with_include_loopback_candidate(cfg.ice_ip.is_loopback())
@@ -307,20 +322,20 @@ pub(super) async fn build_peer(
             .await;
         match built {
             Ok(pc) => return Ok(Arc::new(pc)),
-            Err(e) => last_err = e.to_string(),
+            Err(e) => last_err = PeerError::Webrtc(e),
         }
     }
     Err(last_err)
 }
 
 /// Offer in, answer (with every candidate: no trickle) out.
-pub(super) async fn negotiate(pc: &Arc<dyn PeerConnection>, offer: String, leg: &Leg) -> Result<String, String> {
-    let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
-    pc.set_remote_description(offer).await.map_err(|e| e.to_string())?;
-    let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
-    pc.set_local_description(answer).await.map_err(|e| e.to_string())?;
+pub(super) async fn negotiate(pc: &Arc<dyn PeerConnection>, offer: String, leg: &Leg) -> Result<String, PeerError> {
+    let offer = RTCSessionDescription::offer(offer)?;
+    pc.set_remote_description(offer).await?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
     // Host candidates only (no STUN/TURN): gathering takes milliseconds.
-    let mut rx = leg.state_rx.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or("negotiated twice")?;
+    let mut rx = leg.state_rx.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or(PeerError::NegotiatedTwice)?;
     let waited = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(ev) = rx.recv().await {
             if ev == PeerEvent::GatheringComplete {
@@ -331,9 +346,9 @@ pub(super) async fn negotiate(pc: &Arc<dyn PeerConnection>, offer: String, leg: 
     .await;
     *leg.state_rx.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
     if waited.is_err() {
-        return Err("ICE candidate gathering did not complete".into());
+        return Err(PeerError::Gathering);
     }
-    pc.local_description().await.map(|d| d.sdp).ok_or_else(|| "no local description".to_string())
+    pc.local_description().await.map(|d| d.sdp).ok_or(PeerError::NoLocalDescription)
 }
 
 /// Drives one session until DELETE, failure, media timeout or shutdown.
