@@ -16,7 +16,7 @@ use earshot_loadtest::audio::Audio;
 use earshot_loadtest::{pcm, ws};
 use serde_json::Value;
 
-use crate::common::{metric, require_tool, rt, TestServer, SECRET, TENANT};
+use crate::common::{metric, require_tool, rt, wait_metric, TestServer, SECRET, TENANT};
 use crate::live::{live, live_config, next_json, tok, types, SIGNING};
 use crate::s3::Moto;
 
@@ -264,9 +264,9 @@ fn redis_restarted_mid_call_loses_nothing_and_remote_clients_get_a_snapshot_then
             last_before = m["seq"].as_u64().unwrap_or(last_before);
         }
     }
-    // Redis goes away for 3 s, then comes back empty.
+    // Redis goes away until node A has failed to publish a few events, then comes back empty.
     c.redis.stop();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_metric(a_addr, "earshot_cluster_events_total", &["result=\"unpublished\""], 3.0, Duration::from_secs(15));
     c.redis.restart();
     let after = runtime.block_on(until_ended(&mut wb));
     let snap = after
@@ -313,7 +313,8 @@ fn a_killed_node_s_calls_end_as_node_lost_elsewhere_and_its_spool_recovers_the_r
     assert_eq!(s, 200);
     let listed: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(listed, serde_json::json!({ "calls": [{ "call_id": id, "node": "node-a" }], "source": "registry" }));
-    std::thread::sleep(Duration::from_secs(2));
+    // Node A has written 2 s of the call (stereo 16-bit at 16 kHz) before it dies.
+    wait_metric(a_addr, "earshot_recorded_bytes_total", &[], 2.0 * 16000.0 * 4.0, Duration::from_secs(15));
     c.a.kill9();
     let killed = Instant::now();
     let ended = loop {
@@ -538,7 +539,11 @@ fn a_reader_whose_connection_drops_reads_on_from_the_last_entry_and_misses_nothi
     let call = fork_call(c.a.addr, "hiccup", 6.0);
     let first = runtime.block_on(next_msg(&mut wb, Duration::from_secs(10))).expect("call.started on B");
     assert_eq!(first["type"], "call.started");
-    std::thread::sleep(Duration::from_secs(2));
+    // Events flow from A to B before the cut.
+    let mut msgs = vec![first];
+    while msgs.len() < 4 {
+        msgs.push(runtime.block_on(next_msg(&mut wb, Duration::from_secs(10))).expect("events on B before the cut"));
+    }
     // Cut node B's stream reader (only it: Redis keeps its data and node A publishes on).
     let list = Command::new("redis-cli").args(["-p", &c.redis.port.to_string(), "CLIENT", "LIST"]).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout).to_string();
@@ -554,7 +559,6 @@ fn a_reader_whose_connection_drops_reads_on_from_the_last_entry_and_misses_nothi
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&killed.stdout).trim(), "1");
-    let mut msgs = vec![first];
     msgs.extend(runtime.block_on(until_ended(&mut wb)));
     assert!(call.join().unwrap().is_some());
     let seqs: Vec<u64> = msgs.iter().filter_map(|m| m["seq"].as_u64()).collect();

@@ -314,6 +314,21 @@ pub fn metric(text: &str, name: &str, must: &[&str]) -> f64 {
     earshot_loadtest::load::metric_sum(text, name, must)
 }
 
+/// Waits until the server at `addr` reports `name` (summed over series matching `must`)
+/// at `at_least` or more: what a test waits for instead of a fixed sleep.
+pub fn wait_metric(addr: SocketAddr, name: &str, must: &[&str], at_least: f64, limit: Duration) -> f64 {
+    let t0 = Instant::now();
+    loop {
+        let (_, text) = http_get(addr, "/metrics");
+        let v = metric(&text, name, must);
+        if v >= at_least {
+            return v;
+        }
+        assert!(t0.elapsed() < limit, "{name}{must:?} stayed at {v} < {at_least} for {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn speech_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {

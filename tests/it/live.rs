@@ -326,10 +326,13 @@ fn resume_gets_exactly_the_missed_events_or_a_snapshot_when_too_far_behind() {
         let token = tok(&config, TENANT, "alex", TokenRole::Rep);
         let mut a = live(addr, &token, None).await;
         let mut b = live(addr, &token, None).await;
+        // Client w stays connected: it shows how far the call has gone while a is away.
+        let mut w = live(addr, &token, None).await;
         next_json(&mut a, Duration::from_secs(5)).await.unwrap();
         next_json(&mut b, Duration::from_secs(5)).await.unwrap();
+        next_json(&mut w, Duration::from_secs(5)).await.unwrap();
         let sender = tokio::spawn(async move { fork(addr, &quiet_call(7.0), "resume", "alex", 1.0).await });
-        // Client a: reads a few events, drops off, comes back 0.5 s later (~10 events).
+        // Client a: reads a few events, drops off, comes back after 10 more events.
         let mut first = Vec::new();
         while first.last().is_none_or(|m: &Value| m["seq"].as_u64().unwrap() < 10) {
             first.push(next_json(&mut a, Duration::from_secs(5)).await.unwrap());
@@ -344,14 +347,20 @@ fn resume_gets_exactly_the_missed_events_or_a_snapshot_when_too_far_behind() {
         }
         let b_last = b_first.last().unwrap()["seq"].as_u64().unwrap();
         drop(b);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        loop {
+            let m = next_json(&mut w, Duration::from_secs(5)).await.expect("the call goes on");
+            if m["seq"].as_u64().or(m["last_seq"].as_u64()).is_some_and(|s| s >= last + 10) {
+                break;
+            }
+        }
+        drop(w);
         let mut a = live(addr, &token, Some(format!("{call_id}:{last}"))).await;
         assert_eq!(next_json(&mut a, Duration::from_secs(5)).await.unwrap()["type"], "hello");
         let rest = collect_until(&mut a, "scorecard", Duration::from_secs(20)).await;
         assert!(rest.iter().all(|m| m["type"] != "snapshot"), "{:?}", types(&rest));
         let all: Vec<u64> = seqs(&first).into_iter().chain(seqs(&rest)).collect();
         assert_eq!(all, (1..=all.len() as u64).collect::<Vec<_>>(), "no gaps, no duplicates: {:?}", types(&rest));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The scorecard is the call's last event: b now resumes from an ended call.
         let mut b = live(addr, &token, Some(format!("{call_id}:{b_last}"))).await;
         assert_eq!(next_json(&mut b, Duration::from_secs(5)).await.unwrap()["type"], "hello");
         let snap = next_json(&mut b, Duration::from_secs(5)).await.unwrap();

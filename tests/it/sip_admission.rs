@@ -10,8 +10,10 @@ use std::time::Duration;
 #[test]
 fn malformed_sip_is_refused_or_dropped_without_touching_a_good_call() {
     let (server, sip) = sip_server("");
+    let addr = server.addr;
     let bad = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
+        // The good call is under way first.
+        wait_metric(addr, "earshot_calls_active", &[], 1.0, Duration::from_secs(20));
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let me = sock.local_addr().unwrap();
         let mut seen = Vec::new();
@@ -91,8 +93,10 @@ fn malformed_sip_is_refused_or_dropped_without_touching_a_good_call() {
 #[test]
 fn invites_past_the_call_limit_get_503_with_retry_after() {
     let (server, sip) = sip_server("max_calls = 1");
+    let addr = server.addr;
     let flood = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
+        // The one call allowed is under way first.
+        wait_metric(addr, "earshot_calls_active", &[], 1.0, Duration::from_secs(20));
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let me = sock.local_addr().unwrap();
         (0..5)

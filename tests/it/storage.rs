@@ -185,12 +185,14 @@ fn s3_outage_loses_nothing_and_a_restart_drains_the_spool() {
     assert_eq!(server.audio(m.call_id).channel(0)[..audio.channels[0].len()], audio.channels[0][..]);
 
     // A full spool survives Earshot's restart and drains when the store is back.
+    let failed = metric(&server.metrics(), "earshot_uploads_total", &["outcome=\"failed\""]);
     moto.stop();
     send_pcm(&server, TENANT, &audio, serde_json::json!({"campaign": "spooled-1"}));
     send_pcm(&server, TENANT, &audio, serde_json::json!({"campaign": "spooled-2"}));
     let a = server.wait_call(TENANT, "spooled-1", Duration::from_secs(15));
     let b = server.wait_call(TENANT, "spooled-2", Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(500));
+    // Both were tried against the dead store (and failed) before Earshot dies.
+    wait_metric(server.addr, "earshot_uploads_total", &["outcome=\"failed\""], failed + 2.0, Duration::from_secs(60));
     server.kill9();
     moto.restart();
     server.restart();

@@ -215,8 +215,14 @@ fn two_whip_sessions_with_one_call_key_make_one_stereo_call() {
             let server = Server::start(config, ServeOptions::default()).await.unwrap();
             let base = format!("http://{}", server.local_addr);
             let summary = browser(&base, &token, "web-call-2", "pair", &wav, 6).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let text = server.app.health.metrics.render();
+            // Both sessions' DELETEs have been handled (or the assertion below says what is left).
+            let t0 = std::time::Instant::now();
+            let mut text = server.app.health.metrics.render();
+            while metric(&text, "earshot_whip_session_ends_total", &[]) < 2.0 && t0.elapsed() < Duration::from_secs(10)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                text = server.app.health.metrics.render();
+            }
             server.drain(std::future::pending()).await;
             (summary, text)
         })
