@@ -1,6 +1,9 @@
 //! SIP and SIPREC ingest against a real SIP peer (`sipp`, Debian `sip-tester`): sipp is
 //! the SBC's recording client and streams one party's audio (`rtp_stream`); the test's
 //! own RTP sender streams the other party into the second stream.
+//!
+//! Just over 600 lines on purpose: besides its own tests it is the SIP harness (sipp
+//! scenarios, raw requests, the RTP sender) that `sip_admission` and `sip_media` share.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
