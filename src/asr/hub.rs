@@ -42,9 +42,10 @@ impl AsrHub {
     ) -> std::io::Result<AsrHub> {
         assert!(!models.is_empty(), "at least one model");
         let (tx, rx) = mpsc::sync_channel(1024);
-        // One waiting job per worker: the rest wait in the scheduler's backlog, where
-        // they can still be shed under overload.
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(settings.workers.max(1));
+        // No room of its own: a job is handed over only to a worker waiting for one, so
+        // the rest wait in the scheduler's backlog, where finals go first and stale
+        // audio can still be shed under overload.
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(0);
         let (res_tx, res_rx) = mpsc::sync_channel::<JobResult>(4096);
         // Workers share one receiver: the lock is held only to take the next job.
         let job_rx = Arc::new(Mutex::new(job_rx));

@@ -423,12 +423,25 @@ impl Scheduler {
         }
     }
 
+    /// Hands waiting jobs to free workers, most urgent first: finals the endpoint has
+    /// decided on, then early finals, then partials; the oldest first within each. A
+    /// job leaves the backlog only when a worker takes it (the job queue has no room of
+    /// its own), so this order is the order of work.
     fn pump_backlog(&mut self) {
-        while let Some(job) = self.backlog.pop_front() {
+        loop {
+            let urgency = |job: &Job| match self.streams.get(&job.stream) {
+                Some(s) if job.req.is_final && !s.policy.is_speculative(&job.req) => 0,
+                _ if job.req.is_final => 1,
+                _ => 2,
+            };
+            let Some((at, _)) = self.backlog.iter().enumerate().min_by_key(|(i, job)| (urgency(job), *i)) else {
+                return;
+            };
+            let job = self.backlog.remove(at).expect("index from the backlog");
             match self.jobs.try_send(job) {
                 Ok(()) => {}
                 Err(TrySendError::Full(job)) => {
-                    self.backlog.push_front(job);
+                    self.backlog.insert(at, job);
                     return;
                 }
                 Err(TrySendError::Disconnected(_)) => return,

@@ -45,6 +45,9 @@ pub struct PolicySettings {
     pub context_ms: u64,
     /// A word ending closer than this to the window's end is not committed.
     pub commit_guard_ms: u64,
+    /// A word ending this long before the window's end is committed on one hypothesis;
+    /// closer to the edge, two consecutive hypotheses must agree on it.
+    pub commit_alone_ms: u64,
     pub vad: VadSettings,
 }
 
@@ -67,6 +70,7 @@ impl Default for PolicySettings {
             soft_cut_ms: 6_000,
             context_ms: 4_000,
             commit_guard_ms: 400,
+            commit_alone_ms: 1_000,
             // 20 frames of hangover = the 400 ms endpoint.
             vad: VadSettings { hangover_frames: 20, ..VadSettings::default() },
         }
@@ -476,7 +480,8 @@ impl StreamPolicy {
         let Some(u) = self.current else { return };
         // Words of an utterance already closed (its final pending) are not this one's.
         let floor = self.pending.iter().map(|p| ms(p.end)).max().unwrap_or(0).max(ms(u.start));
-        self.words.partial(hyp, floor.saturating_sub(self.s.preroll_ms), ms(req.end), self.s.commit_guard_ms);
+        let guard = words::Guard { edge_ms: self.s.commit_guard_ms, alone_ms: self.s.commit_alone_ms };
+        self.words.partial(hyp, floor.saturating_sub(self.s.preroll_ms), ms(req.end), guard);
         if self.pending.is_empty() {
             if let Some(sentence) = self.words.take_sentence() {
                 let start_ms = sentence[0].start_ms;

@@ -5,15 +5,26 @@
 //! - A word is new when it lies after everything already finalised or committed (by
 //!   its midpoint: token times are rough), and it does not merely repeat the last words
 //!   already taken (the window's context audio is decoded again each time).
-//! - A new word is committed when it ends at least `guard` before the window's end (a
-//!   word cut by the window edge is never committed) and either the previous
-//!   hypothesis agreed on it or it ends `2 * guard` before the edge.
+//! - A new word is committed when it ends at least `Guard::edge_ms` before the window's
+//!   end (a word cut by the window edge is never committed) and either the previous
+//!   hypothesis agreed on it or it ends `Guard::alone_ms` before the edge (the decoder
+//!   heard what follows it, as a final's decode would).
 //! - A final is the committed words plus the rest of the final decode; a final that
 //!   repeats the previous one is dropped.
 
 use std::collections::VecDeque;
 
 use crate::asr::hypothesis::{join, Word};
+
+/// When a decoded word may be committed (ms before the window's end).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Guard {
+    /// Never closer to the edge than this (a word cut by the edge is never committed).
+    pub edge_ms: u64,
+    /// This far from the edge, one hypothesis is enough: the decoder heard the word
+    /// and what follows it, as a final's decode would.
+    pub alone_ms: u64,
+}
 
 /// Finalised words kept for the prompt and for recognising repeats.
 const KEEP_FINALS: usize = 80;
@@ -67,14 +78,15 @@ impl Words {
 
     /// A partial hypothesis of the window ending at `window_end_ms`: commits what it can;
     /// returns the newly committed words.
-    pub(super) fn partial(&mut self, hyp: &[Word], floor_ms: u64, window_end_ms: u64, guard_ms: u64) -> Vec<Word> {
+    pub(super) fn partial(&mut self, hyp: &[Word], floor_ms: u64, window_end_ms: u64, guard: Guard) -> Vec<Word> {
         let new = self.fresh(hyp, floor_ms);
         let agreed = new.iter().zip(&self.unstable).take_while(|(a, b)| a.norm() == b.norm()).count();
         let mut n = 0;
         while n < new.len() {
             let w = &new[n];
-            let clear = w.end_ms + guard_ms <= window_end_ms;
-            if clear && n < agreed {
+            let clear = w.end_ms + guard.edge_ms <= window_end_ms;
+            let heard_out = w.end_ms + guard.alone_ms <= window_end_ms;
+            if clear && (n < agreed || heard_out) {
                 n += 1;
             } else {
                 break;
@@ -178,6 +190,9 @@ fn drop_overlap(taken: &[Word], mut rest: Vec<Word>) -> Vec<Word> {
 mod tests {
     use super::*;
 
+    /// Agreement always needed (no word is far enough from the edge to go alone).
+    const G: Guard = Guard { edge_ms: 400, alone_ms: 10_000 };
+
     fn w(t: &str, s: u64, e: u64) -> Word {
         Word::new(t, s, e)
     }
@@ -188,21 +203,38 @@ mod tests {
         let hyp = vec![w("ask", 100, 400), w("not", 500, 800), w("what", 900, 1150)];
         // Twice the same hypothesis, window ends at 1300: "what" ends 150 ms before the
         // edge (guard 400), so only the first two are committed.
-        ws.partial(&hyp, 0, 1300, 400);
+        ws.partial(&hyp, 0, 1300, G);
         assert!(ws.committed.is_empty(), "no agreement yet and too close to the edge");
-        ws.partial(&hyp, 0, 1300, 400);
+        ws.partial(&hyp, 0, 1300, G);
         assert_eq!(join(&ws.committed), "ask not");
         assert_eq!(join(&ws.unstable), "what");
     }
 
     #[test]
+    fn a_word_with_a_second_of_speech_after_it_is_committed_on_one_hypothesis() {
+        let mut ws = Words::default();
+        let guard = Guard { edge_ms: 400, alone_ms: 1000 };
+        let hyp = [w("your", 100, 400), w("call", 500, 900), w("is", 1000, 1300), w("now", 1400, 1800)];
+        let got = ws.partial(&hyp, 0, 2000, guard);
+        assert_eq!(join(&got), "your call", "1 s or more before the edge: heard out, committed alone");
+        assert_eq!(join(&ws.unstable), "is now", "closer to the edge: waits for agreement");
+        let got = ws.partial(
+            &[w("your", 100, 400), w("call", 500, 900), w("is", 1000, 1300), w("now", 1400, 1800)],
+            0,
+            2200,
+            guard,
+        );
+        assert_eq!(join(&got), "is now", "agreed, and clear of the edge guard");
+    }
+
+    #[test]
     fn commits_need_agreement_and_stop_at_the_first_disagreement() {
         let mut ws = Words::default();
-        ws.partial(&[w("as", 100, 400), w("not", 500, 800), w("what", 900, 1100)], 0, 3000, 400);
+        ws.partial(&[w("as", 100, 400), w("not", 500, 800), w("what", 900, 1100)], 0, 3000, G);
         assert!(ws.committed.is_empty(), "one hypothesis commits nothing, however far from the edge");
-        ws.partial(&[w("ask", 100, 400), w("not", 500, 800), w("what", 900, 1100)], 0, 3000, 400);
+        ws.partial(&[w("ask", 100, 400), w("not", 500, 800), w("what", 900, 1100)], 0, 3000, G);
         assert!(ws.committed.is_empty(), "'as' then 'ask': no agreement on the first word");
-        ws.partial(&[w("ask", 100, 400), w("not", 500, 800), w("what", 900, 1100)], 0, 3000, 400);
+        ws.partial(&[w("ask", 100, 400), w("not", 500, 800), w("what", 900, 1100)], 0, 3000, G);
         assert_eq!(join(&ws.committed), "ask not what");
     }
 
@@ -288,8 +320,8 @@ mod tests {
     fn finals_keep_committed_words_and_add_the_rest() {
         let mut ws = Words::default();
         let h = [w("Hi", 0, 300), w("Alex,", 300, 700), w("we", 800, 900)];
-        ws.partial(&h, 0, 1200, 400);
-        ws.partial(&h, 0, 1200, 400);
+        ws.partial(&h, 0, 1200, G);
+        ws.partial(&h, 0, 1200, G);
         assert_eq!(join(&ws.committed), "Hi Alex,");
         // The final decode hears "Hi Alex" slightly differently; committed words stay.
         let f =
@@ -303,8 +335,8 @@ mod tests {
     fn a_finished_sentence_becomes_a_final_when_the_next_one_starts() {
         let mut ws = Words::default();
         let h = [w("Thanks.", 0, 500), w("So", 700, 800), w("about", 800, 1000), w("pricing", 1000, 1400)];
-        ws.partial(&h, 0, 3000, 400);
-        ws.partial(&h, 0, 3000, 400);
+        ws.partial(&h, 0, 3000, G);
+        ws.partial(&h, 0, 3000, G);
         let s = ws.take_sentence().unwrap();
         assert_eq!(join(&s), "Thanks.");
         assert_eq!(join(&ws.committed), "So about pricing");
