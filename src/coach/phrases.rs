@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::call::Role;
 use crate::coach::playbook::PhraseRule;
-use crate::coach::text::Phrase;
+use crate::coach::text::{self, Phrase};
 use crate::coach::{Coach, CoachOutput, HintPayload, TranscriptPayload, TriggerSpan};
 
 impl Coach {
@@ -20,13 +20,22 @@ impl Coach {
         now: u64,
         out: &mut Vec<CoachOutput>,
     ) {
-        let span = |matched: &[String]| TriggerSpan {
-            channel: p.channel,
-            utterance_id: p.utterance_id.clone(),
-            text: text.to_string(),
-            matched: matched.join(" "),
-            start_ms: p.start_ms,
-            end_ms: p.end_ms,
+        // Where the matched words were said: their own times when the transcript carries
+        // word timings that line up with its text, else the utterance's span.
+        let times = word_times(p, words);
+        let span = |(a, b): (usize, usize)| {
+            let (start_ms, end_ms) = match &times {
+                Some(t) => (t[a].0, t[b - 1].1),
+                None => (p.start_ms, p.end_ms),
+            };
+            TriggerSpan {
+                channel: p.channel,
+                utterance_id: p.utterance_id.clone(),
+                text: text.to_string(),
+                matched: words[a..b].join(" "),
+                start_ms,
+                end_ms,
+            }
         };
         let pb = self.pb.clone();
         for (rule, default_cooldown) in
@@ -49,11 +58,30 @@ impl Coach {
                         phrase.source,
                         rule.id
                     );
-                    self.hint(rule_hint(rule, reason, Some(span(&words[*a..*b])), now), out);
+                    self.hint(rule_hint(rule, reason, Some(span((*a, *b))), now), out);
                 }
             }
         }
     }
+}
+
+/// Start and end (ms) of each of `words` (the normalised words of the text the rules
+/// saw: a partial's stable words are the first of its timed words); `None` when the
+/// timed words do not spell those words (no timings, or the text was changed).
+fn word_times(p: &TranscriptPayload, words: &[String]) -> Option<Vec<(u64, u64)>> {
+    let mut out = Vec::with_capacity(words.len());
+    for w in p.words.as_ref()? {
+        for part in text::words(&w.text) {
+            if out.len() == words.len() {
+                return Some(out);
+            }
+            if part != words[out.len()] {
+                return None;
+            }
+            out.push((w.start_ms, w.end_ms));
+        }
+    }
+    (out.len() == words.len()).then_some(out)
 }
 
 fn find<'a>(phrases: &'a [Phrase], words: &[String]) -> Vec<(&'a Phrase, (usize, usize))> {

@@ -231,6 +231,23 @@ fn silence_only_call() {
 }
 
 #[test]
+fn a_trigger_span_has_the_matched_words_own_times_when_the_transcript_has_them() {
+    let mut c = coach();
+    let mut p = tx(Role::Customer, "customer-1", "we looked at globex", "last", 5.0, 8.0);
+    let timed =
+        [("We", 5000, 5200), ("looked", 5200, 5600), ("at", 5600, 5800), ("Globex,", 6100, 6700), ("last", 6800, 7100)];
+    p.words = Some(timed.iter().map(|(w, a, b)| crate::asr::hypothesis::Word::new(w, *a, *b)).collect());
+    let out = partial(&mut c, &p, 7.5);
+    let span = hints(&out)[0].trigger.clone().unwrap();
+    assert_eq!((span.matched.as_str(), span.start_ms, span.end_ms), ("globex", 6_100, 6_700));
+    // Timings that do not spell the text (changed after timing): the utterance's span.
+    let mut c = coach();
+    p.words = Some(vec![crate::asr::hypothesis::Word::new("something", 5000, 6000)]);
+    let span = hints(&partial(&mut c, &p, 7.5))[0].trigger.clone().unwrap();
+    assert_eq!((span.start_ms, span.end_ms), (5_000, 8_000));
+}
+
+#[test]
 fn stable_words_trigger_without_waiting_for_the_final_and_only_once() {
     let mut c = coach();
     // Unstable words are not acted on.
