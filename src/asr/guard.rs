@@ -47,10 +47,76 @@ pub fn clean_hypothesis(h: &Hypothesis) -> Vec<Word> {
             }
         }
     }
+    if squeezed(&out) {
+        return Vec::new();
+    }
+    drop_squeezed_repeat(&mut out);
+    drop_squeezed_restart(&mut out);
     if crate::asr::hypothesis::compression_ratio(&crate::asr::hypothesis::join(&out)) > 2.4 {
         return Vec::new();
     }
     out
+}
+
+/// All of it in almost no time (under 40 ms a word, 150 ms in all: "the[37560-37560]
+/// sound.[37560-37560]"): the alignment found no audio for any of it.
+fn squeezed(words: &[Word]) -> bool {
+    let (Some(first), Some(last)) = (words.first(), words.last()) else { return false };
+    let span = last.end_ms.saturating_sub(first.start_ms);
+    span <= SQUEEZED_MS && span < 40 * words.len() as u64
+}
+
+/// Drops a tail after the last sentence end that starts that sentence again in almost
+/// no time ("Something is terribly wrong. Something[33520-33520]"): see
+/// [`drop_squeezed_repeat`].
+fn drop_squeezed_restart(words: &mut Vec<Word>) {
+    let ends = |w: &Word| w.text.ends_with(['.', '?', '!']);
+    let Some(last_end) = words.iter().rposition(ends) else { return };
+    let tail = &words[last_end + 1..];
+    let start = words[..last_end].iter().rposition(ends).map_or(0, |i| i + 1);
+    let sentence = &words[start..=last_end];
+    if tail.is_empty() || tail.len() >= sentence.len() {
+        return;
+    }
+    let same = sentence.iter().zip(tail).enumerate().all(|(i, (h, t))| {
+        let (h, t) = (h.norm(), t.norm());
+        if i + 1 == tail.len() {
+            !t.is_empty() && h.starts_with(&t)
+        } else {
+            h == t
+        }
+    });
+    let span = tail[tail.len() - 1].end_ms.saturating_sub(tail[0].start_ms);
+    if same && span <= SQUEEZED_MS {
+        words.truncate(last_end + 1);
+    }
+}
+
+/// Longest time a repeat of the words before it may take and still count as invented.
+const SQUEEZED_MS: u64 = 150;
+
+/// Drops a tail that repeats the 2+ words before it (its last word may be cut short)
+/// in almost no time: "Montreal Force Tyliner! Montreal[36160-36160] Force[36160-36160]
+/// Tyliner![36160-36240]". Whisper invents such a copy in the padding after a short
+/// clip; the alignment squeezes it against the end of the audio. A person saying the
+/// words twice takes the time to say them.
+fn drop_squeezed_repeat(words: &mut Vec<Word>) {
+    for n in (2..=(words.len() / 2).min(12)).rev() {
+        let (head, tail) = (&words[words.len() - 2 * n..words.len() - n], &words[words.len() - n..]);
+        let same = head.iter().zip(tail).enumerate().all(|(i, (h, t))| {
+            let (h, t) = (h.norm(), t.norm());
+            if i + 1 == n {
+                !t.is_empty() && h.starts_with(&t)
+            } else {
+                h == t
+            }
+        });
+        let span = tail[n - 1].end_ms.saturating_sub(tail[0].start_ms);
+        if same && span <= SQUEEZED_MS {
+            words.truncate(words.len() - n);
+            return;
+        }
+    }
 }
 
 /// Returns the text to keep ("" for none).
@@ -159,6 +225,42 @@ mod tests {
             clean("Do you have a minute to talk about your phone system? Do you have a minute to talk about your phone system?"),
             "Do you have a minute to talk about your phone system?"
         );
+    }
+
+    #[test]
+    fn a_repeat_squeezed_against_the_end_of_the_audio_is_dropped() {
+        let hyp = |ws: &[(&str, u64, u64)]| Hypothesis {
+            words: ws.iter().map(|(w, a, b)| Word::new(w, *a, *b)).collect(),
+            no_speech: 0.0,
+            avg_logprob: -0.3,
+        };
+        let texts = |ws: Vec<Word>| ws.iter().map(|w| w.text.clone()).collect::<Vec<_>>().join(" ");
+        let squeezed = hyp(&[
+            ("Montreal", 34920, 35500),
+            ("Force", 35500, 35820),
+            ("Liner!", 35820, 36160),
+            ("Montreal", 36160, 36160),
+            ("Force", 36160, 36160),
+            ("Lin", 36240, 36240),
+        ]);
+        assert_eq!(texts(clean_hypothesis(&squeezed)), "Montreal Force Liner!");
+        // Said twice, taking the time to say it: kept.
+        let said = hyp(&[("no", 0, 200), ("way", 200, 500), ("no", 700, 900), ("way", 900, 1200)]);
+        assert_eq!(texts(clean_hypothesis(&said)), "no way no way");
+        // The sentence started again in no time after its full stop: dropped.
+        let restart = hyp(&[
+            ("Something", 31340, 32040),
+            ("is", 32060, 32640),
+            ("terribly", 32640, 33120),
+            ("wrong.", 33120, 33520),
+            ("Something", 33520, 33520),
+        ]);
+        assert_eq!(texts(clean_hypothesis(&restart)), "Something is terribly wrong.");
+        let again = hyp(&[("Do", 0, 200), ("it.", 200, 500), ("Do", 900, 1100)]);
+        assert_eq!(texts(clean_hypothesis(&again)), "Do it. Do", "said again, in its own time");
+        // Nothing of it heard (every word aligned to one instant): no text.
+        assert!(clean_hypothesis(&hyp(&[("the", 37560, 37560), ("sound.", 37560, 37560)])).is_empty());
+        assert_eq!(texts(clean_hypothesis(&hyp(&[("Yes.", 1000, 1180)]))), "Yes.");
     }
 
     #[test]
