@@ -242,7 +242,8 @@ fn live_call_streams_transcript_hints_and_scorecard_to_the_right_clients_only() 
         let hint = |kind: &str| got.iter().find(|(_, m)| m["type"] == "hint" && m["kind"] == kind).cloned();
         let (at, competitor) = hint("competitor").unwrap_or_else(|| panic!("no competitor hint: {kinds:?}\n{msgs:#?}"));
         assert_eq!(competitor["trigger"]["channel"], "customer");
-        assert_eq!(competitor["trigger"]["matched"], "salesforce");
+        // The words as heard: Whisper writes the name as one word or two.
+        assert_eq!(competitor["trigger"]["matched"].as_str().unwrap().replace(' ', ""), "salesforce", "{competitor}");
         assert!(competitor["reason"].as_str().unwrap().contains("customer said"), "{competitor}");
         assert!(at > cust_at, "the hint came after the name was spoken ({at:.2} s vs {cust_at:.2} s)");
         let (_, missed) = hint("compliance.missed").unwrap_or_else(|| panic!("no missed-terms alert: {kinds:?}"));
