@@ -685,8 +685,9 @@ fn overlay_in_headless_chromium_shows_transcript_hints_and_the_team_view() {
         let s: Value = serde_json::from_str(&summary).unwrap();
         let lines = s["rep_lines"].as_array().unwrap();
         assert!(
+            // Whisper writes the name as one word or two.
             lines.iter().any(|l| l["cls"].as_str().unwrap().contains("customer")
-                && l["text"].as_str().unwrap().to_lowercase().contains("salesforce")),
+                && l["text"].as_str().unwrap().to_lowercase().replace(' ', "").contains("salesforce")),
             "{s:#}"
         );
         assert!(lines.iter().any(|l| l["cls"].as_str().unwrap().contains("rep")), "{s:#}");

@@ -67,9 +67,14 @@ pub(crate) fn free_udp() -> UdpSocket {
     }
 }
 
+/// An even port free for UDP and TCP both (sipp's `-p` is a TCP port with `-t t1`).
 pub(crate) fn free_port() -> u16 {
-    let s = free_udp();
-    s.local_addr().unwrap().port()
+    loop {
+        let p = free_udp().local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
 }
 
 /// 8 kHz µ-law WAV of `samples` (for sipp's `rtp_stream`).
@@ -361,13 +366,21 @@ pub(crate) fn siprec_call(
     };
     tweak(&mut sc);
     let second_sender = sc.reinvite_port.map(|p| UdpSocket::bind(("127.0.0.1", p)).unwrap());
-    let (mut child, trace) = run_sipp(dir.path(), &sc, sip, tcp);
+    let (mut child, mut trace) = run_sipp(dir.path(), &sc, sip, tcp);
     let t0 = Instant::now();
+    let mut binds = 0;
     let ports = loop {
         if let Some(p) = answered_ports(&trace).first().filter(|p| p.len() == 2) {
             break p.clone();
         }
         if let Ok(Some(st)) = child.try_wait() {
+            // 254: sipp could not bind its ports (another test took them between our check
+            // and its start): again with fresh ones, before any INVITE was sent.
+            if st.code() == Some(254) && binds < 3 && answered_ports(&trace).is_empty() {
+                binds += 1;
+                (child, trace) = run_sipp(dir.path(), &sc, sip, tcp);
+                continue;
+            }
             panic!(
                 "sipp exited early ({st}); log:\n{}\ntrace:\n{}",
                 server.log(),
