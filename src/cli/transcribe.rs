@@ -11,7 +11,7 @@ use super::tokio_main;
 pub struct TranscribeArgs {
     file: PathBuf,
     /// Model name in --model-dir (tiny.en, base-q8_0, …) or a ggml file.
-    #[arg(long, default_value = "tiny.en")]
+    #[arg(long, default_value = "tiny.en-q8_0")]
     model: String,
     #[arg(long, env = "EARSHOT_MODEL_DIR", default_value = "models")]
     model_dir: PathBuf,

@@ -44,7 +44,7 @@ impl Default for AsrConfig {
     fn default() -> Self {
         Self {
             enabled: false,
-            model: "tiny.en".into(),
+            model: "tiny.en-q8_0".into(),
             model_dir: PathBuf::from("models"),
             workers: 0,
             language: "en".into(),
